@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs every check and test of zapinbox. The one command CI runs.
+#
+#   ./scripts/test.sh          everything: fmt, clippy, tests, docs, bench smoke run
+#
+# Builds go to $CARGO_TARGET_DIR, by default a cache outside the clone
+# ($HOME/.cache/zapinbox/target), so a fresh clone on the same machine
+# reuses earlier builds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/zapinbox/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+export RUSTDOCFLAGS="${RUSTDOCFLAGS:--D warnings}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain: $(cargo --version)"
+rustup component list --installed 2>/dev/null | grep -qE '^(rustfmt|clippy)' || true
+
+step "format"
+cargo fmt --all -- --check
+
+step "lint"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "sqlite beside sqlx: one libsqlite3-sys for both"
+./scripts/check-sqlx-compat.sh
+
+step "tests"
+cargo test --workspace --all-targets
+
+step "doc tests"
+cargo test --workspace --doc
+
+step "docs"
+cargo doc --workspace --no-deps --quiet
+
+step "quickstart runs"
+cargo run --quiet --example quickstart > "$CARGO_TARGET_DIR/quickstart.out"
+tail -n 1 "$CARGO_TARGET_DIR/quickstart.out"
+
+step "all checks passed"

@@ -1,0 +1,122 @@
+//! The traits a storage backend implements.
+//!
+//! Each trait is small, object-safe and `Send + Sync`, so `Arc<dyn Backend>`
+//! works. Backends take validated events ([`ValidEvent`]) and decode cursors
+//! with [`PullQuery::resolve`]; policies (rate limits, sizes) live in the
+//! [`Inbox`](crate::Inbox) facade, not in backends.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Clock, Event, EventId, EventStatus, Ingested, Page, PullQuery, Result, TenantId, ValidEvent,
+};
+
+/// Stores new events.
+#[async_trait]
+pub trait Ingest: Send + Sync {
+    /// Stores one event, durably before returning, or finds its idempotent
+    /// original.
+    async fn ingest(&self, tenant: &TenantId, event: ValidEvent) -> Result<Ingested>;
+
+    /// Stores many events atomically: all of them or, on error, none. Each
+    /// event gets its own idempotency handling, in order.
+    async fn ingest_batch(
+        &self,
+        tenant: &TenantId,
+        events: Vec<ValidEvent>,
+    ) -> Result<Vec<Ingested>>;
+}
+
+/// Reads events.
+#[async_trait]
+pub trait InboxPull: Send + Sync {
+    /// Lists pending events of one tenant (see [`PullQuery`]).
+    async fn pull(&self, tenant: &TenantId, query: PullQuery) -> Result<Page>;
+
+    /// The event with this id in this tenant, in any state, unless deleted.
+    async fn get(&self, tenant: &TenantId, id: EventId) -> Result<Option<Event>>;
+}
+
+/// Marks events delivered.
+#[async_trait]
+pub trait Acknowledge: Send + Sync {
+    /// Marks the event delivered: it leaves the inbox. Acking twice is fine.
+    async fn ack(&self, tenant: &TenantId, id: EventId) -> Result<AckOutcome>;
+}
+
+/// Removes events.
+#[async_trait]
+pub trait Delete: Send + Sync {
+    /// Removes the event in any state. Its idempotency key stays remembered
+    /// for the rest of its window.
+    async fn delete(&self, tenant: &TenantId, id: EventId) -> Result<DeleteOutcome>;
+}
+
+/// Looks up idempotency keys.
+#[async_trait]
+pub trait Idempotency: Send + Sync {
+    /// The event stored under `key` within the idempotency window, if any.
+    async fn find_by_key(&self, tenant: &TenantId, key: &str) -> Result<Option<EventId>>;
+}
+
+/// A complete storage backend.
+pub trait Backend: Ingest + InboxPull + Acknowledge + Delete + Idempotency + 'static {
+    /// A short stable name (`memory`, `sqlite`); cursors are bound to it.
+    fn name(&self) -> &'static str;
+
+    /// The settings the backend applies, including its clock.
+    fn config(&self) -> &QueueConfig;
+}
+
+/// What [`Acknowledge::ack`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckOutcome {
+    /// The event was pending (or dead-lettered) and is now acked.
+    Acked,
+    /// The event was already acked; nothing changed.
+    AlreadyAcked,
+}
+
+/// What [`Delete::delete`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteOutcome {
+    /// The state the event was in before it was deleted.
+    pub previous: EventStatus,
+}
+
+/// Settings every backend applies the same way.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct QueueConfig {
+    /// Where "now" comes from.
+    pub clock: Clock,
+    /// How long an idempotency key is remembered. Default 24 hours.
+    pub idempotency_window: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            clock: Clock::system(),
+            idempotency_window: Duration::from_secs(24 * 60 * 60),
+        }
+    }
+}
+
+impl QueueConfig {
+    /// Uses `clock` for every time-based rule.
+    pub fn with_clock(mut self, clock: impl Into<Clock>) -> Self {
+        self.clock = clock.into();
+        self
+    }
+
+    /// Remembers idempotency keys for `window`.
+    pub fn with_idempotency_window(mut self, window: Duration) -> Self {
+        self.idempotency_window = window;
+        self
+    }
+}

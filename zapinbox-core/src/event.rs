@@ -1,0 +1,379 @@
+//! Events: what callers send, what the inbox stores, what ingest answers.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::{Error, EventId, Result, TenantId, Timestamp};
+
+/// An event to ingest.
+///
+/// ```
+/// use serde_json::json;
+/// use zapinbox_core::NewEvent;
+///
+/// let event = NewEvent::new(json!({ "order": 42 }))
+///     .with_topic("orders")
+///     .with_type("order.created")
+///     .with_idempotency_key("order-42-created");
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct NewEvent {
+    /// Where the event came from, e.g. `billing`.
+    pub source: Option<String>,
+    /// What happened, e.g. `invoice.paid`.
+    pub event_type: Option<String>,
+    /// The stream it belongs to, e.g. `payments`.
+    pub topic: Option<String>,
+    /// The body: must be a JSON object.
+    pub payload: Value,
+    /// Makes retries safe: a second ingest with the same key and the same
+    /// content within the idempotency window returns the first event.
+    pub idempotency_key: Option<String>,
+    /// Who produced it, for metering.
+    pub client_id: Option<String>,
+}
+
+impl NewEvent {
+    /// An event with this payload and no metadata.
+    pub fn new(payload: Value) -> Self {
+        NewEvent {
+            source: None,
+            event_type: None,
+            topic: None,
+            payload,
+            idempotency_key: None,
+            client_id: None,
+        }
+    }
+
+    /// Sets the source.
+    pub fn with_source(mut self, source: impl Into<String>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// Sets the event type.
+    pub fn with_type(mut self, event_type: impl Into<String>) -> Self {
+        self.event_type = Some(event_type.into());
+        self
+    }
+
+    /// Sets the topic.
+    pub fn with_topic(mut self, topic: impl Into<String>) -> Self {
+        self.topic = Some(topic.into());
+        self
+    }
+
+    /// Sets the idempotency key.
+    pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Sets the producing client's id.
+    pub fn with_client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = Some(client_id.into());
+        self
+    }
+
+    /// Checks the event against `limits` and encodes its payload once, for
+    /// storage and for the idempotency fingerprint.
+    pub fn validate(self, limits: &Limits) -> Result<ValidEvent> {
+        check_field("source", self.source.as_deref(), limits.max_field_chars)?;
+        check_field(
+            "event_type",
+            self.event_type.as_deref(),
+            limits.max_field_chars,
+        )?;
+        check_field("topic", self.topic.as_deref(), limits.max_field_chars)?;
+        check_field(
+            "client_id",
+            self.client_id.as_deref(),
+            limits.max_field_chars,
+        )?;
+        if let Some(key) = &self.idempotency_key {
+            if key.is_empty() {
+                return Err(Error::invalid("idempotency_key must not be empty"));
+            }
+            check_field(
+                "idempotency_key",
+                Some(key),
+                limits.max_idempotency_key_chars,
+            )?;
+        }
+        if !self.payload.is_object() {
+            return Err(Error::invalid(format!(
+                "payload must be a JSON object, got {}",
+                json_kind(&self.payload)
+            )));
+        }
+        let payload_json = serde_json::to_string(&self.payload)
+            .map_err(|e| Error::invalid(format!("payload cannot be encoded: {e}")))?;
+        if payload_json.len() > limits.max_payload_bytes {
+            return Err(Error::PayloadTooLarge {
+                size: payload_json.len(),
+                limit: limits.max_payload_bytes,
+            });
+        }
+        let fingerprint = Fingerprint::of(&self);
+        Ok(ValidEvent {
+            event: self,
+            payload_json,
+            fingerprint,
+        })
+    }
+}
+
+fn check_field(name: &str, value: Option<&str>, max_chars: usize) -> Result<()> {
+    let Some(value) = value else { return Ok(()) };
+    let chars = value.chars().count();
+    if chars > max_chars {
+        return Err(Error::invalid(format!(
+            "{name} is {chars} characters, over the limit of {max_chars}"
+        )));
+    }
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
+        return Err(Error::invalid(format!(
+            "{name} must not contain control characters, found {c:?}"
+        )));
+    }
+    Ok(())
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Size limits on incoming events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Largest payload, as compact JSON, in bytes. Default 512 KiB.
+    pub max_payload_bytes: usize,
+    /// Longest `source`, `event_type`, `topic` or `client_id`, in characters.
+    /// Default 256.
+    pub max_field_chars: usize,
+    /// Longest idempotency key, in characters. Default 256.
+    pub max_idempotency_key_chars: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_payload_bytes: 512 * 1024,
+            max_field_chars: 256,
+            max_idempotency_key_chars: 256,
+        }
+    }
+}
+
+impl Limits {
+    /// Sets the largest payload accepted, in bytes of compact JSON.
+    pub fn with_max_payload_bytes(mut self, bytes: usize) -> Self {
+        self.max_payload_bytes = bytes;
+        self
+    }
+}
+
+/// An event that passed validation, with its payload encoded once.
+///
+/// Backends take only validated events, so nothing invalid reaches storage.
+#[derive(Clone, Debug)]
+pub struct ValidEvent {
+    event: NewEvent,
+    payload_json: String,
+    fingerprint: Fingerprint,
+}
+
+impl ValidEvent {
+    /// The event as it was given.
+    pub fn event(&self) -> &NewEvent {
+        &self.event
+    }
+
+    /// The payload as compact JSON.
+    pub fn payload_json(&self) -> &str {
+        &self.payload_json
+    }
+
+    /// The content fingerprint that decides idempotent duplicate vs conflict.
+    pub fn fingerprint(&self) -> &Fingerprint {
+        &self.fingerprint
+    }
+
+    /// The idempotency key, if any.
+    pub fn idempotency_key(&self) -> Option<&str> {
+        self.event.idempotency_key.as_deref()
+    }
+
+    /// The stored event this becomes under `id`.
+    pub fn into_event(self, tenant: TenantId, id: EventId) -> Event {
+        let e = self.event;
+        let mut event = Event::new(tenant, id, e.payload);
+        event.source = e.source;
+        event.event_type = e.event_type;
+        event.topic = e.topic;
+        event.idempotency_key = e.idempotency_key;
+        event.client_id = e.client_id;
+        event
+    }
+}
+
+/// SHA-256 over an event's content (every field but the idempotency key),
+/// with object keys in sorted order so equal JSON always hashes the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl Fingerprint {
+    fn of(e: &NewEvent) -> Self {
+        let mut h = Sha256::new();
+        for field in [&e.source, &e.event_type, &e.topic, &e.client_id] {
+            match field {
+                Some(s) => {
+                    h.update([1]);
+                    h.update((s.len() as u64).to_be_bytes());
+                    h.update(s.as_bytes());
+                }
+                None => h.update([0]),
+            }
+        }
+        hash_json(&mut h, &e.payload);
+        Fingerprint(h.finalize().into())
+    }
+}
+
+fn hash_json(h: &mut Sha256, v: &Value) {
+    fn str(h: &mut Sha256, s: &str) {
+        h.update((s.len() as u64).to_be_bytes());
+        h.update(s.as_bytes());
+    }
+    match v {
+        Value::Null => h.update([0]),
+        Value::Bool(b) => h.update([1, u8::from(*b)]),
+        Value::Number(n) => {
+            h.update([2]);
+            str(h, &n.to_string());
+        }
+        Value::String(s) => {
+            h.update([3]);
+            str(h, s);
+        }
+        Value::Array(items) => {
+            h.update([4]);
+            h.update((items.len() as u64).to_be_bytes());
+            items.iter().for_each(|item| hash_json(h, item));
+        }
+        Value::Object(map) => {
+            h.update([5]);
+            h.update((map.len() as u64).to_be_bytes());
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for (k, v) in entries {
+                str(h, k);
+                hash_json(h, v);
+            }
+        }
+    }
+}
+
+/// Where an event is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventStatus {
+    /// Waiting to be delivered: listed by pull, claimable by workers.
+    Pending,
+    /// Delivered and acknowledged: no longer in the inbox.
+    Acked,
+    /// Failed its last allowed attempt: kept aside until redriven.
+    DeadLettered,
+}
+
+impl EventStatus {
+    /// The status's number in storage.
+    pub fn code(self) -> u8 {
+        match self {
+            EventStatus::Pending => 0,
+            EventStatus::Acked => 1,
+            EventStatus::DeadLettered => 2,
+        }
+    }
+
+    /// The status stored as `code`, if any.
+    pub fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(EventStatus::Pending),
+            1 => Some(EventStatus::Acked),
+            2 => Some(EventStatus::DeadLettered),
+            _ => None,
+        }
+    }
+}
+
+/// A stored event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Event {
+    /// Its id.
+    pub id: EventId,
+    /// The tenant it belongs to.
+    pub tenant: TenantId,
+    /// Where it came from.
+    pub source: Option<String>,
+    /// What happened.
+    pub event_type: Option<String>,
+    /// Its stream.
+    pub topic: Option<String>,
+    /// Its body, a JSON object.
+    pub payload: Value,
+    /// The idempotency key it was ingested with.
+    pub idempotency_key: Option<String>,
+    /// The client that produced it.
+    pub client_id: Option<String>,
+    /// When it was ingested (the timestamp of its id).
+    pub created_at: Timestamp,
+    /// Pending, acked or dead-lettered.
+    pub status: EventStatus,
+    /// How many times it was claimed by a worker.
+    pub attempts: u32,
+}
+
+impl Event {
+    /// A pending event with this id and payload and no metadata; backends
+    /// fill in the rest as they read it back.
+    pub fn new(tenant: TenantId, id: EventId, payload: Value) -> Self {
+        Event {
+            id,
+            tenant,
+            source: None,
+            event_type: None,
+            topic: None,
+            payload,
+            idempotency_key: None,
+            client_id: None,
+            created_at: id.created_at(),
+            status: EventStatus::Pending,
+            attempts: 0,
+        }
+    }
+}
+
+/// What ingest answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ingested {
+    /// The event's id (the original one for a duplicate).
+    pub id: EventId,
+    /// When the event was created.
+    pub created_at: Timestamp,
+    /// True when an event with the same idempotency key and content was
+    /// already stored: nothing new was stored.
+    pub duplicate: bool,
+}

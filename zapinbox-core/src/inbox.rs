@@ -1,0 +1,228 @@
+//! The `Inbox` facade: one backend, wrapped in the policies every backend
+//! shares (validation, size limits, rate limits).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use tracing::instrument;
+
+use crate::rate_limit::TenantLimiter;
+use crate::{
+    AckOutcome, Backend, Clock, DeleteOutcome, Event, EventId, Ingested, Limits, NewEvent, Page,
+    PullQuery, RateLimit, Result, TenantId,
+};
+
+/// An event inbox on any backend.
+///
+/// Every call checks the tenant's rate limit first, then validates its input,
+/// then reaches the backend: a rejected call changes nothing. Cheap to clone;
+/// clones share the backend and the rate limiters.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> zapinbox_core::Result<()> {
+/// use serde_json::json;
+/// use zapinbox_core::{Inbox, MemoryBackend, NewEvent, PullQuery, TenantId};
+///
+/// let inbox = Inbox::new(MemoryBackend::new());
+/// let tenant = TenantId::new("acme")?;
+/// let first = inbox.ingest(&tenant, NewEvent::new(json!({ "n": 1 })).with_topic("orders")).await?;
+/// let page = inbox.pull(&tenant, PullQuery::new().topic("orders")).await?;
+/// assert_eq!(page.events[0].id, first.id);
+/// inbox.ack(&tenant, first.id).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Inbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Arc<dyn Backend>,
+    limits: Limits,
+    rate: TenantLimiter,
+}
+
+/// Anything that can serve as an inbox's backend: a backend value, an
+/// `Arc` of one, or an `Arc<dyn Backend>`.
+pub trait IntoBackend {
+    /// Shares the backend as a trait object.
+    fn into_backend(self) -> Arc<dyn Backend>;
+}
+
+impl<B: Backend> IntoBackend for B {
+    fn into_backend(self) -> Arc<dyn Backend> {
+        Arc::new(self)
+    }
+}
+
+impl<B: Backend> IntoBackend for Arc<B> {
+    fn into_backend(self) -> Arc<dyn Backend> {
+        self
+    }
+}
+
+impl IntoBackend for Arc<dyn Backend> {
+    fn into_backend(self) -> Arc<dyn Backend> {
+        self
+    }
+}
+
+/// Configures an [`Inbox`].
+pub struct InboxBuilder {
+    backend: Arc<dyn Backend>,
+    limits: Limits,
+    rate_limit: Option<RateLimit>,
+    tenant_rate_limits: HashMap<TenantId, RateLimit>,
+}
+
+impl InboxBuilder {
+    /// Sets the size limits on incoming events (default: 512 KiB payloads).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Limits every tenant to `limit` calls (default: unlimited). Each call
+    /// costs one, a batch included.
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// Gives `tenant` its own rate instead of the default.
+    pub fn tenant_rate_limit(mut self, tenant: TenantId, limit: RateLimit) -> Self {
+        self.tenant_rate_limits.insert(tenant, limit);
+        self
+    }
+
+    /// Builds the inbox.
+    pub fn build(self) -> Inbox {
+        let clock = self.backend.config().clock.clone();
+        Inbox {
+            inner: Arc::new(Inner {
+                rate: TenantLimiter::new(clock, self.rate_limit, self.tenant_rate_limits),
+                backend: self.backend,
+                limits: self.limits,
+            }),
+        }
+    }
+}
+
+impl Inbox {
+    /// An inbox on `backend` with default policies.
+    pub fn new(backend: impl IntoBackend) -> Self {
+        Self::builder(backend).build()
+    }
+
+    /// Starts configuring an inbox on `backend`.
+    pub fn builder(backend: impl IntoBackend) -> InboxBuilder {
+        InboxBuilder {
+            backend: backend.into_backend(),
+            limits: Limits::default(),
+            rate_limit: None,
+            tenant_rate_limits: HashMap::new(),
+        }
+    }
+
+    /// The backend underneath.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.inner.backend
+    }
+
+    /// The clock every rule reads (the backend's).
+    pub fn clock(&self) -> &Clock {
+        &self.inner.backend.config().clock
+    }
+
+    /// The size limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Stores `event` for `tenant`. Returns once the event is durable (as the
+    /// backend defines it). With an idempotency key already used within its
+    /// window: the original id with `duplicate: true` if the content is the
+    /// same, [`Error::IdempotencyConflict`](crate::Error::IdempotencyConflict)
+    /// if it differs.
+    #[instrument(skip_all, fields(tenant = %tenant, op = "ingest"))]
+    pub async fn ingest(&self, tenant: &TenantId, event: NewEvent) -> Result<Ingested> {
+        self.inner.rate.check(tenant)?;
+        let event = event.validate(&self.inner.limits)?;
+        self.inner.backend.ingest(tenant, event).await
+    }
+
+    /// Stores `events` atomically: if any is invalid or conflicts with an
+    /// idempotency key, nothing is stored.
+    #[instrument(skip_all, fields(tenant = %tenant, op = "ingest_batch", count = events.len()))]
+    pub async fn ingest_batch(
+        &self,
+        tenant: &TenantId,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Ingested>> {
+        self.inner.rate.check(tenant)?;
+        let events = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| {
+                e.validate(&self.inner.limits)
+                    .map_err(|err| at_index(i, err))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.inner.backend.ingest_batch(tenant, events).await
+    }
+
+    /// One page of pending events (see [`PullQuery`]).
+    #[instrument(skip_all, fields(tenant = %tenant, op = "pull"))]
+    pub async fn pull(&self, tenant: &TenantId, query: PullQuery) -> Result<Page> {
+        self.inner.rate.check(tenant)?;
+        self.inner.backend.pull(tenant, query).await
+    }
+
+    /// The event with this id, in any state, unless deleted.
+    #[instrument(skip_all, fields(tenant = %tenant, op = "get"))]
+    pub async fn get(&self, tenant: &TenantId, id: EventId) -> Result<Option<Event>> {
+        self.inner.rate.check(tenant)?;
+        self.inner.backend.get(tenant, id).await
+    }
+
+    /// Marks the event delivered. Acking twice answers `AlreadyAcked`.
+    #[instrument(skip_all, fields(tenant = %tenant, op = "ack"))]
+    pub async fn ack(&self, tenant: &TenantId, id: EventId) -> Result<AckOutcome> {
+        self.inner.rate.check(tenant)?;
+        self.inner.backend.ack(tenant, id).await
+    }
+
+    /// Removes the event, whatever its state.
+    #[instrument(skip_all, fields(tenant = %tenant, op = "delete"))]
+    pub async fn delete(&self, tenant: &TenantId, id: EventId) -> Result<DeleteOutcome> {
+        self.inner.rate.check(tenant)?;
+        self.inner.backend.delete(tenant, id).await
+    }
+
+    /// The event stored under an idempotency key within its window.
+    #[instrument(skip_all, fields(tenant = %tenant, op = "find_by_key"))]
+    pub async fn find_by_key(&self, tenant: &TenantId, key: &str) -> Result<Option<EventId>> {
+        self.inner.rate.check(tenant)?;
+        self.inner.backend.find_by_key(tenant, key).await
+    }
+}
+
+/// Names the batch item an error is about.
+fn at_index(index: usize, err: crate::Error) -> crate::Error {
+    match err {
+        crate::Error::InvalidInput(msg) => {
+            crate::Error::InvalidInput(format!("batch item {index}: {msg}"))
+        }
+        other => other,
+    }
+}
+
+impl fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inbox")
+            .field("backend", &self.inner.backend.name())
+            .field("limits", &self.inner.limits)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,59 @@
+//! The vocabulary of zapinbox: types, traits, errors, the [`Inbox`] facade
+//! and its policies, the in-memory reference backend, and (feature
+//! `testkit`) the conformance suite every backend passes.
+//!
+//! Most users depend on the `zapinbox` facade crate instead, which
+//! re-exports this crate and the backends.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> zapinbox_core::Result<()> {
+//! use serde_json::json;
+//! use zapinbox_core::{Inbox, MemoryBackend, NewEvent, PullQuery, TenantId};
+//!
+//! let inbox = Inbox::new(MemoryBackend::new());
+//! let tenant = TenantId::new("acme")?;
+//!
+//! // Retrying with the same idempotency key stores nothing twice.
+//! let event = NewEvent::new(json!({ "order": 42 })).with_idempotency_key("order-42");
+//! let first = inbox.ingest(&tenant, event.clone()).await?;
+//! let retry = inbox.ingest(&tenant, event).await?;
+//! assert_eq!((retry.id, retry.duplicate), (first.id, true));
+//!
+//! let page = inbox.pull(&tenant, PullQuery::new()).await?;
+//! assert_eq!(page.events.len(), 1);
+//! inbox.ack(&tenant, first.id).await?;
+//! assert!(inbox.pull(&tenant, PullQuery::new()).await?.events.is_empty());
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+mod backend;
+mod cursor;
+mod error;
+mod event;
+mod id;
+mod inbox;
+mod memory;
+mod query;
+mod rate_limit;
+mod tenant;
+mod time;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use backend::{
+    AckOutcome, Acknowledge, Backend, Delete, DeleteOutcome, Idempotency, InboxPull, Ingest,
+    QueueConfig,
+};
+pub use cursor::{Cursor, Position};
+pub use error::{Error, Result};
+pub use event::{Event, EventStatus, Fingerprint, Ingested, Limits, NewEvent, ValidEvent};
+pub use id::EventId;
+pub use inbox::{Inbox, InboxBuilder, IntoBackend};
+pub use memory::MemoryBackend;
+pub use query::{Filter, MAX_PAGE, Order, Page, PullQuery, ResolvedQuery};
+pub use rate_limit::RateLimit;
+pub use tenant::{MAX_TENANT_LEN, TenantId};
+pub use time::{Clock, ManualClock, Timestamp};

@@ -1,0 +1,195 @@
+//! Pull queries, filters and pages.
+
+use serde::{Deserialize, Serialize};
+
+use crate::cursor::{Cursor, Position};
+use crate::{Error, Event, Result, TenantId, Timestamp};
+
+/// The largest page a pull may ask for.
+pub const MAX_PAGE: u32 = 1000;
+
+/// Which events a pull, claim or subscription selects. Every field that is
+/// set must match (AND); string fields match exactly, case-sensitively.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Filter {
+    /// Only events with this topic.
+    pub topic: Option<String>,
+    /// Only events of this type.
+    pub event_type: Option<String>,
+    /// Only events from this source.
+    pub source: Option<String>,
+    /// Only events created at or after this time.
+    pub since: Option<Timestamp>,
+}
+
+impl Filter {
+    /// Whether `event` passes this filter.
+    pub fn matches(&self, event: &Event) -> bool {
+        fn eq(want: &Option<String>, have: &Option<String>) -> bool {
+            want.is_none() || want == have
+        }
+        eq(&self.topic, &event.topic)
+            && eq(&self.event_type, &event.event_type)
+            && eq(&self.source, &event.source)
+            && self.since.is_none_or(|since| event.created_at >= since)
+    }
+}
+
+/// Oldest first or newest first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// Oldest first, in commit order (the default).
+    #[default]
+    Asc,
+    /// Newest first.
+    Desc,
+}
+
+/// A pull: which pending events, in which order, how many, from where.
+///
+/// ```
+/// use zapinbox_core::{Order, PullQuery};
+/// let q = PullQuery::new().topic("orders").order(Order::Desc).limit(20);
+/// assert_eq!(q.limit, 20);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PullQuery {
+    /// Which events.
+    pub filter: Filter,
+    /// Oldest or newest first.
+    pub order: Order,
+    /// Page size, 1 to 1000. Default 100.
+    pub limit: u32,
+    /// Where the previous page ended; `None` starts at the beginning.
+    pub cursor: Option<Cursor>,
+}
+
+impl Default for PullQuery {
+    fn default() -> Self {
+        PullQuery {
+            filter: Filter::default(),
+            order: Order::Asc,
+            limit: 100,
+            cursor: None,
+        }
+    }
+}
+
+impl PullQuery {
+    /// The first page of all pending events, oldest first, 100 at a time.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Only events with this topic.
+    pub fn topic(mut self, topic: impl Into<String>) -> Self {
+        self.filter.topic = Some(topic.into());
+        self
+    }
+
+    /// Only events of this type.
+    pub fn event_type(mut self, event_type: impl Into<String>) -> Self {
+        self.filter.event_type = Some(event_type.into());
+        self
+    }
+
+    /// Only events from this source.
+    pub fn source(mut self, source: impl Into<String>) -> Self {
+        self.filter.source = Some(source.into());
+        self
+    }
+
+    /// Only events created at or after `since`.
+    pub fn since(mut self, since: Timestamp) -> Self {
+        self.filter.since = Some(since);
+        self
+    }
+
+    /// Replaces the whole filter.
+    pub fn filter(mut self, filter: Filter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// Sets the order.
+    pub fn order(mut self, order: Order) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// Sets the page size.
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Continues after the page that returned `cursor`.
+    pub fn after(mut self, cursor: Cursor) -> Self {
+        self.cursor = Some(cursor);
+        self
+    }
+
+    /// Checks the limit and decodes the cursor for `tenant` on the backend
+    /// named `backend`. Backends call this first.
+    pub fn resolve(&self, tenant: &TenantId, backend: &str) -> Result<ResolvedQuery> {
+        if self.limit == 0 || self.limit > MAX_PAGE {
+            return Err(Error::invalid(format!(
+                "limit must be 1 to {MAX_PAGE}, got {}",
+                self.limit
+            )));
+        }
+        let start = match &self.cursor {
+            Some(c) => Some(c.decode(tenant, backend, self.order)?),
+            None => None,
+        };
+        Ok(ResolvedQuery {
+            start,
+            limit: self.limit as usize,
+        })
+    }
+}
+
+/// A pull query's checked limit and decoded starting position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResolvedQuery {
+    /// Exclusive start: after this position (ascending) or before it
+    /// (descending). `None` is the beginning (or, descending, the end).
+    pub start: Option<Position>,
+    /// Page size.
+    pub limit: usize,
+}
+
+/// One page of a pull.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page {
+    /// The events, in the order asked for.
+    pub events: Vec<Event>,
+    /// Where to continue, if more events matched when this page was read.
+    pub next_cursor: Option<Cursor>,
+}
+
+impl Page {
+    /// Builds a page from up to `limit + 1` events in order, each with its
+    /// backend position: the extra one only tells that more exist.
+    pub fn from_positions(
+        mut rows: Vec<(Position, Event)>,
+        limit: usize,
+        tenant: &TenantId,
+        backend: &str,
+        order: Order,
+    ) -> Page {
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let next_cursor = match rows.last() {
+            Some((pos, _)) if more => Some(Cursor::encode(tenant, backend, order, *pos)),
+            _ => None,
+        };
+        Page {
+            events: rows.into_iter().map(|(_, e)| e).collect(),
+            next_cursor,
+        }
+    }
+}

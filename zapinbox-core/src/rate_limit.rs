@@ -1,0 +1,121 @@
+//! Per-tenant request rate limits, on `governor`, reading the inbox clock.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use governor::clock::Clock as GovernorClock;
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::{InMemoryState, NotKeyed, keyed::DashMapStateStore};
+use governor::{Quota, RateLimiter};
+
+use crate::{Clock, Error, Result, TenantId};
+
+/// A request rate: a sustained rate plus a burst the bucket may hold.
+///
+/// ```
+/// use zapinbox_core::RateLimit;
+/// let limit = RateLimit::per_minute(60).with_burst(10);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    period: Duration,
+    burst: NonZeroU32,
+}
+
+impl RateLimit {
+    /// `n` requests a second, with a burst of `n` (at least 1).
+    pub fn per_second(n: u32) -> Self {
+        Self::spread(n, Duration::from_secs(1))
+    }
+
+    /// `n` requests a minute, with a burst of `n` (at least 1).
+    pub fn per_minute(n: u32) -> Self {
+        Self::spread(n, Duration::from_secs(60))
+    }
+
+    fn spread(n: u32, over: Duration) -> Self {
+        let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+        RateLimit {
+            period: over / n.get(),
+            burst: n,
+        }
+    }
+
+    /// Lets up to `burst` requests pass at once (at least 1).
+    pub fn with_burst(mut self, burst: u32) -> Self {
+        self.burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        self
+    }
+
+    fn quota(self) -> Quota {
+        Quota::with_period(self.period)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+            .allow_burst(self.burst)
+    }
+}
+
+/// Reads the inbox clock, so tests drive rate limits without sleeping.
+#[derive(Clone, Debug)]
+struct InboxClock(Clock);
+
+impl GovernorClock for InboxClock {
+    type Instant = Nanos;
+    fn now(&self) -> Nanos {
+        Nanos::from(self.0.now_nanos())
+    }
+}
+
+type Keyed = RateLimiter<TenantId, DashMapStateStore<TenantId>, InboxClock, NoOpMiddleware<Nanos>>;
+type Direct = RateLimiter<NotKeyed, InMemoryState, InboxClock, NoOpMiddleware<Nanos>>;
+
+/// Checks per-tenant rates: one default for every tenant, with overrides.
+pub(crate) struct TenantLimiter {
+    clock: InboxClock,
+    default: Option<Keyed>,
+    overrides: HashMap<TenantId, Direct>,
+    checks: AtomicU64,
+}
+
+/// How often the default limiter forgets tenants whose buckets are full
+/// again, so idle tenants do not keep memory.
+const FORGET_EVERY: u64 = 4096;
+
+impl TenantLimiter {
+    pub(crate) fn new(
+        clock: Clock,
+        default: Option<RateLimit>,
+        overrides: HashMap<TenantId, RateLimit>,
+    ) -> Self {
+        let clock = InboxClock(clock);
+        TenantLimiter {
+            default: default
+                .map(|r| RateLimiter::new(r.quota(), DashMapStateStore::default(), clock.clone())),
+            overrides: overrides
+                .into_iter()
+                .map(|(t, r)| (t, RateLimiter::direct_with_clock(r.quota(), clock.clone())))
+                .collect(),
+            clock,
+            checks: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes one request from `tenant`'s bucket, or says how long to wait.
+    pub(crate) fn check(&self, tenant: &TenantId) -> Result<()> {
+        let outcome = match (self.overrides.get(tenant), &self.default) {
+            (Some(direct), _) => direct.check(),
+            (None, Some(keyed)) => {
+                if self.checks.fetch_add(1, Ordering::Relaxed) % FORGET_EVERY == FORGET_EVERY - 1 {
+                    keyed.retain_recent();
+                }
+                keyed.check_key(tenant)
+            }
+            (None, None) => Ok(()),
+        };
+        outcome.map_err(|not_until| Error::RateLimited {
+            retry_after: not_until.wait_time_from(self.clock.now()),
+        })
+    }
+}

@@ -1,0 +1,145 @@
+//! The conformance suite: every rule of the inbox contract as a plain async
+//! function that takes a [`Harness`], and [`conformance_tests!`] to expand
+//! them into one named `#[tokio::test]` per rule in a backend's crate.
+//!
+//! ```ignore
+//! // tests/conformance.rs of a backend crate
+//! zapinbox_core::conformance_tests!(my_backend_tests::harness());
+//! ```
+//!
+//! Each rule works on fresh random tenants, so suites of server backends can
+//! share one server and run in parallel. Rules reach the backend as an
+//! `Arc<dyn Backend>`, mostly through the [`Inbox`] facade.
+//!
+//! [`conformance_tests!`]: crate::conformance_tests
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use crate::{
+    Backend, Event, Inbox, ManualClock, MemoryBackend, NewEvent, PullQuery, QueueConfig, Result,
+    TenantId, Timestamp,
+};
+
+pub mod model;
+pub mod rules;
+
+/// Gives rules a backend on storage of their own.
+#[async_trait]
+pub trait Harness: Send + Sync + 'static {
+    /// Opens the backend on this harness's storage with `config`. A second
+    /// call opens the same storage again: that is a restart.
+    async fn open(&self, config: QueueConfig) -> Result<Arc<dyn Backend>>;
+}
+
+/// The in-memory reference backend as a harness.
+#[derive(Default)]
+pub struct MemoryHarness {
+    storage: MemoryBackend,
+}
+
+impl MemoryHarness {
+    /// A harness on fresh in-memory storage.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl Harness for MemoryHarness {
+    async fn open(&self, config: QueueConfig) -> Result<Arc<dyn Backend>> {
+        Ok(Arc::new(self.storage.reopen(config)))
+    }
+}
+
+/// Expands every conformance rule into a `#[tokio::test]` of the same name.
+/// `$harness` is evaluated once per test and must give a fresh [`Harness`].
+#[macro_export]
+macro_rules! conformance_tests {
+    ($harness:expr) => {
+        $crate::conformance_tests!(@rules $harness;
+            ingest_then_get_round_trips,
+            ids_sort_in_ingest_order,
+            duplicate_key_returns_the_original,
+            key_reused_with_other_content_conflicts,
+            concurrent_retries_store_one_event,
+            keys_are_per_tenant,
+            key_expires_after_its_window,
+            key_outlives_a_deleted_event,
+            pull_filters_alone_and_combined,
+            pull_orders_ascending_and_descending,
+            pagination_is_exact_while_events_change,
+            descending_pagination_is_exact_while_events_change,
+            limit_is_bounded,
+            tampered_or_foreign_cursor_is_invalid_input,
+            ack_twice_is_already_acked,
+            unknown_or_foreign_id_is_not_found,
+            delete_then_everything_is_not_found,
+            batch_is_all_or_nothing,
+            unicode_round_trips,
+            oversized_payload_is_rejected,
+            bad_input_changes_nothing,
+            rate_limit_is_per_tenant,
+            state_survives_reopen,
+        );
+    };
+    (@rules $harness:expr; $($rule:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $rule() {
+                $crate::testkit::rules::$rule(&$harness).await
+            }
+        )*
+    };
+}
+
+/// A tenant no other test uses.
+pub fn fresh_tenant() -> TenantId {
+    let n: u64 = rand::random();
+    TenantId::new(format!("tenant-{n:016x}")).expect("generated tenant ids are valid")
+}
+
+/// The start of every rule's manual clock.
+pub fn start_time() -> Timestamp {
+    Timestamp::from_millis(1_800_000_000_000)
+}
+
+/// A manual clock and an inbox on a backend opened with it.
+pub async fn open_inbox(harness: &dyn Harness) -> (Inbox, ManualClock) {
+    let clock = ManualClock::new(start_time());
+    let backend = harness
+        .open(QueueConfig::default().with_clock(clock.clock()))
+        .await
+        .expect("the harness opens a backend");
+    (Inbox::new(backend), clock)
+}
+
+/// A small event whose payload carries `n`.
+pub fn numbered(n: usize) -> NewEvent {
+    NewEvent::new(json!({ "n": n }))
+}
+
+/// The `n` field of an event's payload.
+pub fn number_of(event: &Event) -> Option<u64> {
+    event.payload.get("n").and_then(Value::as_u64)
+}
+
+/// Every pending event of `tenant` matching `query`, following cursors.
+pub async fn pull_all(inbox: &Inbox, tenant: &TenantId, query: PullQuery) -> Vec<Event> {
+    let mut events = Vec::new();
+    let mut query = query;
+    for _ in 0..10_000 {
+        let page = inbox
+            .pull(tenant, query.clone())
+            .await
+            .expect("pull succeeds");
+        events.extend(page.events);
+        match page.next_cursor {
+            Some(cursor) => query = query.after(cursor),
+            None => return events,
+        }
+    }
+    panic!("pull_all: 10 000 pages and still a cursor: the cursor does not advance")
+}

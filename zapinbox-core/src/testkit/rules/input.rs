@@ -1,0 +1,149 @@
+use serde_json::{Value, json};
+
+use crate::testkit::{Harness, fresh_tenant, numbered, open_inbox, pull_all};
+use crate::{Error, Inbox, NewEvent, PullQuery, TenantId};
+
+/// Text of every kind round-trips exactly: emoji, CJK, right-to-left, NUL
+/// and other control characters inside the payload, line separators,
+/// non-characters, numbers at the edges of their range.
+pub async fn unicode_round_trips(harness: &dyn Harness) {
+    let (inbox, _) = open_inbox(harness).await;
+    let tenant = fresh_tenant();
+    let tricky = "a\u{0}b\u{1}\u{1f}\u{7f} 😀👩‍👩‍👧 漢字 עברית العربية \u{2028}\u{2029} \u{fffe}\u{ffff}\u{10ffff} \u{feff}\"\\/\n\t";
+    let payload = json!({
+        tricky: tricky,
+        "max_i64": i64::MAX, "min_i64": i64::MIN, "max_u64": u64::MAX,
+        "float": 1.5e300, "tiny": -2.5e-300,
+        "nested": [{ "ü": ["\u{0}"] }],
+    });
+    let event = NewEvent::new(payload.clone())
+        .with_topic("ßtöpic 😀")
+        .with_type("тип")
+        .with_source("源")
+        .with_client_id("クライアント")
+        .with_idempotency_key("ключ 🔑");
+    let id = inbox
+        .ingest(&tenant, event.clone())
+        .await
+        .expect("ingest")
+        .id;
+    let got = inbox.get(&tenant, id).await.expect("get").expect("stored");
+    assert_eq!(got.payload, payload);
+    assert_eq!(got.topic.as_deref(), Some("ßtöpic 😀"));
+    assert_eq!(got.event_type.as_deref(), Some("тип"));
+    assert_eq!(got.source.as_deref(), Some("源"));
+    assert_eq!(got.client_id.as_deref(), Some("クライアント"));
+    assert_eq!(got.idempotency_key.as_deref(), Some("ключ 🔑"));
+    let listed = pull_all(
+        &inbox,
+        &tenant,
+        PullQuery::new().topic("ßtöpic 😀").source("源"),
+    )
+    .await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].payload, payload);
+    let again = inbox.ingest(&tenant, event).await.expect("retry");
+    assert_eq!((again.id, again.duplicate), (id, true));
+}
+
+/// A payload over the limit is `PayloadTooLarge` naming size and limit, and
+/// nothing is stored; a payload of exactly the limit is accepted.
+pub async fn oversized_payload_is_rejected(harness: &dyn Harness) {
+    let (inbox, _) = open_inbox(harness).await;
+    let tenant = fresh_tenant();
+    let limit = inbox.limits().max_payload_bytes;
+    assert_eq!(limit, 512 * 1024, "the default limit");
+    // {"p":"xxx…"} is 8 bytes of framing around the string.
+    let sized = |bytes: usize| NewEvent::new(json!({ "p": "x".repeat(bytes - 8) }));
+    let r = inbox
+        .ingest(&tenant, sized(limit + 1).with_idempotency_key("big"))
+        .await;
+    assert!(
+        matches!(r, Err(Error::PayloadTooLarge { size, limit: l }) if size == limit + 1 && l == limit),
+        "{r:?}"
+    );
+    let message = r.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        message.contains(&limit.to_string()),
+        "the message names the limit: {message}"
+    );
+    assert!(pull_all(&inbox, &tenant, PullQuery::new()).await.is_empty());
+    assert_eq!(inbox.find_by_key(&tenant, "big").await.expect("find"), None);
+    let id = inbox
+        .ingest(&tenant, sized(limit))
+        .await
+        .expect("exactly the limit")
+        .id;
+    let got = inbox.get(&tenant, id).await.expect("get").expect("stored");
+    assert_eq!(
+        serde_json::to_string(&got.payload).expect("json").len(),
+        limit
+    );
+}
+
+/// Every kind of bad input is a typed error and leaves the inbox as it was.
+pub async fn bad_input_changes_nothing(harness: &dyn Harness) {
+    let (inbox, _) = open_inbox(harness).await;
+    let tenant = fresh_tenant();
+    let kept = inbox
+        .ingest(&tenant, numbered(1).with_idempotency_key("kept"))
+        .await
+        .expect("ingest");
+
+    for bad in ["", &"t".repeat(200), "a b", "tenant\u{0}", "ü", "a/b"] {
+        let r = TenantId::new(bad);
+        assert!(
+            matches!(r, Err(Error::InvalidInput(_))),
+            "tenant {bad:?}: {r:?}"
+        );
+    }
+    assert!(TenantId::new("t".repeat(128)).is_ok());
+
+    let huge = NewEvent::new(json!({ "blob": "x".repeat(10 * 1024 * 1024) }));
+    let cases: Vec<(NewEvent, &str)> = vec![
+        (NewEvent::new(json!([1, 2, 3])), "array payload"),
+        (NewEvent::new(json!("text")), "string payload"),
+        (NewEvent::new(json!(42)), "number payload"),
+        (NewEvent::new(Value::Null), "null payload"),
+        (NewEvent::new(json!(true)), "bool payload"),
+        (
+            numbered(2).with_idempotency_key("k".repeat(10_000)),
+            "10 000 char key",
+        ),
+        (numbered(2).with_idempotency_key(""), "empty key"),
+        (numbered(2).with_idempotency_key("a\u{0}b"), "NUL in key"),
+        (numbered(2).with_topic("top\u{0}ic"), "NUL in topic"),
+        (numbered(2).with_source("line\nbreak"), "newline in source"),
+        (numbered(2).with_type("t".repeat(257)), "257 char type"),
+        (
+            numbered(2).with_client_id("c".repeat(1000)),
+            "1000 char client id",
+        ),
+    ];
+    for (event, what) in cases {
+        let r = inbox.ingest(&tenant, event.clone()).await;
+        assert!(matches!(r, Err(Error::InvalidInput(_))), "{what}: {r:?}");
+        let r = inbox.ingest_batch(&tenant, vec![numbered(3), event]).await;
+        assert!(
+            matches!(r, Err(Error::InvalidInput(_))),
+            "{what} in a batch: {r:?}"
+        );
+    }
+    let r = inbox.ingest(&tenant, huge).await;
+    assert!(
+        matches!(r, Err(Error::PayloadTooLarge { .. })),
+        "10 MB payload: {r:?}"
+    );
+    assert!(!Error::PayloadTooLarge { size: 1, limit: 0 }.is_retryable());
+
+    assert_unchanged(&inbox, &tenant, kept.id).await;
+}
+
+async fn assert_unchanged(inbox: &Inbox, tenant: &TenantId, kept: crate::EventId) {
+    let events = pull_all(inbox, tenant, PullQuery::new()).await;
+    assert_eq!(events.iter().map(|e| e.id).collect::<Vec<_>>(), vec![kept]);
+    assert_eq!(
+        inbox.find_by_key(tenant, "kept").await.expect("find"),
+        Some(kept)
+    );
+}

@@ -1,0 +1,19 @@
+//! The rules, one public async function each, grouped by subject.
+
+mod ack_delete;
+mod batch;
+mod idempotency;
+mod ingest;
+mod input;
+mod pull;
+mod rate_limit;
+mod restart;
+
+pub use ack_delete::*;
+pub use batch::*;
+pub use idempotency::*;
+pub use ingest::*;
+pub use input::*;
+pub use pull::*;
+pub use rate_limit::*;
+pub use restart::*;

@@ -1,0 +1,250 @@
+//! `SqliteBackend`: opening, closing, and the backend traits.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use zapinbox_core::{
+    AckOutcome, Acknowledge, Backend, Delete, DeleteOutcome, Error, Event, EventId, Idempotency,
+    InboxPull, Ingest, Ingested, Page, PullQuery, QueueConfig, Result, TenantId, ValidEvent,
+};
+
+use crate::connection::{self, ConnectionOptions, ConnectionSettings, Durability, Role};
+use crate::ops;
+use crate::pool::ReadPool;
+use crate::schema;
+use crate::writer::Writer;
+
+const NAME: &str = "sqlite";
+
+/// An inbox in one SQLite file.
+///
+/// Writes go to one writer thread that commits everything queued in one
+/// transaction (group commit); each caller is answered after its own commit.
+/// Reads use a small pool of read-only connections. Several processes may
+/// open the same file: SQLite serialises their writers, and a write waits up
+/// to the busy timeout for another process's transaction.
+///
+/// Cheap to clone: clones share the writer and the pool. Dropping the last
+/// clone stops the writer thread; [`SqliteBackend::close`] also waits for it.
+#[derive(Clone)]
+pub struct SqliteBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    config: QueueConfig,
+    writer: Arc<Writer>,
+    readers: Arc<ReadPool>,
+}
+
+/// Configures and opens a [`SqliteBackend`].
+#[derive(Clone, Debug)]
+pub struct SqliteBuilder {
+    path: PathBuf,
+    config: QueueConfig,
+    durability: Durability,
+    busy_timeout: Duration,
+    read_connections: usize,
+}
+
+impl SqliteBuilder {
+    /// Sets how hard each commit works to survive a crash (default
+    /// [`Durability::Full`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// How long a write waits for another process's transaction before it
+    /// fails with a retryable error (default 5 s).
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// How many read connections to keep (default 4, at least 1).
+    pub fn read_connections(mut self, n: usize) -> Self {
+        self.read_connections = n.max(1);
+        self
+    }
+
+    /// Sets the clock and idempotency window.
+    pub fn config(mut self, config: QueueConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Opens (creating if needed) and migrates the database.
+    pub async fn open(self) -> Result<SqliteBackend> {
+        tokio::task::spawn_blocking(move || self.open_blocking())
+            .await
+            .map_err(|e| Error::permanent(format!("open task failed: {e}")))?
+    }
+
+    fn open_blocking(self) -> Result<SqliteBackend> {
+        let options = ConnectionOptions {
+            durability: self.durability,
+            busy_timeout: self.busy_timeout,
+        };
+        let mut write_conn = connection::open(&self.path, Role::Writer, options)?;
+        schema::migrate(&mut write_conn)?;
+        let readers = (0..self.read_connections)
+            .map(|_| connection::open(&self.path, Role::Reader, options))
+            .collect::<Result<Vec<_>>>()?;
+        let writer = Writer::spawn(write_conn, self.config.clock.clone())?;
+        tracing::debug!(path = %self.path.display(), durability = ?self.durability, "opened SQLite inbox");
+        Ok(SqliteBackend {
+            inner: Arc::new(Inner {
+                path: self.path,
+                config: self.config,
+                writer,
+                readers: ReadPool::new(readers),
+            }),
+        })
+    }
+}
+
+impl SqliteBackend {
+    /// Opens the inbox at `path` with default settings, creating the file if
+    /// needed.
+    pub async fn open(path: impl AsRef<Path>) -> Result<SqliteBackend> {
+        Self::builder(path).open().await
+    }
+
+    /// Starts configuring an inbox at `path`.
+    pub fn builder(path: impl AsRef<Path>) -> SqliteBuilder {
+        SqliteBuilder {
+            path: path.as_ref().to_path_buf(),
+            config: QueueConfig::default(),
+            durability: Durability::default(),
+            busy_timeout: Duration::from_secs(5),
+            read_connections: 4,
+        }
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The settings each connection reports, read back from SQLite: the
+    /// writer first, then every read connection.
+    pub async fn connection_settings(&self) -> Result<Vec<ConnectionSettings>> {
+        let writer = self
+            .inner
+            .writer
+            .write(|conn, _| connection::read_settings(conn, Role::Writer))
+            .await?;
+        let readers = self
+            .inner
+            .readers
+            .read_each(|conn| connection::read_settings(conn, Role::Reader))
+            .await?;
+        Ok(std::iter::once(writer).chain(readers).collect())
+    }
+
+    /// Commits what is queued, stops the writer thread and waits for it.
+    /// Later writes through any clone fail.
+    pub async fn close(&self) -> Result<()> {
+        self.inner.writer.close().await
+    }
+}
+
+impl std::fmt::Debug for SqliteBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteBackend")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Ingest for SqliteBackend {
+    async fn ingest(&self, tenant: &TenantId, event: ValidEvent) -> Result<Ingested> {
+        let mut ingested = self.ingest_batch(tenant, vec![event]).await?;
+        ingested
+            .pop()
+            .ok_or_else(|| Error::permanent("ingest stored nothing"))
+    }
+
+    async fn ingest_batch(
+        &self,
+        tenant: &TenantId,
+        events: Vec<ValidEvent>,
+    ) -> Result<Vec<Ingested>> {
+        let tenant = tenant.clone();
+        let window = self.inner.config.idempotency_window;
+        self.inner
+            .writer
+            .write(move |conn, clock| ops::ingest::ingest(conn, clock, &tenant, events, window))
+            .await
+    }
+}
+
+#[async_trait]
+impl InboxPull for SqliteBackend {
+    async fn pull(&self, tenant: &TenantId, query: PullQuery) -> Result<Page> {
+        let resolved = query.resolve(tenant, NAME)?;
+        let tenant = tenant.clone();
+        self.inner
+            .readers
+            .read(move |conn| ops::pull::pull(conn, &tenant, &query, resolved, NAME))
+            .await
+    }
+
+    async fn get(&self, tenant: &TenantId, id: EventId) -> Result<Option<Event>> {
+        let tenant = tenant.clone();
+        self.inner
+            .readers
+            .read(move |conn| ops::get::get(conn, &tenant, id))
+            .await
+    }
+}
+
+#[async_trait]
+impl Acknowledge for SqliteBackend {
+    async fn ack(&self, tenant: &TenantId, id: EventId) -> Result<AckOutcome> {
+        let tenant = tenant.clone();
+        self.inner
+            .writer
+            .write(move |conn, clock| ops::ack::ack(conn, clock.now(), &tenant, id))
+            .await
+    }
+}
+
+#[async_trait]
+impl Delete for SqliteBackend {
+    async fn delete(&self, tenant: &TenantId, id: EventId) -> Result<DeleteOutcome> {
+        let tenant = tenant.clone();
+        self.inner
+            .writer
+            .write(move |conn, _| ops::delete::delete(conn, &tenant, id))
+            .await
+    }
+}
+
+#[async_trait]
+impl Idempotency for SqliteBackend {
+    async fn find_by_key(&self, tenant: &TenantId, key: &str) -> Result<Option<EventId>> {
+        let tenant = tenant.clone();
+        let key = key.to_owned();
+        let now = self.inner.config.clock.now();
+        self.inner
+            .readers
+            .read(move |conn| ops::keys::find_by_key(conn, now, &tenant, &key))
+            .await
+    }
+}
+
+impl Backend for SqliteBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn config(&self) -> &QueueConfig {
+        &self.inner.config
+    }
+}

@@ -1,0 +1,132 @@
+//! Opening connections with the same settings every time.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use zapinbox_core::{Error, Result};
+
+use crate::error::storage;
+
+/// How hard each commit works to survive a crash.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL`: every commit is fsynced before ingest returns; an
+    /// event survives a process crash and a power loss.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: commits survive a process crash; a power loss
+    /// may lose the last commits (never corrupts the file). Faster.
+    Normal,
+}
+
+impl Durability {
+    fn pragma(self) -> &'static str {
+        match self {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        }
+    }
+
+    /// The value `PRAGMA synchronous` reads back as (FULL = 2, NORMAL = 1).
+    pub(crate) fn code(self) -> i64 {
+        match self {
+            Durability::Full => 2,
+            Durability::Normal => 1,
+        }
+    }
+}
+
+/// Per-connection settings, applied to every connection opened.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConnectionOptions {
+    pub durability: Durability,
+    pub busy_timeout: Duration,
+}
+
+/// Which job a connection does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The one connection that writes.
+    Writer,
+    /// A pooled read-only connection.
+    Reader,
+}
+
+/// The settings a connection reports, read back from SQLite itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionSettings {
+    /// The connection's job.
+    pub role: Role,
+    /// `PRAGMA journal_mode`: always `wal`.
+    pub journal_mode: String,
+    /// `PRAGMA synchronous`: 2 for FULL, 1 for NORMAL.
+    pub synchronous: i64,
+    /// `PRAGMA busy_timeout`, in milliseconds.
+    pub busy_timeout_ms: i64,
+}
+
+/// Opens a connection, applies every per-connection pragma and checks the
+/// database is in WAL mode.
+pub(crate) fn open(path: &Path, role: Role, options: ConnectionOptions) -> Result<Connection> {
+    let flags = match role {
+        Role::Writer => OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        Role::Reader => OpenFlags::SQLITE_OPEN_READ_ONLY,
+    } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(storage)?;
+    conn.busy_timeout(options.busy_timeout).map_err(storage)?;
+    if role == Role::Writer {
+        // Persistent in the file: set once by the writer, read back by all.
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(storage)?;
+        check_wal(&mode)?;
+    }
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {}; PRAGMA temp_store = MEMORY;",
+        options.durability.pragma()
+    ))
+    .map_err(storage)?;
+    let settings = read_settings(&conn, role)?;
+    check_wal(&settings.journal_mode)?;
+    if settings.synchronous != options.durability.code() {
+        return Err(Error::permanent(format!(
+            "PRAGMA synchronous reads {} after setting {}",
+            settings.synchronous,
+            options.durability.pragma()
+        )));
+    }
+    Ok(conn)
+}
+
+fn check_wal(mode: &str) -> Result<()> {
+    if mode.eq_ignore_ascii_case("wal") {
+        Ok(())
+    } else {
+        Err(Error::permanent(format!(
+            "journal_mode is {mode:?}, not \"wal\" (an in-memory or read-only database cannot use WAL)"
+        )))
+    }
+}
+
+/// Reads a connection's settings back from SQLite.
+pub(crate) fn read_settings(conn: &Connection, role: Role) -> Result<ConnectionSettings> {
+    let pragma = |name: &str| -> Result<rusqlite::types::Value> {
+        conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+            .map_err(storage)
+    };
+    let int = |v: rusqlite::types::Value| match v {
+        rusqlite::types::Value::Integer(i) => i,
+        _ => -1,
+    };
+    let journal_mode = match pragma("journal_mode")? {
+        rusqlite::types::Value::Text(s) => s,
+        other => format!("{other:?}"),
+    };
+    Ok(ConnectionSettings {
+        role,
+        journal_mode,
+        synchronous: int(pragma("synchronous")?),
+        busy_timeout_ms: int(pragma("busy_timeout")?),
+    })
+}

@@ -1,0 +1,20 @@
+//! Reading one event.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use zapinbox_core::{Event, EventId, Result, TenantId};
+
+use crate::error::storage;
+use crate::row::{EVENT_COLUMNS, event_from_row};
+
+/// The event with this id in this tenant, if it exists.
+pub(crate) fn get(conn: &Connection, tenant: &TenantId, id: EventId) -> Result<Option<Event>> {
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1 AND tenant = ?2");
+    let mut stmt = conn.prepare_cached(&sql).map_err(storage)?;
+    let row = stmt
+        .query_row(params![id.to_bytes(), tenant.as_str()], |row| {
+            Ok(event_from_row(tenant, row))
+        })
+        .optional()
+        .map_err(storage)?;
+    row.transpose().map(|found| found.map(|(_, event)| event))
+}

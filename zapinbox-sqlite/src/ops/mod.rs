@@ -1,0 +1,9 @@
+//! One file per operation: plain functions on a connection, given `now`.
+//! Writes run on the writer thread inside a savepoint; reads on the pool.
+
+pub(crate) mod ack;
+pub(crate) mod delete;
+pub(crate) mod get;
+pub(crate) mod ingest;
+pub(crate) mod keys;
+pub(crate) mod pull;

@@ -1,0 +1,69 @@
+//! The schema, versioned with `PRAGMA user_version`.
+
+use rusqlite::{Connection, TransactionBehavior};
+use zapinbox_core::{Error, Result};
+
+use crate::error::storage;
+
+/// One migration per schema version, applied in order. Never edit a
+/// released entry: add a new one.
+const MIGRATIONS: &[&str] = &[
+    // v1: events in commit order, idempotency keys.
+    r#"
+    CREATE TABLE events (
+        -- Commit order. AUTOINCREMENT: a deleted last row's number is never
+        -- reused, or a cursor past it would skip the next event.
+        seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+        id               BLOB    NOT NULL UNIQUE,
+        tenant           TEXT    NOT NULL,
+        status           INTEGER NOT NULL DEFAULT 0,
+        source           TEXT,
+        event_type       TEXT,
+        topic            TEXT,
+        client_id        TEXT,
+        idempotency_key  TEXT,
+        payload          TEXT    NOT NULL,
+        created_at       INTEGER NOT NULL,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        visible_at       INTEGER NOT NULL DEFAULT 0,
+        lease_token      INTEGER,
+        lease_expires_at INTEGER,
+        acked_at         INTEGER
+    );
+    -- Pending events of a tenant in commit order (pull, claim).
+    CREATE INDEX events_by_tenant_status ON events (tenant, status, seq);
+    CREATE TABLE idempotency_keys (
+        tenant      TEXT    NOT NULL,
+        key         TEXT    NOT NULL,
+        event_id    BLOB    NOT NULL,
+        fingerprint BLOB    NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        PRIMARY KEY (tenant, key)
+    ) WITHOUT ROWID;
+    "#,
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database up to [`SCHEMA_VERSION`]. Runs in one immediate
+/// transaction, so two processes opening one file migrate it once.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(storage)?;
+    let current: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(storage)?;
+    if current > SCHEMA_VERSION {
+        return Err(Error::permanent(format!(
+            "database schema is version {current}, newer than this build's {SCHEMA_VERSION}: upgrade zapinbox"
+        )));
+    }
+    for (version, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+        tx.execute_batch(sql).map_err(storage)?;
+        tx.pragma_update(None, "user_version", version as i64 + 1)
+            .map_err(storage)?;
+    }
+    tx.commit().map_err(storage)
+}

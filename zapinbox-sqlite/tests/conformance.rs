@@ -1,0 +1,5 @@
+//! The conformance suite on SQLite (default settings: `Durability::Full`).
+
+mod harness;
+
+zapinbox_core::conformance_tests!(harness::SqliteHarness::new());
