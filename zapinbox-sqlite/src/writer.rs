@@ -247,3 +247,122 @@ fn exec(conn: &Connection, sql: &str) -> Result<()> {
         .map(|_| ())
         .map_err(storage)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A writer on an in-memory database with a deferred foreign key, so a
+    /// request can succeed alone and still make COMMIT fail.
+    fn writer() -> Arc<Writer> {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch(
+            "PRAGMA foreign_keys = ON;
+             CREATE TABLE parent (id INTEGER PRIMARY KEY);
+             CREATE TABLE child (parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);
+             CREATE TABLE log (n INTEGER NOT NULL UNIQUE);",
+        )
+        .expect("schema");
+        Writer::spawn(conn, Clock::system()).expect("spawn")
+    }
+
+    fn insert(n: i64) -> impl FnOnce(&Connection, &Clock) -> Result<i64> + Send + 'static {
+        move |conn, _| {
+            conn.execute("INSERT INTO log (n) VALUES (?1)", [n])
+                .map_err(storage)?;
+            Ok(n)
+        }
+    }
+
+    fn logged(conn: &Connection) -> Vec<i64> {
+        let mut stmt = conn
+            .prepare("SELECT n FROM log ORDER BY n")
+            .expect("prepare");
+        stmt.query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows")
+    }
+
+    /// Holds the writer busy so that the requests sent meanwhile share the
+    /// next batch.
+    fn hold(for_ms: u64) -> impl FnOnce(&Connection, &Clock) -> Result<()> + Send + 'static {
+        move |_, _| {
+            std::thread::sleep(Duration::from_millis(for_ms));
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_request_rolls_back_only_its_savepoint() {
+        let w = writer();
+        let busy = tokio::spawn({
+            let w = Arc::clone(&w);
+            async move { w.write(hold(100)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (a, dup, b) = tokio::join!(
+            w.write(|conn, clock| insert(1)(conn, clock).and_then(|_| insert(2)(conn, clock))),
+            w.write(|conn, clock| insert(3)(conn, clock).and_then(|_| insert(1)(conn, clock))),
+            w.write(insert(4)),
+        );
+        busy.await.expect("task").expect("hold");
+        assert_eq!(a.expect("first request"), 2);
+        assert!(matches!(dup, Err(Error::Backend { .. })), "{dup:?}");
+        assert_eq!(b.expect("third request"), 4);
+        let rows = w.write(|conn, _| Ok(logged(conn))).await.expect("read");
+        assert_eq!(
+            rows,
+            vec![1, 2, 4],
+            "the failed request's 3 was rolled back"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_commit_reaches_every_caller_in_the_batch() {
+        let w = writer();
+        let busy = tokio::spawn({
+            let w = Arc::clone(&w);
+            async move { w.write(hold(100)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let poison = |conn: &Connection, _: &Clock| {
+            conn.execute("INSERT INTO child (parent) VALUES (99)", [])
+                .map_err(storage)
+                .map(|_| ())
+        };
+        let (ok, poisoned) = tokio::join!(w.write(insert(1)), w.write(poison));
+        busy.await.expect("task").expect("hold");
+        for r in [ok.map(|_| ()), poisoned] {
+            let message = match r {
+                Err(Error::Backend { source, .. }) => source.to_string(),
+                other => panic!("expected the COMMIT failure, got {other:?}"),
+            };
+            assert!(message.contains("COMMIT"), "{message}");
+        }
+        let rows = w
+            .write(|conn, _| Ok(logged(conn)))
+            .await
+            .expect("the writer goes on");
+        assert!(
+            rows.is_empty(),
+            "nothing of the failed batch stayed: {rows:?}"
+        );
+        assert_eq!(w.write(insert(5)).await.expect("next batch"), 5);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_after_close_fail_cleanly() {
+        let w = writer();
+        assert_eq!(w.write(insert(1)).await.expect("write"), 1);
+        w.close().await.expect("close");
+        let r = w.write(insert(2)).await;
+        assert!(
+            matches!(&r, Err(e) if e.to_string().contains("closed")),
+            "{r:?}"
+        );
+        w.close().await.expect("closing twice is fine");
+    }
+}

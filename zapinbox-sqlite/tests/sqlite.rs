@@ -1,0 +1,182 @@
+//! What is specific to SQLite: connection settings, schema versions,
+//! several processes on one file.
+
+mod harness;
+
+use std::process::{Command, Stdio};
+
+use serde_json::json;
+use zapinbox_core::{Error, Inbox, NewEvent, PullQuery, TenantId};
+use zapinbox_sqlite::{Durability, Role, SCHEMA_VERSION, SqliteBackend};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_connection_reads_back_wal_and_its_settings() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (durability, synchronous) in [(Durability::Full, 2), (Durability::Normal, 1)] {
+        let path = dir.path().join(format!("{durability:?}.db"));
+        let backend = SqliteBackend::builder(&path)
+            .durability(durability)
+            .busy_timeout(std::time::Duration::from_millis(2500))
+            .read_connections(3)
+            .open()
+            .await
+            .expect("open");
+        let settings = backend.connection_settings().await.expect("settings");
+        assert_eq!(settings.len(), 4, "the writer and three readers");
+        assert_eq!(settings[0].role, Role::Writer);
+        assert!(settings[1..].iter().all(|s| s.role == Role::Reader));
+        for s in &settings {
+            assert_eq!(s.journal_mode, "wal", "{s:?}");
+            assert_eq!(s.synchronous, synchronous, "{s:?}");
+            assert_eq!(s.busy_timeout_ms, 2500, "{s:?}");
+        }
+        backend.close().await.expect("close");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_cannot_use_wal_is_refused() {
+    let r = SqliteBackend::open(":memory:").await;
+    assert!(
+        matches!(&r, Err(Error::Backend { retryable: false, source }) if source.to_string().contains("wal")),
+        "{r:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_version_is_recorded_and_a_newer_one_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("inbox.db");
+    let backend = SqliteBackend::open(&path).await.expect("open");
+    backend.close().await.expect("close");
+    let conn = rusqlite::Connection::open(&path).expect("open raw");
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("user_version");
+    assert_eq!(version, SCHEMA_VERSION);
+
+    let reopened = SqliteBackend::open(&path)
+        .await
+        .expect("reopen at the same version");
+    reopened.close().await.expect("close");
+
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .expect("pretend a newer build wrote it");
+    let r = SqliteBackend::open(&path).await;
+    assert!(
+        matches!(&r, Err(Error::Backend { retryable: false, source }) if source.to_string().contains("newer")),
+        "{r:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_after_close_are_errors_not_panics() {
+    let harness = harness::SqliteHarness::new();
+    let backend = SqliteBackend::open(harness.path()).await.expect("open");
+    let inbox = Inbox::new(backend.clone());
+    let tenant = TenantId::new("t").expect("tenant");
+    backend.close().await.expect("close");
+    let r = inbox.ingest(&tenant, NewEvent::new(json!({}))).await;
+    assert!(
+        matches!(
+            r,
+            Err(Error::Backend {
+                retryable: false,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+}
+
+const CHILD_ENV: &str = "ZAPINBOX_SHARED_FILE_CHILD_DB";
+const PER_PROCESS: usize = 300;
+
+fn tenant() -> TenantId {
+    TenantId::new("shared").expect("tenant")
+}
+
+/// Both processes ingest the same keys: one event per key in the end.
+async fn ingest_shared_keys(path: &std::path::Path, who: &str) {
+    let backend = SqliteBackend::open(path).await.expect("open");
+    let inbox = Inbox::new(backend.clone());
+    let mut tasks = Vec::new();
+    for task in 0..4 {
+        let inbox = inbox.clone();
+        let who = who.to_owned();
+        tasks.push(tokio::spawn(async move {
+            for n in (task..PER_PROCESS).step_by(4) {
+                let event = NewEvent::new(json!({ "n": n })).with_idempotency_key(format!("k{n}"));
+                inbox.ingest(&tenant(), event).await.expect("shared key");
+                let own = NewEvent::new(json!({ "n": n, "by": who }));
+                inbox.ingest(&tenant(), own).await.expect("own event");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task");
+    }
+    backend.close().await.expect("close");
+}
+
+/// The other process's side; runs only when started by the test below.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_process_entry_point() {
+    if let Some(path) = std::env::var_os(CHILD_ENV) {
+        ingest_shared_keys(std::path::Path::new(&path), "child").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_one_file() {
+    let harness = harness::SqliteHarness::new();
+    let path = harness.path();
+    // Create the file first so both processes find the schema in place.
+    SqliteBackend::open(&path)
+        .await
+        .expect("create")
+        .close()
+        .await
+        .expect("close");
+    let child = Command::new(std::env::current_exe().expect("test binary"))
+        .args(["child_process_entry_point", "--exact", "--test-threads=1"])
+        .env(CHILD_ENV, &path)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the other process");
+    ingest_shared_keys(&path, "parent").await;
+    let status = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(
+        status.status.success(),
+        "the other process finished cleanly"
+    );
+
+    let backend = SqliteBackend::open(&path).await.expect("reopen");
+    let inbox = Inbox::new(backend.clone());
+    let mut events = Vec::new();
+    let mut query = PullQuery::new().limit(1000);
+    loop {
+        let page = inbox.pull(&tenant(), query.clone()).await.expect("pull");
+        events.extend(page.events);
+        match page.next_cursor {
+            Some(c) => query = query.after(c),
+            None => break,
+        }
+    }
+    let keyed = events
+        .iter()
+        .filter(|e| e.idempotency_key.is_some())
+        .count();
+    let by = |who: &str| events.iter().filter(|e| e.payload["by"] == who).count();
+    assert_eq!(keyed, PER_PROCESS, "one event per shared key");
+    assert_eq!((by("parent"), by("child")), (PER_PROCESS, PER_PROCESS));
+    let conn = rusqlite::Connection::open(&path).expect("raw");
+    let integrity: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("check");
+    assert_eq!(integrity, "ok");
+    backend.close().await.expect("close");
+}
