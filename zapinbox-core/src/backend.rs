@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Clock, Event, EventId, EventStatus, Ingested, Page, PullQuery, Result, TenantId, ValidEvent,
+    ClaimQuery, Clock, Event, EventId, EventStatus, Ingested, LeaseToken, Leased, Page, PullQuery,
+    Redrive, ReleaseOutcome, Result, RetryPolicy, TenantId, Timestamp, ValidEvent,
 };
 
 /// Stores new events.
@@ -62,8 +63,42 @@ pub trait Idempotency: Send + Sync {
     async fn find_by_key(&self, tenant: &TenantId, key: &str) -> Result<Option<EventId>>;
 }
 
+/// Claims for workers: leases, retries, dead letters (see
+/// [`Delivery`](crate::Delivery) for the rules every backend applies).
+#[async_trait]
+pub trait Leases: Send + Sync {
+    /// Claims up to `query.limit` claimable events, oldest first. Events
+    /// whose last allowed attempt ran out are dead-lettered on the way.
+    async fn claim(&self, tenant: &TenantId, query: ClaimQuery) -> Result<Vec<Leased>>;
+
+    /// Extends a lease to `now + by`; returns the new expiry.
+    async fn extend(&self, tenant: &TenantId, token: LeaseToken, by: Duration)
+    -> Result<Timestamp>;
+
+    /// Gives the event back: claimable again after `retry_after` (or the
+    /// retry policy's backoff), or dead-lettered after its last attempt.
+    async fn release(
+        &self,
+        tenant: &TenantId,
+        token: LeaseToken,
+        retry_after: Option<Duration>,
+    ) -> Result<ReleaseOutcome>;
+
+    /// Acks with a lease: `LeaseLost` if another claim replaced it.
+    async fn ack_lease(&self, tenant: &TenantId, token: LeaseToken) -> Result<AckOutcome>;
+
+    /// Lists dead-lettered events, like [`InboxPull::pull`] lists pending ones.
+    async fn dead_letters(&self, tenant: &TenantId, query: PullQuery) -> Result<Page>;
+
+    /// Returns dead letters to the inbox with attempts reset; returns how
+    /// many were redriven.
+    async fn redrive(&self, tenant: &TenantId, which: Redrive) -> Result<u64>;
+}
+
 /// A complete storage backend.
-pub trait Backend: Ingest + InboxPull + Acknowledge + Delete + Idempotency + 'static {
+pub trait Backend:
+    Ingest + InboxPull + Acknowledge + Delete + Idempotency + Leases + 'static
+{
     /// A short stable name (`memory`, `sqlite`); cursors are bound to it.
     fn name(&self) -> &'static str;
 
@@ -96,6 +131,8 @@ pub struct QueueConfig {
     pub clock: Clock,
     /// How long an idempotency key is remembered. Default 24 hours.
     pub idempotency_window: Duration,
+    /// How often and how far apart events are retried.
+    pub retry: RetryPolicy,
 }
 
 impl Default for QueueConfig {
@@ -103,6 +140,7 @@ impl Default for QueueConfig {
         QueueConfig {
             clock: Clock::system(),
             idempotency_window: Duration::from_secs(24 * 60 * 60),
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -111,6 +149,12 @@ impl QueueConfig {
     /// Uses `clock` for every time-based rule.
     pub fn with_clock(mut self, clock: impl Into<Clock>) -> Self {
         self.clock = clock.into();
+        self
+    }
+
+    /// Retries events by `policy`.
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
         self
     }
 

@@ -344,6 +344,9 @@ pub struct Event {
     pub status: EventStatus,
     /// How many times it was claimed by a worker.
     pub attempts: u32,
+    /// While a worker holds a lease on it: when that lease ends. A browse
+    /// (pull) lists leased events too; this says they are leased.
+    pub leased_until: Option<Timestamp>,
 }
 
 impl Event {
@@ -362,7 +365,13 @@ impl Event {
             created_at: id.created_at(),
             status: EventStatus::Pending,
             attempts: 0,
+            leased_until: None,
         }
+    }
+
+    /// Whether a worker's lease on this event is running at `now`.
+    pub fn is_leased_at(&self, now: Timestamp) -> bool {
+        self.leased_until.is_some_and(|until| until > now)
     }
 }
 

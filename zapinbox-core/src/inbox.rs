@@ -8,9 +8,12 @@ use std::sync::Arc;
 use tracing::instrument;
 
 use crate::rate_limit::TenantLimiter;
+use std::time::Duration;
+
 use crate::{
-    AckOutcome, Backend, Clock, DeleteOutcome, Event, EventId, Ingested, Limits, NewEvent, Page,
-    PullQuery, RateLimit, Result, TenantId,
+    AckOutcome, Backend, ClaimQuery, Clock, DeleteOutcome, Event, EventId, Ingested, LeaseToken,
+    Leased, Limits, NewEvent, Page, PullQuery, RateLimit, Redrive, ReleaseOutcome, Result,
+    TenantId, Timestamp,
 };
 
 /// An event inbox on any backend.
@@ -205,6 +208,68 @@ impl Inbox {
     pub async fn find_by_key(&self, tenant: &TenantId, key: &str) -> Result<Option<EventId>> {
         self.inner.rate.check(tenant)?;
         self.inner.backend.find_by_key(tenant, key).await
+    }
+}
+
+/// Workers: claims, leases, dead letters.
+impl Inbox {
+    /// Claims up to `query.limit` events for `query.lease`: no other claim
+    /// gets them until the lease ends. Oldest first.
+    #[instrument(skip_all, fields(tenant = %tenant, op = "claim"))]
+    pub async fn claim(&self, tenant: &TenantId, query: ClaimQuery) -> Result<Vec<Leased>> {
+        self.inner.rate.check(tenant)?;
+        self.inner.backend.claim(tenant, query).await
+    }
+
+    /// Extends a lease to `now + by`; returns the new expiry. `LeaseLost` if
+    /// the event was claimed by someone else, acked, deleted or
+    /// dead-lettered.
+    #[instrument(skip_all, fields(tenant = %tenant, op = "extend"))]
+    pub async fn extend(
+        &self,
+        tenant: &TenantId,
+        token: LeaseToken,
+        by: Duration,
+    ) -> Result<Timestamp> {
+        self.inner.rate.check(tenant)?;
+        self.inner.backend.extend(tenant, token, by).await
+    }
+
+    /// Gives a claimed event back (a nack): claimable again after
+    /// `retry_after`, or after the retry policy's backoff when `None`;
+    /// dead-lettered if that was its last attempt.
+    #[instrument(skip_all, fields(tenant = %tenant, op = "release"))]
+    pub async fn release(
+        &self,
+        tenant: &TenantId,
+        token: LeaseToken,
+        retry_after: Option<Duration>,
+    ) -> Result<ReleaseOutcome> {
+        self.inner.rate.check(tenant)?;
+        self.inner.backend.release(tenant, token, retry_after).await
+    }
+
+    /// Acks a claimed event. `LeaseLost` if the lease ran out and another
+    /// worker claimed the event since: its result must not count.
+    #[instrument(skip_all, fields(tenant = %tenant, op = "ack_lease"))]
+    pub async fn ack_lease(&self, tenant: &TenantId, token: LeaseToken) -> Result<AckOutcome> {
+        self.inner.rate.check(tenant)?;
+        self.inner.backend.ack_lease(tenant, token).await
+    }
+
+    /// Lists dead-lettered events (filters, order and cursors as in pull).
+    #[instrument(skip_all, fields(tenant = %tenant, op = "dead_letters"))]
+    pub async fn dead_letters(&self, tenant: &TenantId, query: PullQuery) -> Result<Page> {
+        self.inner.rate.check(tenant)?;
+        self.inner.backend.dead_letters(tenant, query).await
+    }
+
+    /// Returns dead letters to the inbox with attempts reset; returns how
+    /// many were redriven.
+    #[instrument(skip_all, fields(tenant = %tenant, op = "redrive"))]
+    pub async fn redrive(&self, tenant: &TenantId, which: Redrive) -> Result<u64> {
+        self.inner.rate.check(tenant)?;
+        self.inner.backend.redrive(tenant, which).await
     }
 }
 

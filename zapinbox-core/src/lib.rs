@@ -30,10 +30,12 @@
 
 mod backend;
 mod cursor;
+mod delivery;
 mod error;
 mod event;
 mod id;
 mod inbox;
+mod lease;
 mod memory;
 mod query;
 mod rate_limit;
@@ -45,13 +47,18 @@ pub mod testkit;
 
 pub use backend::{
     AckOutcome, Acknowledge, Backend, Delete, DeleteOutcome, Idempotency, InboxPull, Ingest,
-    QueueConfig,
+    Leases, QueueConfig,
 };
 pub use cursor::{Cursor, Position};
+pub use delivery::{ClaimStep, Delivery};
 pub use error::{Error, Result};
 pub use event::{Event, EventStatus, Fingerprint, Ingested, Limits, NewEvent, ValidEvent};
 pub use id::EventId;
 pub use inbox::{Inbox, InboxBuilder, IntoBackend};
+pub use lease::{
+    ClaimQuery, LeaseToken, Leased, MAX_CLAIM, MAX_LEASE, Redrive, ReleaseOutcome, RetryPolicy,
+    check_lease,
+};
 pub use memory::MemoryBackend;
 pub use query::{Filter, MAX_PAGE, Order, Page, PullQuery, ResolvedQuery};
 pub use rate_limit::RateLimit;

@@ -6,14 +6,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::backend::{Acknowledge, Backend, Delete, Idempotency, InboxPull, Ingest};
+use crate::backend::{Acknowledge, Backend, Delete, Idempotency, InboxPull, Ingest, Leases};
 use crate::cursor::Position;
 use crate::{
-    AckOutcome, DeleteOutcome, Error, Event, EventId, EventStatus, Fingerprint, Ingested, Order,
-    Page, PullQuery, QueueConfig, Result, TenantId, Timestamp, ValidEvent,
+    AckOutcome, ClaimQuery, ClaimStep, DeleteOutcome, Delivery, Error, Event, EventId, EventStatus,
+    Fingerprint, Ingested, LeaseToken, Leased, Order, Page, PullQuery, QueueConfig, Redrive,
+    ReleaseOutcome, Result, RetryPolicy, TenantId, Timestamp, ValidEvent, check_lease,
 };
 
 const NAME: &str = "memory";
@@ -33,9 +35,27 @@ struct State {
 
 #[derive(Debug, Default)]
 struct TenantState {
-    events: BTreeMap<Position, Event>,
+    events: BTreeMap<Position, Stored>,
     positions: HashMap<EventId, Position>,
     keys: HashMap<String, KeyRecord>,
+}
+
+/// An event as given, and where it is in its delivery.
+#[derive(Clone, Debug)]
+struct Stored {
+    event: Event,
+    delivery: Delivery,
+}
+
+impl Stored {
+    /// The event as callers see it.
+    fn view(&self) -> Event {
+        let mut event = self.event.clone();
+        event.status = self.delivery.status;
+        event.attempts = self.delivery.attempts;
+        event.leased_until = self.delivery.leased_until();
+        event
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -116,8 +136,11 @@ impl MemoryBackend {
             };
             undo.push(Undo::Key(key.clone(), t.keys.insert(key, rec)));
         }
-        t.events
-            .insert(position, event.into_event(tenant.clone(), id));
+        let stored = Stored {
+            event: event.into_event(tenant.clone(), id),
+            delivery: Delivery::default(),
+        };
+        t.events.insert(position, stored);
         t.positions.insert(id, position);
         undo.push(Undo::Inserted(position, id));
         Ok(Ingested {
@@ -127,13 +150,194 @@ impl MemoryBackend {
         })
     }
 
-    fn find_mut<'a>(state: &'a mut State, tenant: &TenantId, id: EventId) -> Result<&'a mut Event> {
+    fn find_mut<'a>(
+        state: &'a mut State,
+        tenant: &TenantId,
+        id: EventId,
+    ) -> Result<&'a mut Stored> {
         let t = state
             .tenants
             .get_mut(tenant)
             .ok_or(Error::NotFound { id })?;
         let pos = *t.positions.get(&id).ok_or(Error::NotFound { id })?;
         t.events.get_mut(&pos).ok_or(Error::NotFound { id })
+    }
+}
+
+impl MemoryBackend {
+    /// One page of `tenant`'s events in `status`, in commit order.
+    fn list(&self, tenant: &TenantId, query: PullQuery, status: EventStatus) -> Result<Page> {
+        let resolved = query.resolve(tenant, NAME)?;
+        let state = self.lock();
+        let Some(t) = state.tenants.get(tenant) else {
+            return Ok(Page {
+                events: Vec::new(),
+                next_cursor: None,
+            });
+        };
+        let wanted = |(pos, s): (&Position, &Stored)| {
+            let event = s.view();
+            (s.delivery.status == status && query.filter.matches(&event)).then_some((*pos, event))
+        };
+        let take = resolved.limit + 1;
+        let rows: Vec<_> = match query.order {
+            Order::Asc => {
+                let from = resolved.start.map_or(Bound::Unbounded, Bound::Excluded);
+                let range = t.events.range((from, Bound::Unbounded));
+                range.filter_map(wanted).take(take).collect()
+            }
+            Order::Desc => {
+                let to = resolved.start.map_or(Bound::Unbounded, Bound::Excluded);
+                let range = t.events.range((Bound::Unbounded, to)).rev();
+                range.filter_map(wanted).take(take).collect()
+            }
+        };
+        Ok(Page::from_positions(
+            rows,
+            resolved.limit,
+            tenant,
+            NAME,
+            query.order,
+        ))
+    }
+
+    /// Runs `f` on the delivery state of the event `token` leases.
+    fn with_lease<T>(
+        &self,
+        tenant: &TenantId,
+        token: LeaseToken,
+        f: impl FnOnce(&mut Delivery, Timestamp, &RetryPolicy) -> Result<T>,
+    ) -> Result<T> {
+        let now = self.config.clock.now();
+        let mut state = self.lock();
+        let stored = Self::find_mut(&mut state, tenant, token.event())
+            .map_err(|_| Error::LeaseLost { id: token.event() })?;
+        f(&mut stored.delivery, now, &self.config.retry)
+    }
+}
+
+#[async_trait]
+impl Leases for MemoryBackend {
+    async fn claim(&self, tenant: &TenantId, query: ClaimQuery) -> Result<Vec<Leased>> {
+        query.check()?;
+        let now = self.config.clock.now();
+        let policy = &self.config.retry;
+        let mut state = self.lock();
+        let Some(t) = state.tenants.get_mut(tenant) else {
+            return Ok(Vec::new());
+        };
+        let mut claimed = Vec::new();
+        for stored in t.events.values_mut() {
+            if claimed.len() >= query.limit as usize {
+                break;
+            }
+            match stored.delivery.claim_step(now, policy) {
+                ClaimStep::Skip => continue,
+                ClaimStep::DeadLetter => stored.delivery.dead_letter(),
+                ClaimStep::Claim if query.filter.matches(&stored.event) => {
+                    let nonce = rand::random();
+                    let (attempt, expires) =
+                        stored
+                            .delivery
+                            .claim(now, query.lease, nonce, policy, rand::random());
+                    let token = LeaseToken::new(stored.event.id, nonce);
+                    claimed.push(Leased::new(stored.view(), token, attempt, expires));
+                }
+                ClaimStep::Claim => continue,
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn extend(
+        &self,
+        tenant: &TenantId,
+        token: LeaseToken,
+        by: Duration,
+    ) -> Result<Timestamp> {
+        check_lease(by)?;
+        self.with_lease(tenant, token, |d, now, policy| {
+            d.extend(
+                token.event(),
+                token.nonce(),
+                now,
+                by,
+                policy,
+                rand::random(),
+            )
+        })
+    }
+
+    async fn release(
+        &self,
+        tenant: &TenantId,
+        token: LeaseToken,
+        retry_after: Option<Duration>,
+    ) -> Result<ReleaseOutcome> {
+        self.with_lease(tenant, token, |d, now, policy| {
+            d.release(
+                token.event(),
+                token.nonce(),
+                now,
+                retry_after,
+                policy,
+                rand::random(),
+            )
+        })
+    }
+
+    async fn ack_lease(&self, tenant: &TenantId, token: LeaseToken) -> Result<AckOutcome> {
+        self.with_lease(tenant, token, |d, now, _| {
+            d.ack_lease(token.event(), token.nonce(), now)
+        })
+    }
+
+    async fn dead_letters(&self, tenant: &TenantId, query: PullQuery) -> Result<Page> {
+        self.sweep(tenant);
+        self.list(tenant, query, EventStatus::DeadLettered)
+    }
+
+    async fn redrive(&self, tenant: &TenantId, which: Redrive) -> Result<u64> {
+        self.sweep(tenant);
+        let now = self.config.clock.now();
+        let mut state = self.lock();
+        let Some(t) = state.tenants.get_mut(tenant) else {
+            return Ok(0);
+        };
+        let mut count = 0;
+        match which {
+            Redrive::All => {
+                for stored in t.events.values_mut() {
+                    count += u64::from(stored.delivery.redrive(now));
+                }
+            }
+            Redrive::Ids(ids) => {
+                for id in ids {
+                    let Some(pos) = t.positions.get(&id) else {
+                        continue;
+                    };
+                    if let Some(stored) = t.events.get_mut(pos) {
+                        count += u64::from(stored.delivery.redrive(now));
+                    }
+                }
+            }
+        }
+        Ok(count)
+    }
+}
+
+impl MemoryBackend {
+    /// Dead-letters every event of `tenant` whose last attempt ran out.
+    fn sweep(&self, tenant: &TenantId) {
+        let now = self.config.clock.now();
+        let mut state = self.lock();
+        if let Some(t) = state.tenants.get_mut(tenant) {
+            for stored in t.events.values_mut() {
+                if stored.delivery.claim_step(now, &self.config.retry) == ClaimStep::DeadLetter {
+                    stored.delivery.dead_letter();
+                }
+            }
+        }
     }
 }
 
@@ -188,44 +392,7 @@ impl Ingest for MemoryBackend {
 #[async_trait]
 impl InboxPull for MemoryBackend {
     async fn pull(&self, tenant: &TenantId, query: PullQuery) -> Result<Page> {
-        let resolved = query.resolve(tenant, NAME)?;
-        let state = self.lock();
-        let Some(t) = state.tenants.get(tenant) else {
-            return Ok(Page {
-                events: Vec::new(),
-                next_cursor: None,
-            });
-        };
-        let wanted = |(pos, e): (&Position, &Event)| {
-            (e.status == EventStatus::Pending && query.filter.matches(e)).then(|| (*pos, e.clone()))
-        };
-        let take = resolved.limit + 1;
-        let rows: Vec<_> = match (query.order, resolved.start) {
-            (Order::Asc, start) => {
-                let from = start.map_or(Bound::Unbounded, Bound::Excluded);
-                t.events
-                    .range((from, Bound::Unbounded))
-                    .filter_map(wanted)
-                    .take(take)
-                    .collect()
-            }
-            (Order::Desc, start) => {
-                let to = start.map_or(Bound::Unbounded, Bound::Excluded);
-                t.events
-                    .range((Bound::Unbounded, to))
-                    .rev()
-                    .filter_map(wanted)
-                    .take(take)
-                    .collect()
-            }
-        };
-        Ok(Page::from_positions(
-            rows,
-            resolved.limit,
-            tenant,
-            NAME,
-            query.order,
-        ))
+        self.list(tenant, query, EventStatus::Pending)
     }
 
     async fn get(&self, tenant: &TenantId, id: EventId) -> Result<Option<Event>> {
@@ -234,20 +401,16 @@ impl InboxPull for MemoryBackend {
             .tenants
             .get(tenant)
             .and_then(|t| t.positions.get(&id).and_then(|pos| t.events.get(pos)))
-            .cloned())
+            .map(Stored::view))
     }
 }
 
 #[async_trait]
 impl Acknowledge for MemoryBackend {
     async fn ack(&self, tenant: &TenantId, id: EventId) -> Result<AckOutcome> {
+        let now = self.config.clock.now();
         let mut state = self.lock();
-        let event = Self::find_mut(&mut state, tenant, id)?;
-        if event.status == EventStatus::Acked {
-            return Ok(AckOutcome::AlreadyAcked);
-        }
-        event.status = EventStatus::Acked;
-        Ok(AckOutcome::Acked)
+        Ok(Self::find_mut(&mut state, tenant, id)?.delivery.ack(now))
     }
 }
 
@@ -260,9 +423,9 @@ impl Delete for MemoryBackend {
             .get_mut(tenant)
             .ok_or(Error::NotFound { id })?;
         let pos = t.positions.remove(&id).ok_or(Error::NotFound { id })?;
-        let event = t.events.remove(&pos).ok_or(Error::NotFound { id })?;
+        let stored = t.events.remove(&pos).ok_or(Error::NotFound { id })?;
         Ok(DeleteOutcome {
-            previous: event.status,
+            previous: stored.delivery.status,
         })
     }
 }

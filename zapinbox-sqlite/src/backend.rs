@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use zapinbox_core::{
-    AckOutcome, Acknowledge, Backend, Delete, DeleteOutcome, Error, Event, EventId, Idempotency,
-    InboxPull, Ingest, Ingested, Page, PullQuery, QueueConfig, Result, TenantId, ValidEvent,
+    AckOutcome, Acknowledge, Backend, ClaimQuery, Delete, DeleteOutcome, Error, Event, EventId,
+    EventStatus, Idempotency, InboxPull, Ingest, Ingested, LeaseToken, Leased, Leases, Page,
+    PullQuery, QueueConfig, Redrive, ReleaseOutcome, Result, TenantId, Timestamp, ValidEvent,
+    check_lease,
 };
 
 use crate::connection::{self, ConnectionOptions, ConnectionSettings, Durability, Role};
@@ -153,6 +155,130 @@ impl SqliteBackend {
     }
 }
 
+impl SqliteBackend {
+    async fn list(&self, tenant: &TenantId, query: PullQuery, status: EventStatus) -> Result<Page> {
+        let resolved = query.resolve(tenant, NAME)?;
+        let tenant = tenant.clone();
+        self.inner
+            .readers
+            .read(move |conn| ops::pull::list(conn, &tenant, status, &query, resolved, NAME))
+            .await
+    }
+
+    /// Runs a lease operation on the writer with `now` and the retry policy.
+    async fn lease_op<T: Send + 'static>(
+        &self,
+        tenant: &TenantId,
+        token: LeaseToken,
+        f: impl FnOnce(
+            &mut zapinbox_core::Delivery,
+            Timestamp,
+            &zapinbox_core::RetryPolicy,
+        ) -> Result<T>
+        + Send
+        + 'static,
+    ) -> Result<T> {
+        let tenant = tenant.clone();
+        let policy = self.inner.config.retry;
+        self.inner
+            .writer
+            .write(move |conn, clock| {
+                let now = clock.now();
+                ops::lease::with_lease(conn, &tenant, token, |d| f(d, now, &policy))
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl Leases for SqliteBackend {
+    async fn claim(&self, tenant: &TenantId, query: ClaimQuery) -> Result<Vec<Leased>> {
+        query.check()?;
+        let tenant = tenant.clone();
+        let policy = self.inner.config.retry;
+        self.inner
+            .writer
+            .write(move |conn, clock| {
+                ops::lease::claim(conn, clock.now(), &tenant, &query, &policy)
+            })
+            .await
+    }
+
+    async fn extend(
+        &self,
+        tenant: &TenantId,
+        token: LeaseToken,
+        by: Duration,
+    ) -> Result<Timestamp> {
+        check_lease(by)?;
+        self.lease_op(tenant, token, move |d, now, policy| {
+            d.extend(
+                token.event(),
+                token.nonce(),
+                now,
+                by,
+                policy,
+                rand::random(),
+            )
+        })
+        .await
+    }
+
+    async fn release(
+        &self,
+        tenant: &TenantId,
+        token: LeaseToken,
+        retry_after: Option<Duration>,
+    ) -> Result<ReleaseOutcome> {
+        self.lease_op(tenant, token, move |d, now, policy| {
+            d.release(
+                token.event(),
+                token.nonce(),
+                now,
+                retry_after,
+                policy,
+                rand::random(),
+            )
+        })
+        .await
+    }
+
+    async fn ack_lease(&self, tenant: &TenantId, token: LeaseToken) -> Result<AckOutcome> {
+        self.lease_op(tenant, token, move |d, now, _| {
+            d.ack_lease(token.event(), token.nonce(), now)
+        })
+        .await
+    }
+
+    async fn dead_letters(&self, tenant: &TenantId, query: PullQuery) -> Result<Page> {
+        self.sweep(tenant).await?;
+        self.list(tenant, query, EventStatus::DeadLettered).await
+    }
+
+    async fn redrive(&self, tenant: &TenantId, which: Redrive) -> Result<u64> {
+        let tenant = tenant.clone();
+        let policy = self.inner.config.retry;
+        self.inner
+            .writer
+            .write(move |conn, clock| {
+                ops::lease::sweep(conn, clock.now(), &tenant, &policy)?;
+                ops::lease::redrive(conn, clock.now(), &tenant, which)
+            })
+            .await
+    }
+}
+
+impl SqliteBackend {
+    async fn sweep(&self, tenant: &TenantId) -> Result<()> {
+        let tenant = tenant.clone();
+        let policy = self.inner.config.retry;
+        self.inner
+            .writer
+            .write(move |conn, clock| ops::lease::sweep(conn, clock.now(), &tenant, &policy))
+            .await
+    }
+}
+
 impl std::fmt::Debug for SqliteBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteBackend")
@@ -187,12 +313,7 @@ impl Ingest for SqliteBackend {
 #[async_trait]
 impl InboxPull for SqliteBackend {
     async fn pull(&self, tenant: &TenantId, query: PullQuery) -> Result<Page> {
-        let resolved = query.resolve(tenant, NAME)?;
-        let tenant = tenant.clone();
-        self.inner
-            .readers
-            .read(move |conn| ops::pull::pull(conn, &tenant, &query, resolved, NAME))
-            .await
+        self.list(tenant, query, EventStatus::Pending).await
     }
 
     async fn get(&self, tenant: &TenantId, id: EventId) -> Result<Option<Event>> {

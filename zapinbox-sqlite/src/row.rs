@@ -1,34 +1,96 @@
-//! Reading event rows.
+//! Reading and writing event rows.
 
-use rusqlite::Row;
-use zapinbox_core::{Event, EventId, EventStatus, Position, Result, TenantId, Timestamp};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use zapinbox_core::{Delivery, Event, EventId, EventStatus, Position, Result, TenantId, Timestamp};
 
 use crate::error::{corrupt, storage};
 
-/// The columns [`event_from_row`] reads, in order.
-pub(crate) const EVENT_COLUMNS: &str =
-    "seq, id, source, event_type, topic, payload, idempotency_key, client_id, status, attempts";
+/// The columns [`stored_from_row`] reads, in order.
+pub(crate) const EVENT_COLUMNS: &str = "seq, id, source, event_type, topic, payload, \
+     idempotency_key, client_id, status, attempts, visible_at, lease_token, lease_expires_at, \
+     acked_at";
 
-/// Reads one row selected with [`EVENT_COLUMNS`].
-pub(crate) fn event_from_row(tenant: &TenantId, row: &Row<'_>) -> Result<(Position, Event)> {
+/// The columns [`delivery_from_row`] reads, in order.
+const DELIVERY_COLUMNS: &str =
+    "status, attempts, visible_at, lease_token, lease_expires_at, acked_at";
+
+/// Reads one row selected with [`EVENT_COLUMNS`]: its position, the event
+/// as callers see it, and its delivery state.
+pub(crate) fn stored_from_row(
+    tenant: &TenantId,
+    row: &Row<'_>,
+) -> Result<(Position, Event, Delivery)> {
     let seq: i64 = row.get(0).map_err(storage)?;
-    let id: [u8; 16] = row.get(1).map_err(storage)?;
-    let id = EventId::from_bytes(id);
+    let id = EventId::from_bytes(row.get(1).map_err(storage)?);
     let payload: String = row.get(5).map_err(storage)?;
     let payload =
         serde_json::from_str(&payload).map_err(|e| corrupt(format!("payload of {id}: {e}")))?;
-    let status: u8 = row.get(8).map_err(storage)?;
-    let status = EventStatus::from_code(status)
-        .ok_or_else(|| corrupt(format!("status {status} of {id}")))?;
+    let delivery = delivery_at(row, 8, id)?;
     let mut event = Event::new(tenant.clone(), id, payload);
     event.source = row.get(2).map_err(storage)?;
     event.event_type = row.get(3).map_err(storage)?;
     event.topic = row.get(4).map_err(storage)?;
     event.idempotency_key = row.get(6).map_err(storage)?;
     event.client_id = row.get(7).map_err(storage)?;
-    event.status = status;
-    event.attempts = row.get(9).map_err(storage)?;
-    Ok((position(seq), event))
+    event.status = delivery.status;
+    event.attempts = delivery.attempts;
+    event.leased_until = delivery.leased_until();
+    Ok((position(seq), event, delivery))
+}
+
+/// Reads the delivery state from the columns starting at `at`.
+fn delivery_at(row: &Row<'_>, at: usize, id: EventId) -> Result<Delivery> {
+    let status: u8 = row.get(at).map_err(storage)?;
+    let status = EventStatus::from_code(status)
+        .ok_or_else(|| corrupt(format!("status {status} of {id}")))?;
+    let nonce: Option<i64> = row.get(at + 3).map_err(storage)?;
+    let expires: Option<i64> = row.get(at + 4).map_err(storage)?;
+    let acked_at: Option<i64> = row.get(at + 5).map_err(storage)?;
+    Ok(Delivery {
+        status,
+        attempts: row.get(at + 1).map_err(storage)?,
+        visible_at: timestamp(row.get(at + 2).map_err(storage)?),
+        lease: nonce.zip(expires).map(|(n, e)| (n as u64, timestamp(e))),
+        acked_at: acked_at.map(timestamp),
+    })
+}
+
+/// The delivery state of event `id` in `tenant`, if it exists.
+pub(crate) fn load_delivery(
+    conn: &Connection,
+    tenant: &TenantId,
+    id: EventId,
+) -> Result<Option<Delivery>> {
+    let sql = format!("SELECT {DELIVERY_COLUMNS} FROM events WHERE id = ?1 AND tenant = ?2");
+    let mut stmt = conn.prepare_cached(&sql).map_err(storage)?;
+    stmt.query_row(params![id.to_bytes(), tenant.as_str()], |row| {
+        Ok(delivery_at(row, 0, id))
+    })
+    .optional()
+    .map_err(storage)?
+    .transpose()
+}
+
+/// Writes back the delivery state of event `id`.
+pub(crate) fn save_delivery(conn: &Connection, id: EventId, d: &Delivery) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE events SET status = ?1, attempts = ?2, visible_at = ?3, lease_token = ?4,
+                           lease_expires_at = ?5, acked_at = ?6
+         WHERE id = ?7",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            d.status.code(),
+            d.attempts,
+            millis(d.visible_at),
+            d.lease.map(|(nonce, _)| nonce as i64),
+            d.lease.map(|(_, expires)| millis(expires)),
+            d.acked_at.map(millis),
+            id.to_bytes(),
+        ])
+    })
+    .map(|_| ())
+    .map_err(storage)
 }
 
 /// A row sequence as a cursor position.
@@ -44,4 +106,9 @@ pub(crate) fn seq(position: Position) -> i64 {
 /// A timestamp as stored.
 pub(crate) fn millis(t: Timestamp) -> i64 {
     i64::try_from(t.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A stored timestamp.
+pub(crate) fn timestamp(ms: i64) -> Timestamp {
+    Timestamp::from_millis(ms.max(0) as u64)
 }

@@ -83,6 +83,15 @@ macro_rules! conformance_tests {
             bad_input_changes_nothing,
             rate_limit_is_per_tenant,
             state_survives_reopen,
+            concurrent_claimers_never_share_an_event,
+            expired_lease_returns_with_the_next_attempt,
+            release_hides_the_event_until_its_delay_passes,
+            extend_keeps_the_event_hidden_past_its_first_expiry,
+            last_attempt_dead_letters_and_redrive_brings_back,
+            expired_last_lease_dead_letters,
+            browse_lists_leased_events_as_leased,
+            ack_by_id_wins_over_a_lease,
+            claim_respects_filter_limit_and_tenant,
         );
     };
     (@rules $harness:expr; $($rule:ident),* $(,)?) => {
@@ -108,9 +117,14 @@ pub fn start_time() -> Timestamp {
 
 /// A manual clock and an inbox on a backend opened with it.
 pub async fn open_inbox(harness: &dyn Harness) -> (Inbox, ManualClock) {
+    open_inbox_with(harness, QueueConfig::default()).await
+}
+
+/// A manual clock and an inbox on a backend opened with `config` and it.
+pub async fn open_inbox_with(harness: &dyn Harness, config: QueueConfig) -> (Inbox, ManualClock) {
     let clock = ManualClock::new(start_time());
     let backend = harness
-        .open(QueueConfig::default().with_clock(clock.clock()))
+        .open(config.with_clock(clock.clock()))
         .await
         .expect("the harness opens a backend");
     (Inbox::new(backend), clock)

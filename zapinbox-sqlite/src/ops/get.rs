@@ -4,7 +4,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use zapinbox_core::{Event, EventId, Result, TenantId};
 
 use crate::error::storage;
-use crate::row::{EVENT_COLUMNS, event_from_row};
+use crate::row::{EVENT_COLUMNS, stored_from_row};
 
 /// The event with this id in this tenant, if it exists.
 pub(crate) fn get(conn: &Connection, tenant: &TenantId, id: EventId) -> Result<Option<Event>> {
@@ -12,9 +12,10 @@ pub(crate) fn get(conn: &Connection, tenant: &TenantId, id: EventId) -> Result<O
     let mut stmt = conn.prepare_cached(&sql).map_err(storage)?;
     let row = stmt
         .query_row(params![id.to_bytes(), tenant.as_str()], |row| {
-            Ok(event_from_row(tenant, row))
+            Ok(stored_from_row(tenant, row))
         })
         .optional()
         .map_err(storage)?;
-    row.transpose().map(|found| found.map(|(_, event)| event))
+    row.transpose()
+        .map(|found| found.map(|(_, event, _)| event))
 }

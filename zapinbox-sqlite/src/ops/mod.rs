@@ -6,4 +6,5 @@ pub(crate) mod delete;
 pub(crate) mod get;
 pub(crate) mod ingest;
 pub(crate) mod keys;
+pub(crate) mod lease;
 pub(crate) mod pull;

@@ -1,4 +1,4 @@
-//! Listing pending events in commit order.
+//! Listing events of one status in commit order.
 
 use rusqlite::{Connection, params};
 use zapinbox_core::{
@@ -6,13 +6,15 @@ use zapinbox_core::{
 };
 
 use crate::error::storage;
-use crate::row::{EVENT_COLUMNS, event_from_row, millis, seq};
+use crate::row::{EVENT_COLUMNS, millis, seq, stored_from_row};
 
-/// One page of pending events; reads one row past the limit to know whether
+/// One page of `tenant`'s events in `status` (pending for pull, dead
+/// letters for their listing); reads one row past the limit to know whether
 /// another page exists.
-pub(crate) fn pull(
+pub(crate) fn list(
     conn: &Connection,
     tenant: &TenantId,
+    status: EventStatus,
     query: &PullQuery,
     resolved: ResolvedQuery,
     backend: &str,
@@ -28,13 +30,12 @@ pub(crate) fn pull(
     };
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM events
-         WHERE tenant = ?1 AND status = {pending} AND {bound}
+         WHERE tenant = ?1 AND status = ?8 AND {bound}
            AND (?3 IS NULL OR topic = ?3)
            AND (?4 IS NULL OR event_type = ?4)
            AND (?5 IS NULL OR source = ?5)
            AND (?6 IS NULL OR created_at >= ?6)
          ORDER BY seq {order} LIMIT ?7",
-        pending = EventStatus::Pending.code(),
     );
     let f = &query.filter;
     let mut stmt = conn.prepare_cached(&sql).map_err(storage)?;
@@ -48,13 +49,15 @@ pub(crate) fn pull(
                 f.source,
                 f.since.map(millis),
                 resolved.limit as i64 + 1,
+                status.code(),
             ],
-            |row| Ok(event_from_row(tenant, row)),
+            |row| Ok(stored_from_row(tenant, row)),
         )
         .map_err(storage)?;
     let mut events: Vec<(Position, _)> = Vec::with_capacity(resolved.limit + 1);
     for row in rows {
-        events.push(row.map_err(storage)??);
+        let (position, event, _) = row.map_err(storage)??;
+        events.push((position, event));
     }
     Ok(Page::from_positions(
         events,

@@ -1,0 +1,179 @@
+//! The delivery state machine every backend applies: claim, extend,
+//! release, ack, dead-letter, redrive. Pure functions of the stored state,
+//! `now` and the retry policy, so every backend (and a replay of a log)
+//! decides the same way.
+
+use std::time::Duration;
+
+use crate::{
+    AckOutcome, Error, EventId, EventStatus, ReleaseOutcome, Result, RetryPolicy, Timestamp,
+};
+
+/// The part of a stored event that delivery changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// Pending, acked or dead-lettered.
+    pub status: EventStatus,
+    /// Claims so far.
+    pub attempts: u32,
+    /// When the event may next be claimed.
+    pub visible_at: Timestamp,
+    /// The current lease: its nonce and expiry.
+    pub lease: Option<(u64, Timestamp)>,
+    /// When it was acked.
+    pub acked_at: Option<Timestamp>,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            status: EventStatus::Pending,
+            attempts: 0,
+            visible_at: Timestamp::EPOCH,
+            lease: None,
+            acked_at: None,
+        }
+    }
+}
+
+/// What a claim scan does with one candidate event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClaimStep {
+    /// Not claimable now (leased, waiting out a backoff, or not pending).
+    Skip,
+    /// Its last allowed attempt ran out: dead-letter it instead.
+    DeadLetter,
+    /// Claim it.
+    Claim,
+}
+
+impl Delivery {
+    /// What a claim at `now` does with this event.
+    pub fn claim_step(&self, now: Timestamp, policy: &RetryPolicy) -> ClaimStep {
+        if self.status != EventStatus::Pending || self.visible_at > now {
+            ClaimStep::Skip
+        } else if self.attempts >= policy.max_attempts {
+            ClaimStep::DeadLetter
+        } else {
+            ClaimStep::Claim
+        }
+    }
+
+    /// Claims the event: a new attempt under lease `nonce` until
+    /// `now + lease`. If the lease runs out, the event waits the policy's
+    /// backoff after that before it can be claimed again.
+    /// Returns the attempt number and the lease expiry.
+    pub fn claim(
+        &mut self,
+        now: Timestamp,
+        lease: Duration,
+        nonce: u64,
+        policy: &RetryPolicy,
+        random: f64,
+    ) -> (u32, Timestamp) {
+        self.attempts = self.attempts.saturating_add(1);
+        let expires = now.saturating_add(lease);
+        self.lease = Some((nonce, expires));
+        self.visible_at = expires.saturating_add(policy.backoff(self.attempts, random));
+        (self.attempts, expires)
+    }
+
+    /// Checks that the lease `nonce` is still this event's current lease.
+    pub fn check_lease(&self, id: EventId, nonce: u64) -> Result<()> {
+        match self.lease {
+            Some((current, _)) if current == nonce && self.status == EventStatus::Pending => Ok(()),
+            _ => Err(Error::LeaseLost { id }),
+        }
+    }
+
+    /// Extends the lease to `now + by`; returns the new expiry.
+    pub fn extend(
+        &mut self,
+        id: EventId,
+        nonce: u64,
+        now: Timestamp,
+        by: Duration,
+        policy: &RetryPolicy,
+        random: f64,
+    ) -> Result<Timestamp> {
+        self.check_lease(id, nonce)?;
+        let expires = now.saturating_add(by);
+        self.lease = Some((nonce, expires));
+        self.visible_at = expires.saturating_add(policy.backoff(self.attempts, random));
+        Ok(expires)
+    }
+
+    /// Ends the lease without an ack: the event is claimable again after
+    /// `retry_after` (or the policy's backoff), or dead-lettered if that
+    /// was its last attempt.
+    pub fn release(
+        &mut self,
+        id: EventId,
+        nonce: u64,
+        now: Timestamp,
+        retry_after: Option<Duration>,
+        policy: &RetryPolicy,
+        random: f64,
+    ) -> Result<ReleaseOutcome> {
+        self.check_lease(id, nonce)?;
+        self.lease = None;
+        if self.attempts >= policy.max_attempts {
+            self.status = EventStatus::DeadLettered;
+            return Ok(ReleaseOutcome::DeadLettered);
+        }
+        let wait = retry_after.unwrap_or_else(|| policy.backoff(self.attempts, random));
+        self.visible_at = now.saturating_add(wait);
+        Ok(ReleaseOutcome::Retry {
+            at: self.visible_at,
+        })
+    }
+
+    /// Acks with the lease `nonce`: fine if it is still the current lease
+    /// (or the event was acked already), `LeaseLost` otherwise.
+    pub fn ack_lease(&mut self, id: EventId, nonce: u64, now: Timestamp) -> Result<AckOutcome> {
+        if self.status == EventStatus::Acked {
+            return Ok(AckOutcome::AlreadyAcked);
+        }
+        self.check_lease(id, nonce)?;
+        Ok(self.ack(now))
+    }
+
+    /// Acks by id: always wins over a lease.
+    pub fn ack(&mut self, now: Timestamp) -> AckOutcome {
+        if self.status == EventStatus::Acked {
+            return AckOutcome::AlreadyAcked;
+        }
+        self.status = EventStatus::Acked;
+        self.lease = None;
+        self.acked_at = Some(now);
+        AckOutcome::Acked
+    }
+
+    /// Sets the event aside after its last attempt.
+    pub fn dead_letter(&mut self) {
+        self.status = EventStatus::DeadLettered;
+        self.lease = None;
+    }
+
+    /// Returns a dead letter to the inbox with its attempts reset; false
+    /// (and no change) if it is not a dead letter.
+    pub fn redrive(&mut self, now: Timestamp) -> bool {
+        if self.status != EventStatus::DeadLettered {
+            return false;
+        }
+        *self = Delivery {
+            visible_at: now,
+            ..Delivery::default()
+        };
+        true
+    }
+
+    /// The lease expiry to show on a browsed event: set while a lease is
+    /// held by someone (even if it already ran out and nobody claimed since).
+    pub fn leased_until(&self) -> Option<Timestamp> {
+        match self.status {
+            EventStatus::Pending => self.lease.map(|(_, expires)| expires),
+            _ => None,
+        }
+    }
+}

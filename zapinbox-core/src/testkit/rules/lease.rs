@@ -1,0 +1,423 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::testkit::{Harness, fresh_tenant, numbered, open_inbox_with, pull_all};
+use crate::{
+    AckOutcome, ClaimQuery, Error, EventId, EventStatus, PullQuery, QueueConfig, Redrive,
+    ReleaseOutcome, RetryPolicy,
+};
+
+/// The policy lease rules run under: 1 s, 2 s, 4 s… backoff, no jitter,
+/// three attempts.
+fn policy() -> RetryPolicy {
+    RetryPolicy::exponential(Duration::from_secs(1), Duration::from_secs(60))
+        .without_jitter()
+        .with_max_attempts(3)
+}
+
+fn config() -> QueueConfig {
+    QueueConfig::default().with_retry(policy())
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// Under 8 concurrent claimers over 5 000 events, no event is leased twice
+/// (leases never expire here: the clock stands still), every event is
+/// acked exactly once, and none is lost.
+pub async fn concurrent_claimers_never_share_an_event(harness: &dyn Harness) {
+    let (inbox, _) = open_inbox_with(harness, config()).await;
+    let tenant = fresh_tenant();
+    for batch in 0..50 {
+        let events = (0..100).map(|n| numbered(batch * 100 + n)).collect();
+        inbox.ingest_batch(&tenant, events).await.expect("ingest");
+    }
+    let claims: Arc<Mutex<HashMap<EventId, u32>>> = Arc::default();
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (inbox, tenant, claims) = (inbox.clone(), tenant.clone(), Arc::clone(&claims));
+            tokio::spawn(async move {
+                loop {
+                    let query = ClaimQuery::new().limit(25).lease(Duration::from_secs(600));
+                    let leased = inbox.claim(&tenant, query).await.expect("claim");
+                    if leased.is_empty() {
+                        return;
+                    }
+                    for l in leased {
+                        assert_eq!(l.attempt, 1, "nothing expires, so no retries");
+                        *claims.lock().expect("lock").entry(l.event.id).or_default() += 1;
+                        let acked = inbox.ack_lease(&tenant, l.token).await.expect("ack");
+                        assert_eq!(acked, AckOutcome::Acked);
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+    let claims = std::mem::take(&mut *claims.lock().expect("lock"));
+    assert_eq!(claims.len(), 5000, "every event was claimed");
+    let twice: Vec<_> = claims.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "events leased more than once: {twice:?}");
+    assert!(
+        pull_all(&inbox, &tenant, PullQuery::new().limit(1000))
+            .await
+            .is_empty()
+    );
+}
+
+/// A lease that runs out (plus the backoff) makes the event claimable again
+/// with the next attempt; the old holder's token no longer works.
+pub async fn expired_lease_returns_with_the_next_attempt(harness: &dyn Harness) {
+    let (inbox, clock) = open_inbox_with(harness, config()).await;
+    let tenant = fresh_tenant();
+    let id = inbox.ingest(&tenant, numbered(1)).await.expect("ingest").id;
+    let lease = ClaimQuery::new().lease(10 * SECOND);
+    let first = inbox.claim(&tenant, lease.clone()).await.expect("claim");
+    assert_eq!(first.len(), 1);
+    assert_eq!((first[0].event.id, first[0].attempt), (id, 1));
+    assert_eq!(first[0].expires_at, clock.now().saturating_add(10 * SECOND));
+    assert!(
+        inbox
+            .claim(&tenant, lease.clone())
+            .await
+            .expect("claim")
+            .is_empty(),
+        "leased"
+    );
+    clock.advance(10 * SECOND);
+    assert!(
+        inbox
+            .claim(&tenant, lease.clone())
+            .await
+            .expect("claim")
+            .is_empty(),
+        "backoff"
+    );
+    clock.advance(SECOND);
+    let second = inbox.claim(&tenant, lease.clone()).await.expect("claim");
+    assert_eq!(second.len(), 1);
+    assert_eq!(
+        (
+            second[0].event.id,
+            second[0].attempt,
+            second[0].event.attempts
+        ),
+        (id, 2, 2)
+    );
+    assert_ne!(second[0].token, first[0].token);
+
+    let old = first[0].token;
+    let r = inbox.ack_lease(&tenant, old).await;
+    assert!(
+        matches!(r, Err(Error::LeaseLost { id: lost }) if lost == id),
+        "{r:?}"
+    );
+    let r = inbox.extend(&tenant, old, 10 * SECOND).await;
+    assert!(matches!(r, Err(Error::LeaseLost { .. })), "{r:?}");
+    let r = inbox.release(&tenant, old, None).await;
+    assert!(matches!(r, Err(Error::LeaseLost { .. })), "{r:?}");
+    let acked = inbox
+        .ack_lease(&tenant, second[0].token)
+        .await
+        .expect("ack");
+    assert_eq!(acked, AckOutcome::Acked);
+}
+
+/// Release with a delay hides the event exactly that long; release without
+/// one waits the policy's backoff for that attempt.
+pub async fn release_hides_the_event_until_its_delay_passes(harness: &dyn Harness) {
+    let (inbox, clock) = open_inbox_with(harness, config()).await;
+    let tenant = fresh_tenant();
+    let id = inbox.ingest(&tenant, numbered(1)).await.expect("ingest").id;
+    let claim = || inbox.claim(&tenant, ClaimQuery::new());
+    let leased = claim().await.expect("claim").remove(0);
+    let out = inbox
+        .release(&tenant, leased.token, Some(30 * SECOND))
+        .await
+        .expect("release");
+    assert_eq!(
+        out,
+        ReleaseOutcome::Retry {
+            at: clock.now().saturating_add(30 * SECOND)
+        }
+    );
+    clock.advance(Duration::from_millis(29_999));
+    assert!(claim().await.expect("claim").is_empty(), "still hidden");
+    clock.advance(Duration::from_millis(1));
+    let leased = claim().await.expect("claim").remove(0);
+    assert_eq!((leased.event.id, leased.attempt), (id, 2));
+
+    // No delay given: the backoff after attempt 2 is 2 s.
+    let out = inbox
+        .release(&tenant, leased.token, None)
+        .await
+        .expect("release");
+    assert_eq!(
+        out,
+        ReleaseOutcome::Retry {
+            at: clock.now().saturating_add(2 * SECOND)
+        }
+    );
+    clock.advance(SECOND);
+    assert!(claim().await.expect("claim").is_empty(), "backing off");
+    clock.advance(SECOND);
+    assert_eq!(claim().await.expect("claim")[0].attempt, 3);
+}
+
+/// Extending a lease keeps the event hidden past the first expiry; the
+/// holder can still ack.
+pub async fn extend_keeps_the_event_hidden_past_its_first_expiry(harness: &dyn Harness) {
+    let (inbox, clock) = open_inbox_with(harness, config()).await;
+    let tenant = fresh_tenant();
+    inbox.ingest(&tenant, numbered(1)).await.expect("ingest");
+    let query = ClaimQuery::new().lease(10 * SECOND);
+    let leased = inbox
+        .claim(&tenant, query.clone())
+        .await
+        .expect("claim")
+        .remove(0);
+    clock.advance(8 * SECOND);
+    let until = inbox
+        .extend(&tenant, leased.token, 10 * SECOND)
+        .await
+        .expect("extend");
+    assert_eq!(until, clock.now().saturating_add(10 * SECOND));
+    clock.advance(5 * SECOND);
+    assert!(
+        inbox
+            .claim(&tenant, query.clone())
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let event = inbox
+        .get(&tenant, leased.event.id)
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(event.leased_until, Some(until));
+    let r = inbox.extend(&tenant, leased.token, Duration::ZERO).await;
+    assert!(matches!(r, Err(Error::InvalidInput(_))), "{r:?}");
+    let acked = inbox.ack_lease(&tenant, leased.token).await.expect("ack");
+    assert_eq!(acked, AckOutcome::Acked);
+    let r = inbox.extend(&tenant, leased.token, 10 * SECOND).await;
+    assert!(
+        matches!(r, Err(Error::LeaseLost { .. })),
+        "no lease after ack: {r:?}"
+    );
+}
+
+/// Releasing the last allowed attempt dead-letters the event: never
+/// claimed, not in pull, listed by dead_letters; redrive brings it back
+/// with attempts reset.
+pub async fn last_attempt_dead_letters_and_redrive_brings_back(harness: &dyn Harness) {
+    let (inbox, _) = open_inbox_with(harness, config()).await;
+    let tenant = fresh_tenant();
+    let id = inbox.ingest(&tenant, numbered(1)).await.expect("ingest").id;
+    let other = inbox.ingest(&tenant, numbered(2)).await.expect("ingest").id;
+    inbox.ack(&tenant, other).await.expect("ack the other");
+    for attempt in 1..=3 {
+        let leased = inbox
+            .claim(&tenant, ClaimQuery::new())
+            .await
+            .expect("claim")
+            .remove(0);
+        assert_eq!(leased.attempt, attempt);
+        let out = inbox
+            .release(&tenant, leased.token, Some(Duration::ZERO))
+            .await
+            .expect("release");
+        let expected_dead = attempt == 3;
+        assert_eq!(
+            out == ReleaseOutcome::DeadLettered,
+            expected_dead,
+            "attempt {attempt}: {out:?}"
+        );
+    }
+    assert!(
+        inbox
+            .claim(&tenant, ClaimQuery::new())
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    assert!(
+        pull_all(&inbox, &tenant, PullQuery::new()).await.is_empty(),
+        "not pending"
+    );
+    let dead = inbox.get(&tenant, id).await.expect("get").expect("kept");
+    assert_eq!((dead.status, dead.attempts), (EventStatus::DeadLettered, 3));
+    let listed = inbox
+        .dead_letters(&tenant, PullQuery::new())
+        .await
+        .expect("list");
+    assert_eq!(
+        listed.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![id]
+    );
+
+    let unknown = EventId::generate(crate::Timestamp::from_millis(1));
+    let n = inbox
+        .redrive(&tenant, Redrive::Ids(vec![id, other, unknown]))
+        .await
+        .expect("redrive");
+    assert_eq!(n, 1, "only the dead letter is redriven");
+    let back = inbox.get(&tenant, id).await.expect("get").expect("kept");
+    assert_eq!((back.status, back.attempts), (EventStatus::Pending, 0));
+    let leased = inbox
+        .claim(&tenant, ClaimQuery::new())
+        .await
+        .expect("claim");
+    assert_eq!((leased[0].event.id, leased[0].attempt), (id, 1));
+    assert_eq!(
+        inbox.redrive(&tenant, Redrive::All).await.expect("redrive"),
+        0
+    );
+}
+
+/// An event whose last lease runs out (a worker died on its last try) is
+/// dead-lettered, not claimed a fourth time.
+pub async fn expired_last_lease_dead_letters(harness: &dyn Harness) {
+    let (inbox, clock) = open_inbox_with(harness, config()).await;
+    let tenant = fresh_tenant();
+    let id = inbox.ingest(&tenant, numbered(1)).await.expect("ingest").id;
+    let query = ClaimQuery::new().lease(10 * SECOND);
+    for attempt in 1..=3u32 {
+        let leased = inbox.claim(&tenant, query.clone()).await.expect("claim");
+        assert_eq!(leased.len(), 1, "attempt {attempt}");
+        // Let the lease and the backoff after it run out.
+        clock.advance(10 * SECOND + SECOND * (1 << (attempt - 1)));
+    }
+    assert!(
+        inbox
+            .claim(&tenant, query.clone())
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let listed = inbox
+        .dead_letters(&tenant, PullQuery::new())
+        .await
+        .expect("list");
+    assert_eq!(
+        listed.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![id]
+    );
+    assert_eq!(
+        inbox.redrive(&tenant, Redrive::All).await.expect("redrive"),
+        1
+    );
+    assert!(
+        inbox
+            .dead_letters(&tenant, PullQuery::new())
+            .await
+            .expect("list")
+            .events
+            .is_empty()
+    );
+}
+
+/// Pull is a browse: it lists leased events too, and says they are leased.
+pub async fn browse_lists_leased_events_as_leased(harness: &dyn Harness) {
+    let (inbox, clock) = open_inbox_with(harness, config()).await;
+    let tenant = fresh_tenant();
+    let a = inbox.ingest(&tenant, numbered(1)).await.expect("ingest").id;
+    let b = inbox.ingest(&tenant, numbered(2)).await.expect("ingest").id;
+    let leased = inbox
+        .claim(&tenant, ClaimQuery::new().limit(1))
+        .await
+        .expect("claim")
+        .remove(0);
+    assert_eq!(leased.event.id, a);
+    let listed = pull_all(&inbox, &tenant, PullQuery::new()).await;
+    assert_eq!(listed.iter().map(|e| e.id).collect::<Vec<_>>(), vec![a, b]);
+    assert_eq!(listed[0].leased_until, Some(leased.expires_at));
+    assert!(listed[0].is_leased_at(clock.now()));
+    assert_eq!(listed[0].attempts, 1);
+    assert_eq!(listed[1].leased_until, None);
+    inbox.ack_lease(&tenant, leased.token).await.expect("ack");
+    let got = inbox.get(&tenant, a).await.expect("get").expect("kept");
+    assert_eq!(got.leased_until, None, "an acked event is not leased");
+}
+
+/// Ack by id always wins: the holder's token then acks as `AlreadyAcked`
+/// and can no longer extend or release.
+pub async fn ack_by_id_wins_over_a_lease(harness: &dyn Harness) {
+    let (inbox, _) = open_inbox_with(harness, config()).await;
+    let tenant = fresh_tenant();
+    let id = inbox.ingest(&tenant, numbered(1)).await.expect("ingest").id;
+    let leased = inbox
+        .claim(&tenant, ClaimQuery::new())
+        .await
+        .expect("claim")
+        .remove(0);
+    assert_eq!(
+        inbox.ack(&tenant, id).await.expect("ack"),
+        AckOutcome::Acked
+    );
+    let again = inbox
+        .ack_lease(&tenant, leased.token)
+        .await
+        .expect("ack with the lease");
+    assert_eq!(again, AckOutcome::AlreadyAcked);
+    let r = inbox.release(&tenant, leased.token, None).await;
+    assert!(matches!(r, Err(Error::LeaseLost { .. })), "{r:?}");
+    let r = inbox.extend(&tenant, leased.token, SECOND).await;
+    assert!(matches!(r, Err(Error::LeaseLost { .. })), "{r:?}");
+}
+
+/// Claims take the oldest matching events of their own tenant only; limits
+/// and lease lengths are checked; a token is no use in another tenant or
+/// after its event is deleted.
+pub async fn claim_respects_filter_limit_and_tenant(harness: &dyn Harness) {
+    let (inbox, _) = open_inbox_with(harness, config()).await;
+    let (tenant, other) = (fresh_tenant(), fresh_tenant());
+    let mut orders = Vec::new();
+    for n in 0..6 {
+        let topic = if n % 2 == 0 { "orders" } else { "refunds" };
+        let id = inbox
+            .ingest(&tenant, numbered(n).with_topic(topic))
+            .await
+            .expect("ingest")
+            .id;
+        if topic == "orders" {
+            orders.push(id);
+        }
+        inbox
+            .ingest(&other, numbered(n).with_topic("orders"))
+            .await
+            .expect("ingest");
+    }
+    let leased = inbox
+        .claim(&tenant, ClaimQuery::new().topic("orders").limit(2))
+        .await
+        .expect("claim");
+    let ids: Vec<_> = leased.iter().map(|l| l.event.id).collect();
+    assert_eq!(ids, orders[..2].to_vec());
+    assert!(leased.iter().all(|l| l.event.tenant == tenant));
+
+    for bad in [
+        ClaimQuery::new().limit(0),
+        ClaimQuery::new().limit(1001),
+        ClaimQuery::new().lease(Duration::ZERO),
+        ClaimQuery::new().lease(Duration::from_secs(2 * 24 * 3600)),
+    ] {
+        let r = inbox.claim(&tenant, bad.clone()).await;
+        assert!(matches!(r, Err(Error::InvalidInput(_))), "{bad:?}: {r:?}");
+    }
+
+    let token = leased[0].token;
+    let r = inbox.ack_lease(&other, token).await;
+    assert!(
+        matches!(r, Err(Error::LeaseLost { .. })),
+        "foreign tenant: {r:?}"
+    );
+    inbox.delete(&tenant, token.event()).await.expect("delete");
+    let r = inbox.ack_lease(&tenant, token).await;
+    assert!(matches!(r, Err(Error::LeaseLost { .. })), "deleted: {r:?}");
+    let parsed: crate::LeaseToken = leased[1].token.to_string().parse().expect("round trip");
+    assert_eq!(parsed, leased[1].token);
+    assert!("nonsense".parse::<crate::LeaseToken>().is_err());
+}

@@ -1,0 +1,162 @@
+//! Claims, lease operations, dead letters and redrive. The rules are
+//! `zapinbox_core::Delivery`'s; this file only loads and saves the state.
+
+use rusqlite::{Connection, params};
+use zapinbox_core::{
+    ClaimQuery, ClaimStep, Delivery, Error, EventId, EventStatus, LeaseToken, Leased, Redrive,
+    Result, RetryPolicy, TenantId, Timestamp,
+};
+
+use crate::error::storage;
+use crate::row::{EVENT_COLUMNS, load_delivery, millis, save_delivery, stored_from_row};
+
+/// Claims up to `query.limit` claimable events in commit order; events
+/// whose last attempt ran out are dead-lettered on the way.
+pub(crate) fn claim(
+    conn: &Connection,
+    now: Timestamp,
+    tenant: &TenantId,
+    query: &ClaimQuery,
+    policy: &RetryPolicy,
+) -> Result<Vec<Leased>> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events
+         WHERE tenant = ?1 AND status = ?2 AND visible_at <= ?3 AND seq > ?4
+           AND (?5 IS NULL OR topic = ?5)
+           AND (?6 IS NULL OR event_type = ?6)
+           AND (?7 IS NULL OR source = ?7)
+           AND (?8 IS NULL OR created_at >= ?8)
+         ORDER BY seq LIMIT ?9"
+    );
+    let f = &query.filter;
+    let limit = query.limit as usize;
+    let mut claimed = Vec::with_capacity(limit);
+    let mut after = 0i64;
+    // Dead-lettered candidates do not count: read on until the batch is full.
+    while claimed.len() < limit {
+        let candidates = {
+            let mut stmt = conn.prepare_cached(&sql).map_err(storage)?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        tenant.as_str(),
+                        EventStatus::Pending.code(),
+                        millis(now),
+                        after,
+                        f.topic,
+                        f.event_type,
+                        f.source,
+                        f.since.map(millis),
+                        (limit - claimed.len()) as i64,
+                    ],
+                    |row| Ok(stored_from_row(tenant, row)),
+                )
+                .map_err(storage)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(storage)?
+        };
+        if candidates.is_empty() {
+            break;
+        }
+        for candidate in candidates {
+            let (position, mut event, mut delivery) = candidate?;
+            after = crate::row::seq(position);
+            match delivery.claim_step(now, policy) {
+                ClaimStep::Skip => continue,
+                ClaimStep::DeadLetter => delivery.dead_letter(),
+                ClaimStep::Claim => {
+                    let nonce: u64 = rand::random();
+                    let (attempt, expires) =
+                        delivery.claim(now, query.lease, nonce, policy, rand::random());
+                    event.attempts = delivery.attempts;
+                    event.leased_until = delivery.leased_until();
+                    let token = LeaseToken::new(event.id, nonce);
+                    claimed.push(Leased::new(event.clone(), token, attempt, expires));
+                }
+            }
+            save_delivery(conn, event.id, &delivery)?;
+        }
+    }
+    Ok(claimed)
+}
+
+/// Runs `f` on the delivery state of the event `token` leases and saves it
+/// if `f` succeeds.
+pub(crate) fn with_lease<T>(
+    conn: &Connection,
+    tenant: &TenantId,
+    token: LeaseToken,
+    f: impl FnOnce(&mut Delivery) -> Result<T>,
+) -> Result<T> {
+    let id = token.event();
+    let mut delivery = load_delivery(conn, tenant, id)?.ok_or(Error::LeaseLost { id })?;
+    let before = delivery;
+    let out = f(&mut delivery)?;
+    if delivery != before {
+        save_delivery(conn, id, &delivery)?;
+    }
+    Ok(out)
+}
+
+/// Dead-letters every pending event of `tenant` whose last attempt ran out
+/// (the rows for which `Delivery::claim_step` says `DeadLetter`).
+pub(crate) fn sweep(
+    conn: &Connection,
+    now: Timestamp,
+    tenant: &TenantId,
+    policy: &RetryPolicy,
+) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE events SET status = ?1, lease_token = NULL, lease_expires_at = NULL
+         WHERE tenant = ?2 AND status = ?3 AND visible_at <= ?4 AND attempts >= ?5",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            EventStatus::DeadLettered.code(),
+            tenant.as_str(),
+            EventStatus::Pending.code(),
+            millis(now),
+            policy.max_attempts,
+        ])
+    })
+    .map(|_| ())
+    .map_err(storage)
+}
+
+/// Returns dead letters to the inbox; how many were redriven.
+pub(crate) fn redrive(
+    conn: &Connection,
+    now: Timestamp,
+    tenant: &TenantId,
+    which: Redrive,
+) -> Result<u64> {
+    let ids = match which {
+        Redrive::Ids(ids) => ids,
+        Redrive::All => {
+            let mut stmt = conn
+                .prepare_cached("SELECT id FROM events WHERE tenant = ?1 AND status = ?2")
+                .map_err(storage)?;
+            let rows = stmt
+                .query_map(
+                    params![tenant.as_str(), EventStatus::DeadLettered.code()],
+                    |r| r.get::<_, [u8; 16]>(0),
+                )
+                .map_err(storage)?;
+            let ids = rows
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(storage)?;
+            ids.into_iter().map(EventId::from_bytes).collect()
+        }
+    };
+    let mut count = 0;
+    for id in ids {
+        let Some(mut delivery) = load_delivery(conn, tenant, id)? else {
+            continue;
+        };
+        if delivery.redrive(now) {
+            save_delivery(conn, id, &delivery)?;
+            count += 1;
+        }
+    }
+    Ok(count)
+}
