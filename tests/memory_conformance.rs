@@ -1,3 +1,3 @@
 //! The conformance suite on the in-memory reference backend.
 
-zapinbox_core::conformance_tests!(zapinbox_core::testkit::MemoryHarness::new());
+zapinbox_core::conformance_tests!(memory, zapinbox_core::testkit::MemoryHarness::new());

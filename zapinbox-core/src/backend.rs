@@ -19,7 +19,9 @@ use crate::{
 #[async_trait]
 pub trait Ingest: Send + Sync {
     /// Stores one event, durably before returning, or finds its idempotent
-    /// original.
+    /// original. A caller that stops waiting (drops the future) after the
+    /// request reached the backend may still see it stored: retry with the
+    /// same idempotency key to find out safely.
     async fn ingest(&self, tenant: &TenantId, event: ValidEvent) -> Result<Ingested>;
 
     /// Stores many events atomically: all of them or, on error, none. Each
@@ -96,6 +98,7 @@ pub trait Leases: Send + Sync {
 }
 
 /// A complete storage backend.
+#[async_trait]
 pub trait Backend:
     Ingest + InboxPull + Acknowledge + Delete + Idempotency + Leases + 'static
 {
@@ -104,6 +107,12 @@ pub trait Backend:
 
     /// The settings the backend applies, including its clock.
     fn config(&self) -> &QueueConfig;
+
+    /// Finishes what is in flight and releases the storage. Later calls
+    /// fail. Dropping every handle also releases it, without waiting.
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// What [`Acknowledge::ack`] did.
@@ -118,9 +127,17 @@ pub enum AckOutcome {
 
 /// What [`Delete::delete`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct DeleteOutcome {
     /// The state the event was in before it was deleted.
     pub previous: EventStatus,
+}
+
+impl DeleteOutcome {
+    /// An event in state `previous` was deleted.
+    pub fn new(previous: EventStatus) -> Self {
+        DeleteOutcome { previous }
+    }
 }
 
 /// Settings every backend applies the same way.

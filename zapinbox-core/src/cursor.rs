@@ -1,4 +1,4 @@
-//! Opaque, tamper-evident pull cursors.
+//! Opaque pull cursors, checked for corruption and scope.
 
 use std::fmt;
 
@@ -20,7 +20,10 @@ const LEN: usize = 1 + 1 + 8 + 8 + 4;
 /// Where a page ended. Opaque: pass it back unchanged to get the next page.
 ///
 /// A cursor is bound to its tenant, backend and order and carries a check
-/// sum: a changed, truncated or foreign cursor is [`Error::InvalidInput`].
+/// sum: a garbled, truncated or foreign cursor is [`Error::InvalidInput`].
+/// It is not a secret and not signed: a client could build a cursor for any
+/// position of its own tenant, which reveals nothing, because every query
+/// is scoped to the caller's tenant.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Cursor(String);
@@ -51,7 +54,8 @@ impl Cursor {
     /// Decodes the position, checking that the cursor is whole and was made
     /// for this tenant, backend and order.
     pub fn decode(&self, tenant: &TenantId, backend: &str, order: Order) -> Result<Position> {
-        let invalid = |why: &str| Error::invalid(format!("cursor {:?} {why}", self.0));
+        let shown: String = self.0.chars().take(48).collect();
+        let invalid = |why: &str| Error::invalid(format!("cursor {shown:?} {why}"));
         let bytes = URL_SAFE_NO_PAD
             .decode(&self.0)
             .map_err(|_| invalid("is not a cursor this inbox made"))?;

@@ -94,14 +94,7 @@ impl NewEvent {
             limits.max_field_chars,
         )?;
         if let Some(key) = &self.idempotency_key {
-            if key.is_empty() {
-                return Err(Error::invalid("idempotency_key must not be empty"));
-            }
-            check_field(
-                "idempotency_key",
-                Some(key),
-                limits.max_idempotency_key_chars,
-            )?;
+            limits.check_idempotency_key(key)?;
         }
         if !self.payload.is_object() {
             return Err(Error::invalid(format!(
@@ -181,6 +174,27 @@ impl Limits {
     pub fn with_max_payload_bytes(mut self, bytes: usize) -> Self {
         self.max_payload_bytes = bytes;
         self
+    }
+
+    /// Sets the longest `source`, `event_type`, `topic` or `client_id`.
+    pub fn with_max_field_chars(mut self, chars: usize) -> Self {
+        self.max_field_chars = chars;
+        self
+    }
+
+    /// Sets the longest idempotency key.
+    pub fn with_max_idempotency_key_chars(mut self, chars: usize) -> Self {
+        self.max_idempotency_key_chars = chars;
+        self
+    }
+
+    /// Checks an idempotency key: not empty, not too long, no control
+    /// characters.
+    pub fn check_idempotency_key(&self, key: &str) -> Result<()> {
+        if key.is_empty() {
+            return Err(Error::invalid("idempotency_key must not be empty"));
+        }
+        check_field("idempotency_key", Some(key), self.max_idempotency_key_chars)
     }
 }
 
@@ -377,6 +391,7 @@ impl Event {
 
 /// What ingest answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Ingested {
     /// The event's id (the original one for a duplicate).
     pub id: EventId,
@@ -385,4 +400,15 @@ pub struct Ingested {
     /// True when an event with the same idempotency key and content was
     /// already stored: nothing new was stored.
     pub duplicate: bool,
+}
+
+impl Ingested {
+    /// The answer for event `id`; `duplicate` if it was stored before.
+    pub fn new(id: EventId, duplicate: bool) -> Self {
+        Ingested {
+            id,
+            created_at: id.created_at(),
+            duplicate,
+        }
+    }
 }

@@ -99,9 +99,14 @@ impl FromStr for EventId {
                 s.chars().count()
             )));
         }
-        Ulid::from_string(s)
-            .map(EventId)
-            .map_err(|e| Error::invalid(format!("event id {s:?} is not a ULID: {e}")))
+        let id = Ulid::from_string(s)
+            .map_err(|e| Error::invalid(format!("event id {s:?} is not a ULID: {e}")))?;
+        // Above "7ZZZ…" the text does not fit in 128 bits: refuse rather
+        // than let two strings name one id.
+        if !id.to_string().eq_ignore_ascii_case(s) {
+            return Err(Error::invalid(format!("event id {s:?} is out of range")));
+        }
+        Ok(EventId(id))
     }
 }
 

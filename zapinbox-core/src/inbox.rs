@@ -138,13 +138,19 @@ impl Inbox {
         &self.inner.backend.config().clock
     }
 
+    /// Closes the backend: what is in flight finishes, later calls fail.
+    pub async fn close(&self) -> Result<()> {
+        self.inner.backend.close().await
+    }
+
     /// The size limits in force.
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
     }
 
     /// Stores `event` for `tenant`. Returns once the event is durable (as the
-    /// backend defines it). With an idempotency key already used within its
+    /// backend defines it). If the caller stops waiting, the event may still
+    /// be stored: retry with the same idempotency key to find out safely. With an idempotency key already used within its
     /// window: the original id with `duplicate: true` if the content is the
     /// same, [`Error::IdempotencyConflict`](crate::Error::IdempotencyConflict)
     /// if it differs.
@@ -207,6 +213,7 @@ impl Inbox {
     #[instrument(skip_all, fields(tenant = %tenant, op = "find_by_key"))]
     pub async fn find_by_key(&self, tenant: &TenantId, key: &str) -> Result<Option<EventId>> {
         self.inner.rate.check(tenant)?;
+        self.inner.limits.check_idempotency_key(key)?;
         self.inner.backend.find_by_key(tenant, key).await
     }
 }

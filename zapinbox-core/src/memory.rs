@@ -118,11 +118,7 @@ impl MemoryBackend {
                         original: rec.id,
                     });
                 }
-                return Ok(Ingested {
-                    id: rec.id,
-                    created_at: rec.id.created_at(),
-                    duplicate: true,
-                });
+                return Ok(Ingested::new(rec.id, true));
             }
         }
         let id = self.config.clock.next_id();
@@ -143,11 +139,7 @@ impl MemoryBackend {
         t.events.insert(position, stored);
         t.positions.insert(id, position);
         undo.push(Undo::Inserted(position, id));
-        Ok(Ingested {
-            id,
-            created_at: id.created_at(),
-            duplicate: false,
-        })
+        Ok(Ingested::new(id, false))
     }
 
     fn find_mut<'a>(
@@ -170,10 +162,13 @@ impl MemoryBackend {
         let resolved = query.resolve(tenant, NAME)?;
         let state = self.lock();
         let Some(t) = state.tenants.get(tenant) else {
-            return Ok(Page {
-                events: Vec::new(),
-                next_cursor: None,
-            });
+            return Ok(Page::from_positions(
+                Vec::new(),
+                resolved,
+                tenant,
+                NAME,
+                query.order,
+            ));
         };
         let wanted = |(pos, s): (&Position, &Stored)| {
             let event = s.view();
@@ -194,7 +189,7 @@ impl MemoryBackend {
         };
         Ok(Page::from_positions(
             rows,
-            resolved.limit,
+            resolved,
             tenant,
             NAME,
             query.order,
@@ -424,9 +419,7 @@ impl Delete for MemoryBackend {
             .ok_or(Error::NotFound { id })?;
         let pos = t.positions.remove(&id).ok_or(Error::NotFound { id })?;
         let stored = t.events.remove(&pos).ok_or(Error::NotFound { id })?;
-        Ok(DeleteOutcome {
-            previous: stored.delivery.status,
-        })
+        Ok(DeleteOutcome::new(stored.delivery.status))
     }
 }
 
@@ -444,6 +437,7 @@ impl Idempotency for MemoryBackend {
     }
 }
 
+#[async_trait]
 impl Backend for MemoryBackend {
     fn name(&self) -> &'static str {
         NAME

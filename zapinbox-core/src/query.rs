@@ -154,6 +154,7 @@ impl PullQuery {
 
 /// A pull query's checked limit and decoded starting position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ResolvedQuery {
     /// Exclusive start: after this position (ascending) or before it
     /// (descending). `None` is the beginning (or, descending, the end).
@@ -163,12 +164,18 @@ pub struct ResolvedQuery {
 }
 
 /// One page of a pull.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct Page {
     /// The events, in the order asked for.
     pub events: Vec<Event>,
-    /// Where to continue, if more events matched when this page was read.
+    /// Where to continue: after this page's last event, or where this page
+    /// started if it is empty. Keep it to read what arrives later (oldest
+    /// first, nothing is skipped or repeated). `None` only for an empty
+    /// page read from the beginning.
     pub next_cursor: Option<Cursor>,
+    /// Whether more matching events existed when this page was read.
+    pub has_more: bool,
 }
 
 impl Page {
@@ -176,20 +183,18 @@ impl Page {
     /// backend position: the extra one only tells that more exist.
     pub fn from_positions(
         mut rows: Vec<(Position, Event)>,
-        limit: usize,
+        resolved: ResolvedQuery,
         tenant: &TenantId,
         backend: &str,
         order: Order,
     ) -> Page {
-        let more = rows.len() > limit;
-        rows.truncate(limit);
-        let next_cursor = match rows.last() {
-            Some((pos, _)) if more => Some(Cursor::encode(tenant, backend, order, *pos)),
-            _ => None,
-        };
+        let has_more = rows.len() > resolved.limit;
+        rows.truncate(resolved.limit);
+        let resume = rows.last().map(|(pos, _)| *pos).or(resolved.start);
         Page {
+            next_cursor: resume.map(|pos| Cursor::encode(tenant, backend, order, pos)),
             events: rows.into_iter().map(|(_, e)| e).collect(),
-            next_cursor,
+            has_more,
         }
     }
 }

@@ -28,15 +28,16 @@ impl TenantId {
     /// ```
     pub fn new(id: impl AsRef<str>) -> Result<Self> {
         let id = id.as_ref();
+        if let Some(bad) = id.chars().find(|c| !is_tenant_char(*c)) {
+            return Err(Error::invalid(format!(
+                "tenant id may hold only ASCII letters, digits and . _ : @ -, got {bad:?}"
+            )));
+        }
+        // Only ASCII passed: bytes are characters.
         if id.is_empty() || id.len() > MAX_TENANT_LEN {
             return Err(Error::invalid(format!(
                 "tenant id must be 1 to {MAX_TENANT_LEN} characters, got {}",
-                id.chars().count()
-            )));
-        }
-        if let Some(bad) = id.chars().find(|c| !is_tenant_char(*c)) {
-            return Err(Error::invalid(format!(
-                "tenant id may hold only letters, digits and . _ : @ -, got {bad:?}"
+                id.len()
             )));
         }
         Ok(TenantId(id.into()))

@@ -66,9 +66,37 @@ impl From<Timestamp> for SystemTime {
     }
 }
 
+/// The last millisecond of the year 9999: RFC 3339 has no later dates.
+const LAST_RFC3339_MS: u64 = 253_402_300_799_999;
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 > LAST_RFC3339_MS {
+            return write!(f, "{}ms since the epoch", self.0);
+        }
         humantime::format_rfc3339_millis(self.to_system_time()).fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_timestamp_displays() {
+        assert_eq!(
+            Timestamp::from_millis(1_500).to_string(),
+            "1970-01-01T00:00:01.500Z"
+        );
+        assert_eq!(
+            Timestamp::from_millis(LAST_RFC3339_MS).to_string(),
+            "9999-12-31T23:59:59.999Z"
+        );
+        assert!(
+            Timestamp::from_millis(u64::MAX)
+                .to_string()
+                .ends_with("ms since the epoch")
+        );
     }
 }
 

@@ -10,6 +10,7 @@ use crate::error::storage;
 
 /// How hard each commit works to survive a crash.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Durability {
     /// `synchronous=FULL`: every commit is fsynced before ingest returns; an
     /// event survives a process crash and a power loss.
@@ -46,6 +47,7 @@ pub(crate) struct ConnectionOptions {
 
 /// Which job a connection does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Role {
     /// The one connection that writes.
     Writer,
@@ -55,6 +57,7 @@ pub enum Role {
 
 /// The settings a connection reports, read back from SQLite itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConnectionSettings {
     /// The connection's job.
     pub role: Role,

@@ -10,6 +10,7 @@ use zapinbox_core::{Error, Result};
 pub(crate) struct ReadPool {
     idle: Mutex<Vec<Connection>>,
     available: Arc<Semaphore>,
+    size: usize,
 }
 
 /// A connection on loan; goes back to the pool when dropped, even if the
@@ -32,6 +33,7 @@ impl ReadPool {
     pub(crate) fn new(conns: Vec<Connection>) -> Arc<Self> {
         Arc::new(ReadPool {
             available: Arc::new(Semaphore::new(conns.len())),
+            size: conns.len(),
             idle: Mutex::new(conns),
         })
     }
@@ -70,23 +72,23 @@ impl ReadPool {
         .map_err(|e| Error::permanent(format!("read task failed: {e}")))?
     }
 
-    /// Runs `f` on every connection of the pool, waiting for each.
+    /// Runs `f` on every connection of the pool, waiting until all are idle.
     pub(crate) async fn read_each<T: Send + 'static>(
         self: &Arc<Self>,
-        f: impl Fn(&Connection) -> Result<T> + Send + Sync + 'static,
+        f: impl Fn(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<Vec<T>> {
-        let size = self.lock().len();
-        let f = Arc::new(f);
-        let mut loans = Vec::with_capacity(size);
-        for _ in 0..size {
-            loans.push(self.loan().await?);
-        }
+        let size = u32::try_from(self.size).map_err(Error::permanent)?;
+        // All permits at once: two callers cannot each hold half the pool.
+        let _all = Arc::clone(&self.available)
+            .acquire_many_owned(size)
+            .await
+            .map_err(|_| Error::permanent("the read pool is closed"))?;
+        let conns = std::mem::take(&mut *self.lock());
+        let pool = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
-            loans
-                .iter()
-                .filter_map(|loan| loan.conn.as_ref())
-                .map(|conn| f(conn))
-                .collect()
+            let out = conns.iter().map(&f).collect();
+            pool.lock().extend(conns);
+            out
         })
         .await
         .map_err(|e| Error::permanent(format!("read task failed: {e}")))?

@@ -7,6 +7,7 @@
 //! batch gets that error.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use rusqlite::Connection;
@@ -53,7 +54,11 @@ struct Reply<T> {
 
 impl<T: Send + 'static> Job for Typed<T> {
     fn run(self: Box<Self>, conn: &Connection, clock: &Clock) -> (bool, Box<dyn Answer>) {
-        let result = (self.op)(conn, clock);
+        // A panicking operation fails its own request (its savepoint is
+        // rolled back), not the writer thread and everyone after it.
+        let op = self.op;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op(conn, clock)))
+            .unwrap_or_else(|_| Err(Error::permanent("a write operation panicked")));
         let ok = result.is_ok();
         (
             ok,
@@ -114,19 +119,23 @@ enum Message {
 pub(crate) struct Writer {
     queue: mpsc::Sender<Message>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+    commits: Arc<AtomicU64>,
 }
 
 impl Writer {
     /// Starts the writer thread on `conn`.
     pub(crate) fn spawn(conn: Connection, clock: Clock) -> Result<Arc<Writer>> {
         let (queue, rx) = mpsc::channel(QUEUE);
+        let commits = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&commits);
         let thread = std::thread::Builder::new()
             .name("zapinbox-sqlite-writer".into())
-            .spawn(move || run(conn, clock, rx))
+            .spawn(move || run(conn, clock, rx, &counter))
             .map_err(|e| Error::permanent(format!("cannot start the writer thread: {e}")))?;
         Ok(Arc::new(Writer {
             queue,
             thread: std::sync::Mutex::new(Some(thread)),
+            commits,
         }))
     }
 
@@ -147,8 +156,13 @@ impl Writer {
         answer.await.map_err(|_| closed())?
     }
 
-    /// Finishes the batch in progress, stops the thread and waits for it.
-    /// Requests still queued are answered with an error.
+    /// Transactions committed so far.
+    pub(crate) fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Stops the thread once everything queued before this call is
+    /// committed, and waits for it. Later requests fail with "closed".
     pub(crate) async fn close(&self) -> Result<()> {
         let _ = self.queue.send(Message::Close).await;
         let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -166,7 +180,7 @@ fn closed() -> Error {
     Error::permanent("the SQLite inbox is closed")
 }
 
-fn run(mut conn: Connection, clock: Clock, mut rx: mpsc::Receiver<Message>) {
+fn run(mut conn: Connection, clock: Clock, mut rx: mpsc::Receiver<Message>, commits: &AtomicU64) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let mut closing = false;
     while !closing {
@@ -184,21 +198,32 @@ fn run(mut conn: Connection, clock: Clock, mut rx: mpsc::Receiver<Message>) {
                 Err(_) => break,
             }
         }
-        commit_batch(&mut conn, &clock, batch.drain(..));
+        if commit_batch(&mut conn, &clock, batch.drain(..)) {
+            commits.fetch_add(1, Ordering::Relaxed);
+        }
     }
     rx.close();
     // Dropping what is still queued answers those callers with "closed".
     while rx.try_recv().is_ok() {}
 }
 
-fn commit_batch(conn: &mut Connection, clock: &Clock, jobs: impl Iterator<Item = Box<dyn Job>>) {
+/// Runs `jobs` in one transaction; returns whether it committed.
+fn commit_batch(
+    conn: &mut Connection,
+    clock: &Clock,
+    jobs: impl Iterator<Item = Box<dyn Job>>,
+) -> bool {
     let _span = tracing::trace_span!("group_commit").entered();
+    if !conn.is_autocommit() {
+        // A failed ROLLBACK left a transaction open: end it before the next.
+        let _ = exec(conn, "ROLLBACK");
+    }
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
         let failure = CommitFailure::from_error("BEGIN", &e);
         for job in jobs {
             job.abandon().send(Err(&failure));
         }
-        return;
+        return false;
     }
     let mut answers = Vec::new();
     let mut broken = None;
@@ -236,9 +261,11 @@ fn commit_batch(conn: &mut Connection, clock: &Clock, jobs: impl Iterator<Item =
         // Leave no transaction open for the next batch.
         let _ = exec(conn, "ROLLBACK");
     }
+    let committed = outcome.is_ok();
     for answer in answers {
         answer.send(outcome.as_ref().map(|_| ()));
     }
+    committed
 }
 
 fn exec(conn: &Connection, sql: &str) -> Result<()> {
@@ -250,7 +277,7 @@ fn exec(conn: &Connection, sql: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::sync::mpsc as sync_mpsc;
 
     use super::*;
 
@@ -268,12 +295,10 @@ mod tests {
         Writer::spawn(conn, Clock::system()).expect("spawn")
     }
 
-    fn insert(n: i64) -> impl FnOnce(&Connection, &Clock) -> Result<i64> + Send + 'static {
-        move |conn, _| {
-            conn.execute("INSERT INTO log (n) VALUES (?1)", [n])
-                .map_err(storage)?;
-            Ok(n)
-        }
+    fn insert(conn: &Connection, n: i64) -> Result<i64> {
+        conn.execute("INSERT INTO log (n) VALUES (?1)", [n])
+            .map_err(storage)?;
+        Ok(n)
     }
 
     fn logged(conn: &Connection) -> Vec<i64> {
@@ -286,32 +311,62 @@ mod tests {
             .expect("rows")
     }
 
-    /// Holds the writer busy so that the requests sent meanwhile share the
-    /// next batch.
-    fn hold(for_ms: u64) -> impl FnOnce(&Connection, &Clock) -> Result<()> + Send + 'static {
-        move |_, _| {
-            std::thread::sleep(Duration::from_millis(for_ms));
-            Ok(())
+    /// Occupies the writer until the returned sender is dropped, so that
+    /// what is sent meanwhile waits in the queue and shares the next batch.
+    async fn occupy(w: &Arc<Writer>) -> (sync_mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        let (release, released) = sync_mpsc::channel::<()>();
+        let w2 = Arc::clone(w);
+        let task = tokio::spawn(async move {
+            w2.write(move |_, _| {
+                let _ = started_tx.send(());
+                let _ = released.recv();
+                Ok(())
+            })
+            .await
+            .expect("the occupying request");
+        });
+        started.await.expect("the writer is occupied");
+        (release, task)
+    }
+
+    /// Waits until `n` requests wait in the writer's queue.
+    async fn queued(w: &Writer, n: usize) {
+        while w.queue.max_capacity() - w.queue.capacity() < n {
+            tokio::task::yield_now().await;
         }
     }
 
+    fn send<T: Send + 'static>(
+        w: &Arc<Writer>,
+        op: impl FnOnce(&Connection, &Clock) -> Result<T> + Send + 'static,
+    ) -> tokio::task::JoinHandle<Result<T>> {
+        let w = Arc::clone(w);
+        tokio::spawn(async move { w.write(op).await })
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_failing_request_rolls_back_only_its_savepoint() {
+    async fn queued_requests_share_one_commit_and_a_failure_undoes_only_its_own() {
         let w = writer();
-        let busy = tokio::spawn({
-            let w = Arc::clone(&w);
-            async move { w.write(hold(100)).await }
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let (a, dup, b) = tokio::join!(
-            w.write(|conn, clock| insert(1)(conn, clock).and_then(|_| insert(2)(conn, clock))),
-            w.write(|conn, clock| insert(3)(conn, clock).and_then(|_| insert(1)(conn, clock))),
-            w.write(insert(4)),
-        );
-        busy.await.expect("task").expect("hold");
-        assert_eq!(a.expect("first request"), 2);
+        let (release, occupied) = occupy(&w).await;
+        let before = w.commits();
+        let a = send(&w, |conn, _| insert(conn, 1).and_then(|_| insert(conn, 2)));
+        queued(&w, 1).await;
+        let dup = send(&w, |conn, _| insert(conn, 3).and_then(|_| insert(conn, 1)));
+        queued(&w, 2).await;
+        let b = send(&w, |conn, _| insert(conn, 4));
+        queued(&w, 3).await;
+        drop(release);
+        occupied.await.expect("task");
+        assert_eq!(a.await.expect("task").expect("first request"), 2);
+        let dup = dup.await.expect("task");
         assert!(matches!(dup, Err(Error::Backend { .. })), "{dup:?}");
-        assert_eq!(b.expect("third request"), 4);
+        assert_eq!(b.await.expect("task").expect("third request"), 4);
+        assert_eq!(
+            w.commits() - before,
+            2,
+            "the occupying batch, then one for all three"
+        );
         let rows = w.write(|conn, _| Ok(logged(conn))).await.expect("read");
         assert_eq!(
             rows,
@@ -323,19 +378,21 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_commit_reaches_every_caller_in_the_batch() {
         let w = writer();
-        let busy = tokio::spawn({
-            let w = Arc::clone(&w);
-            async move { w.write(hold(100)).await }
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let poison = |conn: &Connection, _: &Clock| {
+        let (release, occupied) = occupy(&w).await;
+        let ok = send(&w, |conn, _| insert(conn, 1));
+        queued(&w, 1).await;
+        let poisoned = send(&w, |conn, _| {
             conn.execute("INSERT INTO child (parent) VALUES (99)", [])
                 .map_err(storage)
-                .map(|_| ())
-        };
-        let (ok, poisoned) = tokio::join!(w.write(insert(1)), w.write(poison));
-        busy.await.expect("task").expect("hold");
-        for r in [ok.map(|_| ()), poisoned] {
+        });
+        queued(&w, 2).await;
+        drop(release);
+        occupied.await.expect("task");
+        let results = [
+            ok.await.expect("task").map(|_| ()),
+            poisoned.await.expect("task").map(|_| ()),
+        ];
+        for r in results {
             let message = match r {
                 Err(Error::Backend { source, .. }) => source.to_string(),
                 other => panic!("expected the COMMIT failure, got {other:?}"),
@@ -350,15 +407,38 @@ mod tests {
             rows.is_empty(),
             "nothing of the failed batch stayed: {rows:?}"
         );
-        assert_eq!(w.write(insert(5)).await.expect("next batch"), 5);
+        assert_eq!(
+            w.write(|conn, _| insert(conn, 5))
+                .await
+                .expect("next batch"),
+            5
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_request_fails_alone() {
+        let w = writer();
+        let r = w
+            .write(|_, _| -> Result<()> { panic!("bug in an operation") })
+            .await;
+        assert!(
+            matches!(&r, Err(e) if e.to_string().contains("panicked")),
+            "{r:?}"
+        );
+        assert_eq!(
+            w.write(|conn, _| insert(conn, 1))
+                .await
+                .expect("the writer goes on"),
+            1
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writes_after_close_fail_cleanly() {
         let w = writer();
-        assert_eq!(w.write(insert(1)).await.expect("write"), 1);
+        assert_eq!(w.write(|conn, _| insert(conn, 1)).await.expect("write"), 1);
         w.close().await.expect("close");
-        let r = w.write(insert(2)).await;
+        let r = w.write(|conn, _| insert(conn, 2)).await;
         assert!(
             matches!(&r, Err(e) if e.to_string().contains("closed")),
             "{r:?}"

@@ -2,4 +2,4 @@
 
 mod harness;
 
-zapinbox_core::conformance_tests!(harness::SqliteHarness::new());
+zapinbox_core::conformance_tests!(sqlite, harness::SqliteHarness::new());

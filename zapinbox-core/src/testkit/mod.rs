@@ -4,7 +4,7 @@
 //!
 //! ```ignore
 //! // tests/conformance.rs of a backend crate
-//! zapinbox_core::conformance_tests!(my_backend_tests::harness());
+//! zapinbox_core::conformance_tests!(my_backend, my_backend_tests::harness());
 //! ```
 //!
 //! Each rule works on fresh random tenants, so suites of server backends can
@@ -54,12 +54,18 @@ impl Harness for MemoryHarness {
     }
 }
 
-/// Expands every conformance rule into a `#[tokio::test]` of the same name.
-/// `$harness` is evaluated once per test and must give a fresh [`Harness`].
+/// Expands every conformance rule into a `#[tokio::test]` of the same
+/// name inside `mod $backend`, so a failure names both
+/// (`sqlite::ack_twice_is_already_acked`). `$harness` is evaluated once per
+/// test and must give a fresh [`Harness`]; it is written as in the calling
+/// module.
 #[macro_export]
 macro_rules! conformance_tests {
-    ($harness:expr) => {
-        $crate::conformance_tests!(@rules $harness;
+    ($backend:ident, $harness:expr) => {
+        #[allow(unused_imports)]
+        mod $backend {
+            use super::*;
+            $crate::conformance_tests!(@rules $harness;
             ingest_then_get_round_trips,
             ids_sort_in_ingest_order,
             duplicate_key_returns_the_original,
@@ -72,6 +78,7 @@ macro_rules! conformance_tests {
             pull_orders_ascending_and_descending,
             pagination_is_exact_while_events_change,
             descending_pagination_is_exact_while_events_change,
+            late_commit_with_a_smaller_id_is_not_skipped,
             limit_is_bounded,
             tampered_or_foreign_cursor_is_invalid_input,
             ack_twice_is_already_acked,
@@ -92,7 +99,8 @@ macro_rules! conformance_tests {
             browse_lists_leased_events_as_leased,
             ack_by_id_wins_over_a_lease,
             claim_respects_filter_limit_and_tenant,
-        );
+            );
+        }
     };
     (@rules $harness:expr; $($rule:ident),* $(,)?) => {
         $(
@@ -151,8 +159,8 @@ pub async fn pull_all(inbox: &Inbox, tenant: &TenantId, query: PullQuery) -> Vec
             .expect("pull succeeds");
         events.extend(page.events);
         match page.next_cursor {
-            Some(cursor) => query = query.after(cursor),
-            None => return events,
+            Some(cursor) if page.has_more => query = query.after(cursor),
+            _ => return events,
         }
     }
     panic!("pull_all: 10 000 pages and still a cursor: the cursor does not advance")

@@ -161,6 +161,7 @@ impl<'a> Side<'a> {
                 String::new()
             }
             Op::Restart => {
+                self.inbox.close().await.expect("close");
                 self.inbox = Self::inbox(self.harness, &self.clock).await;
                 String::new()
             }
@@ -202,8 +203,8 @@ impl<'a> Side<'a> {
                             .collect::<Vec<_>>(),
                     );
                     match page.next_cursor {
-                        Some(cursor) => query = query.after(cursor),
-                        None => return format!("{pages:?}"),
+                        Some(cursor) if page.has_more => query = query.after(cursor),
+                        _ => return format!("{pages:?}"),
                     }
                 }
                 Err(e) => return format!("{pages:?} then {}", self.error(&e)),

@@ -17,5 +17,5 @@ pub(crate) fn delete(conn: &Connection, tenant: &TenantId, id: EventId) -> Resul
     let status = status.ok_or(Error::NotFound { id })?;
     let previous = EventStatus::from_code(status)
         .ok_or_else(|| corrupt(format!("status {status} of {id}")))?;
-    Ok(DeleteOutcome { previous })
+    Ok(DeleteOutcome::new(previous))
 }

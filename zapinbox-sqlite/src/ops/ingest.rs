@@ -32,11 +32,7 @@ fn ingest_one(
     let now = clock.now();
     if let Some(key) = event.idempotency_key() {
         if let Some(original) = remembered(conn, now, tenant, key, &event)? {
-            return Ok(Ingested {
-                id: original,
-                created_at: original.created_at(),
-                duplicate: true,
-            });
+            return Ok(Ingested::new(original, true));
         }
     }
     let id = clock.next_id();
@@ -76,11 +72,7 @@ fn ingest_one(
         })
         .map_err(storage)?;
     }
-    Ok(Ingested {
-        id,
-        created_at: id.created_at(),
-        duplicate: false,
-    })
+    Ok(Ingested::new(id, false))
 }
 
 /// The original event under `key` if the key is still in its window: a

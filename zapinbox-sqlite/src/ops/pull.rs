@@ -61,7 +61,7 @@ pub(crate) fn list(
     }
     Ok(Page::from_positions(
         events,
-        resolved.limit,
+        resolved,
         tenant,
         backend,
         query.order,

@@ -1,8 +1,12 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crate::testkit::{Harness, fresh_tenant, number_of, numbered, open_inbox, pull_all};
-use crate::{Cursor, Error, EventId, Filter, Inbox, Order, PullQuery, TenantId};
+use crate::testkit::{
+    Harness, fresh_tenant, number_of, numbered, open_inbox, pull_all, start_time,
+};
+use crate::{
+    Cursor, Error, EventId, Filter, Inbox, ManualClock, Order, PullQuery, QueueConfig, TenantId,
+};
 
 /// Each filter alone and all combined select exactly the matching events.
 pub async fn pull_filters_alone_and_combined(harness: &dyn Harness) {
@@ -116,6 +120,14 @@ pub async fn pagination_is_exact_while_events_change(harness: &dyn Harness) {
             inbox.delete(&tenant, last).await.expect("delete");
             removed.extend([first, last]);
         }
+        // And the part already read, the cursor's own event included.
+        if let (Some(cursor_event), Some(early)) = (page.events.last(), seen.first()) {
+            inbox
+                .delete(&tenant, cursor_event.id)
+                .await
+                .expect("delete");
+            let _ = inbox.ack(&tenant, *early).await;
+        }
         if pages <= 4 {
             for _ in 0..2 {
                 alive.push(
@@ -128,9 +140,11 @@ pub async fn pagination_is_exact_while_events_change(harness: &dyn Harness) {
                 next += 1;
             }
         }
-        match page.next_cursor {
-            Some(cursor) => query = query.after(cursor),
-            None => break,
+        if let Some(cursor) = page.next_cursor {
+            query = query.after(cursor);
+        }
+        if !page.has_more {
+            break;
         }
     }
     assert!(pages >= 3, "walked {pages} pages");
@@ -139,6 +153,57 @@ pub async fn pagination_is_exact_while_events_change(harness: &dyn Harness) {
         .filter(|id| !removed.contains(id))
         .collect();
     assert_eq!(seen, expected, "every surviving event once, in order");
+
+    // The last cursor keeps its place: what arrives later comes next.
+    let mut later = Vec::new();
+    for n in 0..3 {
+        later.push(
+            inbox
+                .ingest(&tenant, numbered(2000 + n))
+                .await
+                .expect("ingest")
+                .id,
+        );
+    }
+    let tail = inbox.pull(&tenant, query.clone()).await.expect("pull");
+    assert_eq!(tail.events.iter().map(|e| e.id).collect::<Vec<_>>(), later);
+    assert!(!tail.has_more);
+    let after_tail = query.after(tail.next_cursor.expect("a cursor after the tail"));
+    let empty = inbox.pull(&tenant, after_tail.clone()).await.expect("pull");
+    assert!(empty.events.is_empty() && !empty.has_more);
+    assert_eq!(
+        empty.next_cursor, after_tail.cursor,
+        "an empty page keeps the cursor"
+    );
+}
+
+/// Commit order, not id order: an event whose id sorts before the cursor
+/// (a writer whose clock is behind) but that commits after the reader
+/// passed still comes next, oldest-first.
+pub async fn late_commit_with_a_smaller_id_is_not_skipped(harness: &dyn Harness) {
+    let ahead = ManualClock::new(start_time().saturating_add(Duration::from_secs(3600)));
+    let behind = ManualClock::new(start_time());
+    let open = |clock: &ManualClock| harness.open(QueueConfig::default().with_clock(clock.clock()));
+    let fast = Inbox::new(open(&ahead).await.expect("open"));
+    let slow = Inbox::new(open(&behind).await.expect("open the same storage again"));
+    let tenant = fresh_tenant();
+    for n in 0..3 {
+        fast.ingest(&tenant, numbered(n)).await.expect("ingest");
+    }
+    let page = fast.pull(&tenant, PullQuery::new()).await.expect("pull");
+    assert_eq!(page.events.len(), 3);
+    let newest = page.events[2].id;
+    let mut late = Vec::new();
+    for n in 10..12 {
+        late.push(slow.ingest(&tenant, numbered(n)).await.expect("ingest").id);
+    }
+    assert!(
+        late.iter().all(|id| *id < newest),
+        "the late ids sort before the cursor"
+    );
+    let next = PullQuery::new().after(page.next_cursor.expect("cursor"));
+    let rest = fast.pull(&tenant, next).await.expect("pull");
+    assert_eq!(rest.events.iter().map(|e| e.id).collect::<Vec<_>>(), late);
 }
 
 /// Walks the inbox newest first while it changes: every event present at
@@ -174,8 +239,8 @@ pub async fn descending_pagination_is_exact_while_events_change(harness: &dyn Ha
             .await
             .expect("ingest");
         match page.next_cursor {
-            Some(cursor) => query = query.after(cursor),
-            None => break,
+            Some(cursor) if page.has_more => query = query.after(cursor),
+            _ => break,
         }
     }
     assert!(pages >= 3, "walked {pages} pages");
@@ -207,17 +272,25 @@ pub async fn limit_is_bounded(harness: &dyn Harness) {
         .expect("pull");
     assert_eq!(one.events.len(), 1);
     assert!(one.next_cursor.is_some());
+    assert!(one.has_more);
     let max = inbox
         .pull(&tenant, PullQuery::new().limit(1000))
         .await
         .expect("pull");
-    assert_eq!(max.events.len(), 3);
-    assert!(max.next_cursor.is_none(), "no cursor past the last page");
+    assert_eq!((max.events.len(), max.has_more), (3, false));
     let exact = inbox
         .pull(&tenant, PullQuery::new().limit(3))
         .await
         .expect("pull");
-    assert_eq!((exact.events.len(), exact.next_cursor), (3, None));
+    assert_eq!((exact.events.len(), exact.has_more), (3, false));
+    let none = inbox
+        .pull(&fresh_tenant(), PullQuery::new())
+        .await
+        .expect("pull");
+    assert_eq!(
+        (none.events.len(), none.has_more, none.next_cursor),
+        (0, false, None)
+    );
 }
 
 /// A cursor that was altered, made up, or made for another tenant or order
