@@ -36,8 +36,10 @@ cargo test --workspace --doc
 step "docs"
 cargo doc --workspace --no-deps --quiet
 
-step "quickstart runs"
-cargo run --quiet --example quickstart > "$CARGO_TARGET_DIR/quickstart.out"
-tail -n 1 "$CARGO_TARGET_DIR/quickstart.out"
+step "examples run"
+for example in quickstart worker; do
+  cargo run --quiet --example "$example" > "$CARGO_TARGET_DIR/$example.out"
+  printf '%s: %s\n' "$example" "$(tail -n 1 "$CARGO_TARGET_DIR/$example.out")"
+done
 
 step "all checks passed"

@@ -41,6 +41,7 @@ mod query;
 mod rate_limit;
 mod tenant;
 mod time;
+mod worker;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -64,3 +65,4 @@ pub use query::{Filter, MAX_PAGE, Order, Page, PullQuery, ResolvedQuery};
 pub use rate_limit::RateLimit;
 pub use tenant::{MAX_TENANT_LEN, TenantId};
 pub use time::{Clock, ManualClock, Timestamp};
+pub use worker::{HandlerError, Worker, WorkerReport};

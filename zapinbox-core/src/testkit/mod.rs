@@ -99,6 +99,9 @@ macro_rules! conformance_tests {
             browse_lists_leased_events_as_leased,
             ack_by_id_wins_over_a_lease,
             claim_respects_filter_limit_and_tenant,
+            workers_handle_every_event_once,
+            worker_retries_then_dead_letters,
+            worker_shutdown_finishes_or_releases,
             );
         }
     };

@@ -9,6 +9,7 @@ mod lease;
 mod pull;
 mod rate_limit;
 mod restart;
+mod worker;
 
 pub use ack_delete::*;
 pub use batch::*;
@@ -19,3 +20,4 @@ pub use lease::*;
 pub use pull::*;
 pub use rate_limit::*;
 pub use restart::*;
+pub use worker::*;

@@ -1,0 +1,212 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::testkit::{Harness, fresh_tenant, number_of, numbered, open_inbox_with, pull_all};
+use crate::{
+    ClaimQuery, EventStatus, HandlerError, PullQuery, QueueConfig, RetryPolicy, Worker,
+    WorkerReport,
+};
+
+/// Real time a worker rule may take before it counts as hung.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn config() -> QueueConfig {
+    let policy = RetryPolicy::exponential(Duration::from_secs(1), Duration::from_secs(60))
+        .without_jitter()
+        .with_max_attempts(3);
+    QueueConfig::default().with_retry(policy)
+}
+
+/// Completes when `flag` turns true.
+async fn until(mut flag: watch::Receiver<bool>) {
+    let _ = flag.wait_for(|set| *set).await;
+}
+
+/// Three workers of four handlers each share one tenant's 200 events:
+/// each event is handled and acked exactly once.
+pub async fn workers_handle_every_event_once(harness: &dyn Harness) {
+    let (inbox, _) = open_inbox_with(harness, config()).await;
+    let tenant = fresh_tenant();
+    let events = (0..200).map(numbered).collect();
+    inbox.ingest_batch(&tenant, events).await.expect("ingest");
+    let handled: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
+    let (done_tx, done) = watch::channel(false);
+    let done_tx = Arc::new(done_tx);
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            let worker = Worker::new(inbox.clone(), tenant.clone())
+                .concurrency(4)
+                .poll_interval(Duration::from_millis(5));
+            let (handled, done_tx) = (Arc::clone(&handled), Arc::clone(&done_tx));
+            let handler = move |leased: crate::Leased| {
+                let (handled, done_tx) = (Arc::clone(&handled), Arc::clone(&done_tx));
+                async move {
+                    tokio::task::yield_now().await;
+                    let n = number_of(&leased.event).ok_or("no number")?;
+                    let mut seen = handled.lock().map_err(|_| "poisoned")?;
+                    *seen.entry(n).or_default() += 1;
+                    if seen.len() == 200 {
+                        done_tx.send_replace(true);
+                    }
+                    Ok::<(), HandlerError>(())
+                }
+            };
+            tokio::spawn(worker.run(handler, until(done.clone())))
+        })
+        .collect();
+    let mut total = WorkerReport::default();
+    for run in runs {
+        let report = tokio::time::timeout(PATIENCE, run)
+            .await
+            .expect("the workers finish")
+            .expect("task")
+            .expect("run");
+        total.claimed += report.claimed;
+        total.acked += report.acked;
+        assert_eq!((report.retried, report.lost), (0, 0), "{report:?}");
+    }
+    let handled = std::mem::take(&mut *handled.lock().expect("lock"));
+    assert_eq!(handled.len(), 200);
+    assert!(
+        handled.values().all(|n| *n == 1),
+        "every event handled once"
+    );
+    assert_eq!((total.claimed, total.acked), (200, 200));
+    assert!(pull_all(&inbox, &tenant, PullQuery::new()).await.is_empty());
+}
+
+/// A handler that fails makes the worker release with backoff; after the
+/// last attempt the event is dead-lettered; the other events are acked.
+pub async fn worker_retries_then_dead_letters(harness: &dyn Harness) {
+    let (inbox, clock) = open_inbox_with(harness, config()).await;
+    let tenant = fresh_tenant();
+    for n in 0..5 {
+        inbox.ingest(&tenant, numbered(n)).await.expect("ingest");
+    }
+    let calls: Arc<Mutex<HashMap<u64, Vec<u32>>>> = Arc::default();
+    let (stop_tx, stop) = watch::channel(false);
+    let worker = Worker::new(inbox.clone(), tenant.clone())
+        .concurrency(2)
+        .poll_interval(Duration::from_millis(5));
+    let seen = Arc::clone(&calls);
+    let run = tokio::spawn(worker.run(
+        move |leased| {
+            let seen = Arc::clone(&seen);
+            async move {
+                let n = number_of(&leased.event).ok_or("no number")?;
+                seen.lock()
+                    .map_err(|_| "poisoned")?
+                    .entry(n)
+                    .or_default()
+                    .push(leased.attempt);
+                if n == 3 {
+                    return Err::<(), HandlerError>("cannot handle event 3".into());
+                }
+                Ok(())
+            }
+        },
+        until(stop),
+    ));
+    // Move time on, without sleeping through backoffs, until event 3 is dead.
+    let dead = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let page = inbox
+                .dead_letters(&tenant, PullQuery::new())
+                .await
+                .expect("list");
+            if !page.events.is_empty() {
+                return page.events;
+            }
+            clock.advance(Duration::from_secs(1));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("event 3 is dead-lettered in time");
+    stop_tx.send_replace(true);
+    let report = tokio::time::timeout(PATIENCE, run)
+        .await
+        .expect("stops")
+        .expect("task")
+        .expect("run");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (number_of(&dead[0]), dead[0].status, dead[0].attempts),
+        (Some(3), EventStatus::DeadLettered, 3)
+    );
+    let calls = std::mem::take(&mut *calls.lock().expect("lock"));
+    assert_eq!(
+        calls.get(&3),
+        Some(&vec![1, 2, 3]),
+        "three attempts, in order"
+    );
+    assert!(
+        (0..5)
+            .filter(|n| *n != 3)
+            .all(|n| calls.get(&n) == Some(&vec![1]))
+    );
+    assert_eq!(
+        (report.acked, report.retried, report.dead_lettered),
+        (4, 2, 1),
+        "{report:?}"
+    );
+    assert!(pull_all(&inbox, &tenant, PullQuery::new()).await.is_empty());
+}
+
+/// On shutdown a handler that finishes within the grace period is acked;
+/// one that does not is released for immediate retry; nothing is dropped.
+pub async fn worker_shutdown_finishes_or_releases(harness: &dyn Harness) {
+    let (inbox, _) = open_inbox_with(harness, config()).await;
+    let tenant = fresh_tenant();
+    let quick = inbox.ingest(&tenant, numbered(1)).await.expect("ingest").id;
+    let stuck = inbox.ingest(&tenant, numbered(2)).await.expect("ingest").id;
+    let (started_tx, mut started) = watch::channel(0u32);
+    let (stop_tx, stop) = watch::channel(false);
+    let stop_seen = stop.clone();
+    let worker = Worker::new(inbox.clone(), tenant.clone())
+        .concurrency(2)
+        .poll_interval(Duration::from_millis(5))
+        .shutdown_grace(Duration::from_millis(300));
+    let run = tokio::spawn(worker.run(
+        move |leased| {
+            let started_tx = started_tx.clone();
+            let stop_seen = stop_seen.clone();
+            async move {
+                started_tx.send_modify(|n| *n += 1);
+                // Both wait for shutdown; event 1 then finishes, 2 never does.
+                until(stop_seen).await;
+                if number_of(&leased.event) == Some(2) {
+                    std::future::pending::<()>().await;
+                }
+                Ok::<(), HandlerError>(())
+            }
+        },
+        until(stop),
+    ));
+    tokio::time::timeout(PATIENCE, started.wait_for(|n| *n == 2))
+        .await
+        .expect("both handlers start")
+        .expect("watch");
+    stop_tx.send_replace(true);
+    let report = tokio::time::timeout(PATIENCE, run)
+        .await
+        .expect("stops")
+        .expect("task")
+        .expect("run");
+    assert_eq!(
+        (report.acked, report.released_on_shutdown),
+        (1, 1),
+        "{report:?}"
+    );
+    let done = inbox.get(&tenant, quick).await.expect("get").expect("kept");
+    assert_eq!(done.status, EventStatus::Acked);
+    let back = inbox
+        .claim(&tenant, ClaimQuery::new())
+        .await
+        .expect("claim");
+    assert_eq!(back.len(), 1, "released for immediate retry");
+    assert_eq!((back[0].event.id, back[0].attempt), (stuck, 2));
+}
