@@ -59,9 +59,30 @@ impl Delivery {
         }
     }
 
+    /// The state as of `now`: an event whose last allowed lease has run out
+    /// is dead-lettered from that moment, whether or not anything has
+    /// written that down yet. Every read and every change starts here, so
+    /// the answer never depends on which claim happened to look at the
+    /// event (backends write it down lazily, in claims and sweeps).
+    pub fn settle(self, now: Timestamp, policy: &RetryPolicy) -> Delivery {
+        if self.claim_step(now, policy) == ClaimStep::DeadLetter {
+            let mut dead = self;
+            dead.dead_letter();
+            dead
+        } else {
+            self
+        }
+    }
+
+    /// Whether [`Delivery::settle`] would change this state at `now`.
+    pub fn is_unsettled(&self, now: Timestamp, policy: &RetryPolicy) -> bool {
+        self.claim_step(now, policy) == ClaimStep::DeadLetter
+    }
+
     /// Claims the event: a new attempt under lease `nonce` until
     /// `now + lease`. If the lease runs out, the event waits the policy's
-    /// backoff after that before it can be claimed again.
+    /// backoff after that before it can be claimed again; after the last
+    /// allowed attempt it is dead-lettered as soon as the lease runs out.
     /// Returns the attempt number and the lease expiry.
     pub fn claim(
         &mut self,
@@ -74,7 +95,7 @@ impl Delivery {
         self.attempts = self.attempts.saturating_add(1);
         let expires = now.saturating_add(lease);
         self.lease = Some((nonce, expires));
-        self.visible_at = expires.saturating_add(policy.backoff(self.attempts, random));
+        self.visible_at = self.after_lease(expires, policy, random);
         (self.attempts, expires)
     }
 
@@ -99,8 +120,19 @@ impl Delivery {
         self.check_lease(id, nonce)?;
         let expires = now.saturating_add(by);
         self.lease = Some((nonce, expires));
-        self.visible_at = expires.saturating_add(policy.backoff(self.attempts, random));
+        self.visible_at = self.after_lease(expires, policy, random);
         Ok(expires)
+    }
+
+    /// When the event may be claimed again if a lease ending at `expires`
+    /// runs out: after the backoff, or at once on the last attempt (it is
+    /// then dead-lettered, not retried).
+    fn after_lease(&self, expires: Timestamp, policy: &RetryPolicy, random: f64) -> Timestamp {
+        if self.attempts >= policy.max_attempts {
+            expires
+        } else {
+            expires.saturating_add(policy.backoff(self.attempts, random))
+        }
     }
 
     /// Ends the lease without an ack: the event is claimable again after

@@ -48,13 +48,20 @@ struct Stored {
 }
 
 impl Stored {
-    /// The event as callers see it.
-    fn view(&self) -> Event {
+    /// The event as callers see it at `now`.
+    fn view(&self, now: Timestamp, policy: &RetryPolicy) -> Event {
+        let delivery = self.delivery.settle(now, policy);
         let mut event = self.event.clone();
-        event.status = self.delivery.status;
-        event.attempts = self.delivery.attempts;
-        event.leased_until = self.delivery.leased_until();
+        event.status = delivery.status;
+        event.attempts = delivery.attempts;
+        event.leased_until = delivery.leased_until();
         event
+    }
+
+    /// Writes down what time has decided (see [`Delivery::settle`]).
+    fn settle(&mut self, now: Timestamp, policy: &RetryPolicy) -> &mut Delivery {
+        self.delivery = self.delivery.settle(now, policy);
+        &mut self.delivery
     }
 }
 
@@ -170,9 +177,10 @@ impl MemoryBackend {
                 query.order,
             ));
         };
+        let now = self.config.clock.now();
         let wanted = |(pos, s): (&Position, &Stored)| {
-            let event = s.view();
-            (s.delivery.status == status && query.filter.matches(&event)).then_some((*pos, event))
+            let event = s.view(now, &self.config.retry);
+            (event.status == status && query.filter.matches(&event)).then_some((*pos, event))
         };
         let take = resolved.limit + 1;
         let rows: Vec<_> = match query.order {
@@ -207,7 +215,11 @@ impl MemoryBackend {
         let mut state = self.lock();
         let stored = Self::find_mut(&mut state, tenant, token.event())
             .map_err(|_| Error::LeaseLost { id: token.event() })?;
-        f(&mut stored.delivery, now, &self.config.retry)
+        f(
+            stored.settle(now, &self.config.retry),
+            now,
+            &self.config.retry,
+        )
     }
 }
 
@@ -236,7 +248,12 @@ impl Leases for MemoryBackend {
                             .delivery
                             .claim(now, query.lease, nonce, policy, rand::random());
                     let token = LeaseToken::new(stored.event.id, nonce);
-                    claimed.push(Leased::new(stored.view(), token, attempt, expires));
+                    claimed.push(Leased::new(
+                        stored.view(now, policy),
+                        token,
+                        attempt,
+                        expires,
+                    ));
                 }
                 ClaimStep::Claim => continue,
             }
@@ -288,13 +305,12 @@ impl Leases for MemoryBackend {
     }
 
     async fn dead_letters(&self, tenant: &TenantId, query: PullQuery) -> Result<Page> {
-        self.sweep(tenant);
         self.list(tenant, query, EventStatus::DeadLettered)
     }
 
     async fn redrive(&self, tenant: &TenantId, which: Redrive) -> Result<u64> {
-        self.sweep(tenant);
         let now = self.config.clock.now();
+        let policy = &self.config.retry;
         let mut state = self.lock();
         let Some(t) = state.tenants.get_mut(tenant) else {
             return Ok(0);
@@ -303,7 +319,7 @@ impl Leases for MemoryBackend {
         match which {
             Redrive::All => {
                 for stored in t.events.values_mut() {
-                    count += u64::from(stored.delivery.redrive(now));
+                    count += u64::from(stored.settle(now, policy).redrive(now));
                 }
             }
             Redrive::Ids(ids) => {
@@ -312,27 +328,12 @@ impl Leases for MemoryBackend {
                         continue;
                     };
                     if let Some(stored) = t.events.get_mut(pos) {
-                        count += u64::from(stored.delivery.redrive(now));
+                        count += u64::from(stored.settle(now, policy).redrive(now));
                     }
                 }
             }
         }
         Ok(count)
-    }
-}
-
-impl MemoryBackend {
-    /// Dead-letters every event of `tenant` whose last attempt ran out.
-    fn sweep(&self, tenant: &TenantId) {
-        let now = self.config.clock.now();
-        let mut state = self.lock();
-        if let Some(t) = state.tenants.get_mut(tenant) {
-            for stored in t.events.values_mut() {
-                if stored.delivery.claim_step(now, &self.config.retry) == ClaimStep::DeadLetter {
-                    stored.delivery.dead_letter();
-                }
-            }
-        }
     }
 }
 
@@ -391,12 +392,13 @@ impl InboxPull for MemoryBackend {
     }
 
     async fn get(&self, tenant: &TenantId, id: EventId) -> Result<Option<Event>> {
+        let now = self.config.clock.now();
         let state = self.lock();
         Ok(state
             .tenants
             .get(tenant)
             .and_then(|t| t.positions.get(&id).and_then(|pos| t.events.get(pos)))
-            .map(Stored::view))
+            .map(|s| s.view(now, &self.config.retry)))
     }
 }
 
@@ -405,7 +407,8 @@ impl Acknowledge for MemoryBackend {
     async fn ack(&self, tenant: &TenantId, id: EventId) -> Result<AckOutcome> {
         let now = self.config.clock.now();
         let mut state = self.lock();
-        Ok(Self::find_mut(&mut state, tenant, id)?.delivery.ack(now))
+        let stored = Self::find_mut(&mut state, tenant, id)?;
+        Ok(stored.settle(now, &self.config.retry).ack(now))
     }
 }
 
@@ -419,7 +422,10 @@ impl Delete for MemoryBackend {
             .ok_or(Error::NotFound { id })?;
         let pos = t.positions.remove(&id).ok_or(Error::NotFound { id })?;
         let stored = t.events.remove(&pos).ok_or(Error::NotFound { id })?;
-        Ok(DeleteOutcome::new(stored.delivery.status))
+        let now = self.config.clock.now();
+        Ok(DeleteOutcome::new(
+            stored.delivery.settle(now, &self.config.retry).status,
+        ))
     }
 }
 

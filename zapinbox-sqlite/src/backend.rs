@@ -166,9 +166,13 @@ impl SqliteBackend {
     async fn list(&self, tenant: &TenantId, query: PullQuery, status: EventStatus) -> Result<Page> {
         let resolved = query.resolve(tenant, NAME)?;
         let tenant = tenant.clone();
+        let (now, policy) = (self.inner.config.clock.now(), self.inner.config.retry);
         self.inner
             .readers
-            .read(move |conn| ops::pull::list(conn, &tenant, status, &query, resolved, NAME))
+            .read(move |conn| {
+                let at = (now, &policy);
+                ops::pull::list(conn, &tenant, status, &query, resolved, at, NAME)
+            })
             .await
     }
 
@@ -191,7 +195,7 @@ impl SqliteBackend {
             .writer
             .write(move |conn, clock| {
                 let now = clock.now();
-                ops::lease::with_lease(conn, &tenant, token, |d| f(d, now, &policy))
+                ops::lease::with_lease(conn, &tenant, token, (now, &policy), |d| f(d, now, &policy))
             })
             .await
     }
@@ -258,7 +262,6 @@ impl Leases for SqliteBackend {
     }
 
     async fn dead_letters(&self, tenant: &TenantId, query: PullQuery) -> Result<Page> {
-        self.sweep(tenant).await?;
         self.list(tenant, query, EventStatus::DeadLettered).await
     }
 
@@ -268,20 +271,8 @@ impl Leases for SqliteBackend {
         self.inner
             .writer
             .write(move |conn, clock| {
-                ops::lease::sweep(conn, clock.now(), &tenant, &policy)?;
-                ops::lease::redrive(conn, clock.now(), &tenant, which)
+                ops::lease::redrive(conn, (clock.now(), &policy), &tenant, which)
             })
-            .await
-    }
-}
-
-impl SqliteBackend {
-    async fn sweep(&self, tenant: &TenantId) -> Result<()> {
-        let tenant = tenant.clone();
-        let policy = self.inner.config.retry;
-        self.inner
-            .writer
-            .write(move |conn, clock| ops::lease::sweep(conn, clock.now(), &tenant, &policy))
             .await
     }
 }
@@ -325,9 +316,10 @@ impl InboxPull for SqliteBackend {
 
     async fn get(&self, tenant: &TenantId, id: EventId) -> Result<Option<Event>> {
         let tenant = tenant.clone();
+        let (now, policy) = (self.inner.config.clock.now(), self.inner.config.retry);
         self.inner
             .readers
-            .read(move |conn| ops::get::get(conn, &tenant, id))
+            .read(move |conn| ops::get::get(conn, &tenant, id, now, &policy))
             .await
     }
 }
@@ -336,9 +328,10 @@ impl InboxPull for SqliteBackend {
 impl Acknowledge for SqliteBackend {
     async fn ack(&self, tenant: &TenantId, id: EventId) -> Result<AckOutcome> {
         let tenant = tenant.clone();
+        let policy = self.inner.config.retry;
         self.inner
             .writer
-            .write(move |conn, clock| ops::ack::ack(conn, clock.now(), &tenant, id))
+            .write(move |conn, clock| ops::ack::ack(conn, (clock.now(), &policy), &tenant, id))
             .await
     }
 }
@@ -347,9 +340,12 @@ impl Acknowledge for SqliteBackend {
 impl Delete for SqliteBackend {
     async fn delete(&self, tenant: &TenantId, id: EventId) -> Result<DeleteOutcome> {
         let tenant = tenant.clone();
+        let policy = self.inner.config.retry;
         self.inner
             .writer
-            .write(move |conn, _| ops::delete::delete(conn, &tenant, id))
+            .write(move |conn, clock| {
+                ops::delete::delete(conn, (clock.now(), &policy), &tenant, id)
+            })
             .await
     }
 }

@@ -1,7 +1,9 @@
 //! Reading and writing event rows.
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use zapinbox_core::{Delivery, Event, EventId, EventStatus, Position, Result, TenantId, Timestamp};
+use zapinbox_core::{
+    Delivery, Event, EventId, EventStatus, Position, Result, RetryPolicy, TenantId, Timestamp,
+};
 
 use crate::error::{corrupt, storage};
 
@@ -10,15 +12,22 @@ pub(crate) const EVENT_COLUMNS: &str = "seq, id, source, event_type, topic, payl
      idempotency_key, client_id, status, attempts, visible_at, lease_token, lease_expires_at, \
      acked_at";
 
-/// The columns [`delivery_from_row`] reads, in order.
-const DELIVERY_COLUMNS: &str =
+/// The delivery columns, in the order [`delivery_at`] reads them.
+pub(crate) const DELIVERY_COLUMNS: &str =
     "status, attempts, visible_at, lease_token, lease_expires_at, acked_at";
 
+/// SQL that is true where `Delivery::settle` dead-letters a pending row:
+/// its last allowed lease has run out. Binds `:max_attempts` and `:now`.
+pub(crate) const UNSETTLED: &str =
+    "(status = 0 AND attempts >= :max_attempts AND visible_at <= :now)";
+
 /// Reads one row selected with [`EVENT_COLUMNS`]: its position, the event
-/// as callers see it, and its delivery state.
+/// as callers see it at `now`, and its delivery state as stored.
 pub(crate) fn stored_from_row(
     tenant: &TenantId,
     row: &Row<'_>,
+    now: Timestamp,
+    policy: &RetryPolicy,
 ) -> Result<(Position, Event, Delivery)> {
     let seq: i64 = row.get(0).map_err(storage)?;
     let id = EventId::from_bytes(row.get(1).map_err(storage)?);
@@ -32,14 +41,15 @@ pub(crate) fn stored_from_row(
     event.topic = row.get(4).map_err(storage)?;
     event.idempotency_key = row.get(6).map_err(storage)?;
     event.client_id = row.get(7).map_err(storage)?;
-    event.status = delivery.status;
-    event.attempts = delivery.attempts;
-    event.leased_until = delivery.leased_until();
+    let seen = delivery.settle(now, policy);
+    event.status = seen.status;
+    event.attempts = seen.attempts;
+    event.leased_until = seen.leased_until();
     Ok((position(seq), event, delivery))
 }
 
 /// Reads the delivery state from the columns starting at `at`.
-fn delivery_at(row: &Row<'_>, at: usize, id: EventId) -> Result<Delivery> {
+pub(crate) fn delivery_at(row: &Row<'_>, at: usize, id: EventId) -> Result<Delivery> {
     let status: u8 = row.get(at).map_err(storage)?;
     let status = EventStatus::from_code(status)
         .ok_or_else(|| corrupt(format!("status {status} of {id}")))?;
@@ -69,6 +79,27 @@ pub(crate) fn load_delivery(
     .optional()
     .map_err(storage)?
     .transpose()
+}
+
+/// Loads event `id`'s delivery state as of `now` (settled), lets `f`
+/// change it, and saves it if it differs from what was stored. `None` if
+/// the event does not exist in `tenant`.
+pub(crate) fn change_delivery<T>(
+    conn: &Connection,
+    tenant: &TenantId,
+    id: EventId,
+    (now, policy): (Timestamp, &RetryPolicy),
+    f: impl FnOnce(&mut Delivery) -> Result<T>,
+) -> Result<Option<T>> {
+    let Some(stored) = load_delivery(conn, tenant, id)? else {
+        return Ok(None);
+    };
+    let mut delivery = stored.settle(now, policy);
+    let out = f(&mut delivery)?;
+    if delivery != stored {
+        save_delivery(conn, id, &delivery)?;
+    }
+    Ok(Some(out))
 }
 
 /// Writes back the delivery state of event `id`.

@@ -17,10 +17,10 @@ fn run(ops: Vec<zapinbox_core::testkit::model::Op>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 160, ..ProptestConfig::default() })]
 
     #[test]
-    fn sqlite_answers_like_the_model(ops in ops(40)) {
+    fn sqlite_answers_like_the_model(ops in ops(80)) {
         run(ops);
     }
 }

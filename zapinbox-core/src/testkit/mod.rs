@@ -96,6 +96,7 @@ macro_rules! conformance_tests {
             extend_keeps_the_event_hidden_past_its_first_expiry,
             last_attempt_dead_letters_and_redrive_brings_back,
             expired_last_lease_dead_letters,
+            expired_last_lease_is_dead_whatever_claims_run,
             browse_lists_leased_events_as_leased,
             ack_by_id_wins_over_a_lease,
             claim_respects_filter_limit_and_tenant,

@@ -14,8 +14,8 @@ use serde_json::json;
 
 use super::{Harness, MemoryHarness, start_time};
 use crate::{
-    Error, Event, EventId, Inbox, ManualClock, NewEvent, Order, PullQuery, QueueConfig, Result,
-    TenantId, Timestamp,
+    ClaimQuery, Error, Event, EventId, Inbox, LeaseToken, ManualClock, NewEvent, Order, PullQuery,
+    QueueConfig, Redrive, Result, RetryPolicy, TenantId, Timestamp,
 };
 
 /// One step of a random sequence. Tenants, topics and keys are small
@@ -38,6 +38,21 @@ pub enum Op {
     FindKey(u8, u8),
     /// Move both clocks forward by this many hours.
     Advance(u8),
+    /// Move both clocks forward by this many seconds.
+    AdvanceSeconds(u8),
+    /// Claim up to `limit` events (optionally of one topic) for this many
+    /// seconds.
+    Claim(u8, Option<u8>, u32, u8),
+    /// Extend the `n`-th lease token handed out so far by this many seconds.
+    Extend(u8, usize, u8),
+    /// Release the `n`-th token, after this many seconds or by the backoff.
+    Release(u8, usize, Option<u8>),
+    /// Ack with the `n`-th token.
+    AckLease(u8, usize),
+    /// List every page of dead letters.
+    DeadLetters(u8),
+    /// Redrive the `event`-th id, or every dead letter.
+    Redrive(u8, Option<usize>),
     /// Close both backends and open their storage again.
     Restart,
 }
@@ -72,6 +87,15 @@ pub fn op() -> impl Strategy<Value = Op> {
         3 => (0..3u8, prop::option::of(0..3u8), order, 1..5u32).prop_map(|(t, topic, o, l)| Op::Pull(t, topic, o, l)),
         1 => (0..3u8, 0..4u8).prop_map(|(t, k)| Op::FindKey(t, k)),
         1 => (0..30u8).prop_map(Op::Advance),
+        3 => (0..40u8).prop_map(Op::AdvanceSeconds),
+        5 => (0..3u8, prop::option::of(0..3u8), 1..4u32, 1..10u8)
+            .prop_map(|(t, topic, l, s)| Op::Claim(t, topic, l, s)),
+        1 => (0..3u8, 0..32usize, 1..20u8).prop_map(|(t, k, s)| Op::Extend(t, k, s)),
+        2 => (0..3u8, 0..32usize, prop::option::of(0..30u8))
+            .prop_map(|(t, k, s)| Op::Release(t, k, s)),
+        2 => (0..3u8, 0..32usize).prop_map(|(t, k)| Op::AckLease(t, k)),
+        1 => (0..3u8).prop_map(Op::DeadLetters),
+        1 => (0..3u8, prop::option::of(0..64usize)).prop_map(|(t, e)| Op::Redrive(t, e)),
         1 => Just(Op::Restart),
     ]
 }
@@ -87,6 +111,7 @@ struct Side<'a> {
     clock: ManualClock,
     inbox: Inbox,
     ids: Vec<EventId>,
+    tokens: Vec<LeaseToken>,
 }
 
 impl<'a> Side<'a> {
@@ -98,12 +123,30 @@ impl<'a> Side<'a> {
             clock,
             inbox,
             ids: Vec::new(),
+            tokens: Vec::new(),
         }
     }
 
     async fn inbox(harness: &dyn Harness, clock: &ManualClock) -> Inbox {
-        let config = QueueConfig::default().with_clock(clock.clock());
+        // No jitter: both sides must compute the same backoffs.
+        let retry = RetryPolicy::exponential(Duration::from_secs(1), Duration::from_secs(30))
+            .without_jitter()
+            .with_max_attempts(2);
+        let config = QueueConfig::default()
+            .with_clock(clock.clock())
+            .with_retry(retry);
         Inbox::new(harness.open(config).await.expect("open"))
+    }
+
+    fn pick_token(&self, n: usize) -> LeaseToken {
+        match self.tokens.len() {
+            0 => LeaseToken::new(self.pick(n), 0),
+            len => self.tokens[n % len],
+        }
+    }
+
+    fn token(&self, token: LeaseToken) -> Option<usize> {
+        self.tokens.iter().position(|t| *t == token)
     }
 
     fn index(&self, id: EventId) -> Option<usize> {
@@ -160,6 +203,77 @@ impl<'a> Side<'a> {
                     .advance(Duration::from_secs(u64::from(*hours) * 3600));
                 String::new()
             }
+            Op::AdvanceSeconds(seconds) => {
+                self.clock.advance(Duration::from_secs(u64::from(*seconds)));
+                String::new()
+            }
+            Op::Claim(t, topic, limit, seconds) => {
+                let mut query = ClaimQuery::new()
+                    .limit(*limit)
+                    .lease(Duration::from_secs(u64::from(*seconds)));
+                if let Some(topic) = topic {
+                    query = query.topic(format!("topic-{topic}"));
+                }
+                let r = self.inbox.claim(&tenant(*t), query).await;
+                if let Ok(leased) = &r {
+                    self.tokens.extend(leased.iter().map(|l| l.token));
+                }
+                let r = r.map(|leased| {
+                    leased
+                        .iter()
+                        .map(|l| {
+                            (
+                                self.event(&l.event),
+                                self.token(l.token),
+                                l.attempt,
+                                l.expires_at,
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                });
+                self.describe(r)
+            }
+            Op::Extend(t, k, seconds) => {
+                let by = Duration::from_secs(u64::from(*seconds));
+                let r = self
+                    .inbox
+                    .extend(&tenant(*t), self.pick_token(*k), by)
+                    .await;
+                self.describe(r)
+            }
+            Op::Release(t, k, seconds) => {
+                let after = seconds.map(|s| Duration::from_secs(u64::from(s)));
+                let r = self
+                    .inbox
+                    .release(&tenant(*t), self.pick_token(*k), after)
+                    .await;
+                self.describe(r)
+            }
+            Op::AckLease(t, k) => {
+                let r = self.inbox.ack_lease(&tenant(*t), self.pick_token(*k)).await;
+                self.describe(r)
+            }
+            Op::DeadLetters(t) => {
+                let r = self
+                    .inbox
+                    .dead_letters(&tenant(*t), PullQuery::new().limit(1000))
+                    .await;
+                let r = r.map(|page| {
+                    page.events
+                        .iter()
+                        .map(|e| self.event(e))
+                        .collect::<Vec<_>>()
+                });
+                self.describe(r)
+            }
+            Op::Redrive(t, e) => {
+                let which = match e {
+                    Some(e) => Redrive::Ids(vec![self.pick(*e)]),
+                    None => Redrive::All,
+                };
+                let r = self.inbox.redrive(&tenant(*t), which).await;
+                self.describe(r)
+            }
             Op::Restart => {
                 self.inbox.close().await.expect("close");
                 self.inbox = Self::inbox(self.harness, &self.clock).await;
@@ -214,7 +328,7 @@ impl<'a> Side<'a> {
 
     fn event(&self, e: &Event) -> String {
         format!(
-            "#{:?} {} {:?} {:?} {:?} {:?} {} {:?} {}",
+            "#{:?} {} {:?} {:?} {:?} {:?} {} {:?} {} {:?}",
             self.index(e.id),
             e.tenant,
             e.topic,
@@ -224,6 +338,7 @@ impl<'a> Side<'a> {
             e.attempts,
             e.created_at,
             e.id.created_at() == e.created_at,
+            e.leased_until,
         )
     }
 
@@ -241,6 +356,7 @@ impl<'a> Side<'a> {
                 format!("Conflict({key}, #{:?})", self.index(*original))
             }
             Error::InvalidInput(_) => "InvalidInput".into(),
+            Error::LeaseLost { id } => format!("LeaseLost(#{:?})", self.index(*id)),
             other => format!("unexpected error: {other}"),
         }
     }

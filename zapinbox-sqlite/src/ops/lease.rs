@@ -1,14 +1,16 @@
 //! Claims, lease operations, dead letters and redrive. The rules are
 //! `zapinbox_core::Delivery`'s; this file only loads and saves the state.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, named_params, params};
 use zapinbox_core::{
     ClaimQuery, ClaimStep, Delivery, Error, EventId, EventStatus, LeaseToken, Leased, Redrive,
     Result, RetryPolicy, TenantId, Timestamp,
 };
 
 use crate::error::storage;
-use crate::row::{EVENT_COLUMNS, load_delivery, millis, save_delivery, stored_from_row};
+use crate::row::{
+    EVENT_COLUMNS, UNSETTLED, change_delivery, millis, save_delivery, stored_from_row,
+};
 
 /// Claims up to `query.limit` claimable events in commit order; events
 /// whose last attempt ran out are dead-lettered on the way.
@@ -49,7 +51,7 @@ pub(crate) fn claim(
                         f.since.map(millis),
                         (limit - claimed.len()) as i64,
                     ],
-                    |row| Ok(stored_from_row(tenant, row)),
+                    |row| Ok(stored_from_row(tenant, row, now, policy)),
                 )
                 .map_err(storage)?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
@@ -80,65 +82,40 @@ pub(crate) fn claim(
     Ok(claimed)
 }
 
-/// Runs `f` on the delivery state of the event `token` leases and saves it
-/// if `f` succeeds.
+/// Runs `f` on the settled delivery state of the event `token` leases and
+/// saves it if `f` succeeds.
 pub(crate) fn with_lease<T>(
     conn: &Connection,
     tenant: &TenantId,
     token: LeaseToken,
+    at: (Timestamp, &RetryPolicy),
     f: impl FnOnce(&mut Delivery) -> Result<T>,
 ) -> Result<T> {
     let id = token.event();
-    let mut delivery = load_delivery(conn, tenant, id)?.ok_or(Error::LeaseLost { id })?;
-    let before = delivery;
-    let out = f(&mut delivery)?;
-    if delivery != before {
-        save_delivery(conn, id, &delivery)?;
-    }
-    Ok(out)
-}
-
-/// Dead-letters every pending event of `tenant` whose last attempt ran out
-/// (the rows for which `Delivery::claim_step` says `DeadLetter`).
-pub(crate) fn sweep(
-    conn: &Connection,
-    now: Timestamp,
-    tenant: &TenantId,
-    policy: &RetryPolicy,
-) -> Result<()> {
-    conn.prepare_cached(
-        "UPDATE events SET status = ?1, lease_token = NULL, lease_expires_at = NULL
-         WHERE tenant = ?2 AND status = ?3 AND visible_at <= ?4 AND attempts >= ?5",
-    )
-    .and_then(|mut stmt| {
-        stmt.execute(params![
-            EventStatus::DeadLettered.code(),
-            tenant.as_str(),
-            EventStatus::Pending.code(),
-            millis(now),
-            policy.max_attempts,
-        ])
-    })
-    .map(|_| ())
-    .map_err(storage)
+    change_delivery(conn, tenant, id, at, f)?.ok_or(Error::LeaseLost { id })
 }
 
 /// Returns dead letters to the inbox; how many were redriven.
 pub(crate) fn redrive(
     conn: &Connection,
-    now: Timestamp,
+    (now, policy): (Timestamp, &RetryPolicy),
     tenant: &TenantId,
     which: Redrive,
 ) -> Result<u64> {
     let ids = match which {
         Redrive::Ids(ids) => ids,
         Redrive::All => {
-            let mut stmt = conn
-                .prepare_cached("SELECT id FROM events WHERE tenant = ?1 AND status = ?2")
-                .map_err(storage)?;
+            let sql = format!(
+                "SELECT id FROM events WHERE tenant = :tenant AND (status = 2 OR {UNSETTLED})"
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(storage)?;
             let rows = stmt
                 .query_map(
-                    params![tenant.as_str(), EventStatus::DeadLettered.code()],
+                    named_params! {
+                        ":tenant": tenant.as_str(),
+                        ":max_attempts": policy.max_attempts,
+                        ":now": millis(now),
+                    },
                     |r| r.get::<_, [u8; 16]>(0),
                 )
                 .map_err(storage)?;
@@ -150,13 +127,8 @@ pub(crate) fn redrive(
     };
     let mut count = 0;
     for id in ids {
-        let Some(mut delivery) = load_delivery(conn, tenant, id)? else {
-            continue;
-        };
-        if delivery.redrive(now) {
-            save_delivery(conn, id, &delivery)?;
-            count += 1;
-        }
+        let redriven = change_delivery(conn, tenant, id, (now, policy), |d| Ok(d.redrive(now)))?;
+        count += u64::from(redriven == Some(true));
     }
     Ok(count)
 }

@@ -1,27 +1,36 @@
 //! Listing events of one status in commit order.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, named_params};
 use zapinbox_core::{
-    EventStatus, Order, Page, Position, PullQuery, ResolvedQuery, Result, TenantId,
+    EventStatus, Order, Page, Position, PullQuery, ResolvedQuery, Result, RetryPolicy, TenantId,
+    Timestamp,
 };
 
 use crate::error::storage;
-use crate::row::{EVENT_COLUMNS, millis, seq, stored_from_row};
+use crate::row::{EVENT_COLUMNS, UNSETTLED, millis, seq, stored_from_row};
 
-/// One page of `tenant`'s events in `status` (pending for pull, dead
-/// letters for their listing); reads one row past the limit to know whether
-/// another page exists.
+/// One page of `tenant`'s events in `status` as of `now` (pending for pull,
+/// dead letters for their listing); reads one row past the limit to know
+/// whether another page exists.
 pub(crate) fn list(
     conn: &Connection,
     tenant: &TenantId,
     status: EventStatus,
     query: &PullQuery,
     resolved: ResolvedQuery,
+    (now, policy): (Timestamp, &RetryPolicy),
     backend: &str,
 ) -> Result<Page> {
+    // A pending row whose last lease ran out is a dead letter already
+    // (Delivery::settle), whether or not that was written down yet.
+    let in_status = match status {
+        EventStatus::Pending => format!("status = 0 AND NOT {UNSETTLED}"),
+        EventStatus::DeadLettered => format!("(status = 2 OR {UNSETTLED})"),
+        EventStatus::Acked => "status = 1".to_owned(),
+    };
     let (bound, order) = match query.order {
-        Order::Asc => ("seq > ?2", "ASC"),
-        Order::Desc => ("seq < ?2", "DESC"),
+        Order::Asc => ("seq > :start", "ASC"),
+        Order::Desc => ("seq < :start", "DESC"),
     };
     let start = match (query.order, resolved.start) {
         (_, Some(pos)) => seq(pos),
@@ -30,28 +39,29 @@ pub(crate) fn list(
     };
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM events
-         WHERE tenant = ?1 AND status = ?8 AND {bound}
-           AND (?3 IS NULL OR topic = ?3)
-           AND (?4 IS NULL OR event_type = ?4)
-           AND (?5 IS NULL OR source = ?5)
-           AND (?6 IS NULL OR created_at >= ?6)
-         ORDER BY seq {order} LIMIT ?7",
+         WHERE tenant = :tenant AND {in_status} AND {bound}
+           AND (:topic IS NULL OR topic = :topic)
+           AND (:type IS NULL OR event_type = :type)
+           AND (:source IS NULL OR source = :source)
+           AND (:since IS NULL OR created_at >= :since)
+         ORDER BY seq {order} LIMIT :limit",
     );
     let f = &query.filter;
     let mut stmt = conn.prepare_cached(&sql).map_err(storage)?;
     let rows = stmt
         .query_map(
-            params![
-                tenant.as_str(),
-                start,
-                f.topic,
-                f.event_type,
-                f.source,
-                f.since.map(millis),
-                resolved.limit as i64 + 1,
-                status.code(),
-            ],
-            |row| Ok(stored_from_row(tenant, row)),
+            named_params! {
+                ":tenant": tenant.as_str(),
+                ":start": start,
+                ":topic": f.topic,
+                ":type": f.event_type,
+                ":source": f.source,
+                ":since": f.since.map(millis),
+                ":limit": resolved.limit as i64 + 1,
+                ":max_attempts": policy.max_attempts,
+                ":now": millis(now),
+            },
+            |row| Ok(stored_from_row(tenant, row, now, policy)),
         )
         .map_err(storage)?;
     let mut events: Vec<(Position, _)> = Vec::with_capacity(resolved.limit + 1);

@@ -319,6 +319,56 @@ pub async fn expired_last_lease_dead_letters(harness: &dyn Harness) {
     );
 }
 
+/// Regression (found by the model test): once an event's last lease has run
+/// out it is a dead letter at once, for every reader, even if no claim
+/// that could select it has run since. SQLite used to dead-letter it only
+/// when a claim whose filter matched it came by, so the stale holder could
+/// still ack it there while the reference said `LeaseLost`.
+pub async fn expired_last_lease_is_dead_whatever_claims_run(harness: &dyn Harness) {
+    let (inbox, clock) = open_inbox_with(harness, config()).await;
+    let tenant = fresh_tenant();
+    let id = inbox
+        .ingest(&tenant, numbered(1).with_topic("a"))
+        .await
+        .expect("ingest")
+        .id;
+    let query = ClaimQuery::new().lease(10 * SECOND);
+    let mut last = None;
+    for attempt in 1..=3u32 {
+        let leased = inbox
+            .claim(&tenant, query.clone())
+            .await
+            .expect("claim")
+            .remove(0);
+        assert_eq!(leased.attempt, attempt);
+        last = Some(leased);
+        clock.advance(10 * SECOND + SECOND * (1 << (attempt - 1)));
+    }
+    let last = last.expect("claimed");
+    let other_topic = ClaimQuery::new().topic("b");
+    assert!(
+        inbox
+            .claim(&tenant, other_topic)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let event = inbox.get(&tenant, id).await.expect("get").expect("kept");
+    assert_eq!(
+        (event.status, event.leased_until),
+        (EventStatus::DeadLettered, None)
+    );
+    assert!(pull_all(&inbox, &tenant, PullQuery::new()).await.is_empty());
+    let r = inbox.ack_lease(&tenant, last.token).await;
+    assert!(matches!(r, Err(Error::LeaseLost { .. })), "{r:?}");
+    let r = inbox.extend(&tenant, last.token, SECOND).await;
+    assert!(matches!(r, Err(Error::LeaseLost { .. })), "{r:?}");
+    assert_eq!(
+        inbox.ack(&tenant, id).await.expect("ack by id still wins"),
+        AckOutcome::Acked
+    );
+}
+
 /// Pull is a browse: it lists leased events too, and says they are leased.
 pub async fn browse_lists_leased_events_as_leased(harness: &dyn Harness) {
     let (inbox, clock) = open_inbox_with(harness, config()).await;
