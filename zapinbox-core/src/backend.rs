@@ -86,6 +86,10 @@ pub trait Leases: Send + Sync {
         retry_after: Option<Duration>,
     ) -> Result<ReleaseOutcome>;
 
+    /// Gives the event back at once without counting the attempt (the work
+    /// was not tried, e.g. a worker shutting down).
+    async fn requeue(&self, tenant: &TenantId, token: LeaseToken) -> Result<()>;
+
     /// Acks with a lease: `LeaseLost` if another claim replaced it.
     async fn ack_lease(&self, tenant: &TenantId, token: LeaseToken) -> Result<AckOutcome>;
 

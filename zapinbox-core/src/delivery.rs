@@ -147,6 +147,9 @@ impl Delivery {
         policy: &RetryPolicy,
         random: f64,
     ) -> Result<ReleaseOutcome> {
+        if let Some(delay) = retry_after {
+            crate::check_delay(delay)?;
+        }
         self.check_lease(id, nonce)?;
         self.lease = None;
         if self.attempts >= policy.max_attempts {
@@ -158,6 +161,17 @@ impl Delivery {
         Ok(ReleaseOutcome::Retry {
             at: self.visible_at,
         })
+    }
+
+    /// Gives the event back at once without counting the attempt: the
+    /// work was not tried (a worker shutting down), so it must not bring
+    /// the event closer to the dead letters.
+    pub fn requeue(&mut self, id: EventId, nonce: u64, now: Timestamp) -> Result<()> {
+        self.check_lease(id, nonce)?;
+        self.lease = None;
+        self.attempts = self.attempts.saturating_sub(1);
+        self.visible_at = now;
+        Ok(())
     }
 
     /// Acks with the lease `nonce`: fine if it is still the current lease

@@ -218,7 +218,10 @@ impl Inbox {
     }
 }
 
-/// Workers: claims, leases, dead letters.
+/// Workers: claims, leases, dead letters. Calls that finish work already
+/// claimed (`extend`, `release`, `requeue`, `ack_lease`) are not rate
+/// limited: a busy tenant's acks must not fail and send its events round
+/// again.
 impl Inbox {
     /// Claims up to `query.limit` events for `query.lease`: no other claim
     /// gets them until the lease ends. Oldest first.
@@ -238,7 +241,6 @@ impl Inbox {
         token: LeaseToken,
         by: Duration,
     ) -> Result<Timestamp> {
-        self.inner.rate.check(tenant)?;
         self.inner.backend.extend(tenant, token, by).await
     }
 
@@ -252,15 +254,20 @@ impl Inbox {
         token: LeaseToken,
         retry_after: Option<Duration>,
     ) -> Result<ReleaseOutcome> {
-        self.inner.rate.check(tenant)?;
         self.inner.backend.release(tenant, token, retry_after).await
+    }
+
+    /// Gives a claimed event back at once without counting the attempt:
+    /// for work that was not tried, such as a worker shutting down.
+    #[instrument(skip_all, fields(tenant = %tenant, op = "requeue"))]
+    pub async fn requeue(&self, tenant: &TenantId, token: LeaseToken) -> Result<()> {
+        self.inner.backend.requeue(tenant, token).await
     }
 
     /// Acks a claimed event. `LeaseLost` if the lease ran out and another
     /// worker claimed the event since: its result must not count.
     #[instrument(skip_all, fields(tenant = %tenant, op = "ack_lease"))]
     pub async fn ack_lease(&self, tenant: &TenantId, token: LeaseToken) -> Result<AckOutcome> {
-        self.inner.rate.check(tenant)?;
         self.inner.backend.ack_lease(tenant, token).await
     }
 

@@ -139,6 +139,26 @@ impl ClaimQuery {
 /// The longest lease or extension: a day.
 pub const MAX_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// `x` within 0..=1; anything else (NaN included) counts as 0.
+fn unit(x: f64) -> f64 {
+    if x.is_finite() {
+        x.clamp(0.0, 1.0)
+    } else {
+        0.0
+    }
+}
+
+/// Checks a release delay: at most a day (a longer one would hide the
+/// event beyond the reach of redrive).
+pub fn check_delay(delay: Duration) -> Result<()> {
+    if delay > MAX_LEASE {
+        return Err(Error::invalid(format!(
+            "retry delay must be at most {MAX_LEASE:?}, got {delay:?}"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a lease or extension length: 1 ms to a day.
 pub fn check_lease(lease: Duration) -> Result<()> {
     if lease < Duration::from_millis(1) || lease > MAX_LEASE {
@@ -254,14 +274,57 @@ impl RetryPolicy {
     /// The wait after failed attempt `attempt` (from 1), drawing the jitter
     /// from `random` (in 0..1).
     pub fn backoff(&self, attempt: u32, random: f64) -> Duration {
-        let exp = attempt.saturating_sub(1).min(32);
-        let full = self.base.saturating_mul(1u32 << exp.min(31)).min(self.max);
-        let cut = self.jitter.clamp(0.0, 1.0) * random.clamp(0.0, 1.0);
+        let exp = attempt.saturating_sub(1).min(31);
+        let full = self.base.saturating_mul(1u32 << exp).min(self.max);
+        let cut = unit(self.jitter) * unit(random);
         full.mul_f64(1.0 - cut)
     }
 
     /// The wait after failed attempt `attempt`, with fresh jitter.
     pub fn next_backoff(&self, attempt: u32) -> Duration {
         self.backoff(attempt, rand::random::<f64>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let p = RetryPolicy::exponential(S, 10 * S).without_jitter();
+        let waits: Vec<_> = (1..=6).map(|a| p.backoff(a, 0.7)).collect();
+        assert_eq!(waits, [S, 2 * S, 4 * S, 8 * S, 10 * S, 10 * S]);
+        assert_eq!(p.backoff(0, 0.0), S, "attempt 0 waits like attempt 1");
+        assert_eq!(p.backoff(u32::MAX, 0.0), 10 * S, "no overflow");
+    }
+
+    #[test]
+    fn jitter_takes_off_at_most_its_share() {
+        let p = RetryPolicy::exponential(4 * S, 60 * S);
+        assert_eq!(p.jitter, 0.5);
+        assert_eq!(p.backoff(1, 0.0), 4 * S);
+        assert_eq!(p.backoff(1, 1.0), 2 * S);
+        for _ in 0..1000 {
+            let wait = p.next_backoff(1);
+            assert!(
+                wait > 2 * S - Duration::from_millis(1) && wait <= 4 * S,
+                "{wait:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn odd_jitter_values_do_not_panic() {
+        for jitter in [f64::NAN, f64::INFINITY, -1.0, 7.0] {
+            let p = RetryPolicy {
+                jitter,
+                ..RetryPolicy::default()
+            };
+            let wait = p.backoff(3, f64::NAN);
+            assert!(wait <= 4 * S, "{jitter}: {wait:?}");
+        }
     }
 }

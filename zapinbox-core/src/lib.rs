@@ -58,7 +58,7 @@ pub use id::EventId;
 pub use inbox::{Inbox, InboxBuilder, IntoBackend};
 pub use lease::{
     ClaimQuery, LeaseToken, Leased, MAX_CLAIM, MAX_LEASE, Redrive, ReleaseOutcome, RetryPolicy,
-    check_lease,
+    check_delay, check_lease,
 };
 pub use memory::MemoryBackend;
 pub use query::{Filter, MAX_PAGE, Order, Page, PullQuery, ResolvedQuery};

@@ -298,6 +298,12 @@ impl Leases for MemoryBackend {
         })
     }
 
+    async fn requeue(&self, tenant: &TenantId, token: LeaseToken) -> Result<()> {
+        self.with_lease(tenant, token, |d, now, _| {
+            d.requeue(token.event(), token.nonce(), now)
+        })
+    }
+
     async fn ack_lease(&self, tenant: &TenantId, token: LeaseToken) -> Result<AckOutcome> {
         self.with_lease(tenant, token, |d, now, _| {
             d.ack_lease(token.event(), token.nonce(), now)

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use crate::{
     AckOutcome, ClaimQuery, Error, Filter, Inbox, LeaseToken, Leased, ReleaseOutcome, Result,
-    TenantId,
+    TenantId, Timestamp,
 };
 
 /// What a handler returns on failure: any error; the event is retried.
@@ -21,12 +21,18 @@ pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 /// Runs a handler over one tenant's events with bounded concurrency.
 ///
 /// Each claimed event goes to the handler under a lease that the worker
-/// extends while the handler runs (every third of the lease). `Ok` acks the
-/// event; `Err` or a panic releases it to be retried after the retry
-/// policy's backoff, and after the last attempt it is dead-lettered. On
-/// shutdown the worker stops claiming, gives running handlers a grace
-/// period to finish, then releases what is still in flight for immediate
-/// retry: no claimed event is ever dropped.
+/// renews while the handler runs (once a third of it has passed, on the
+/// inbox clock). `Ok` acks the event; `Err` or a panic releases it to be
+/// retried after the retry policy's backoff, and after the last attempt it
+/// is dead-lettered. A transient failure of the ack or release itself is
+/// retried while the lease lasts. On shutdown the worker stops claiming,
+/// gives running handlers a grace period to finish, then requeues what is
+/// still in flight for immediate retry without counting that attempt: no
+/// claimed event is ever dropped.
+///
+/// Dropping the future of [`Worker::run`] instead of completing its
+/// `shutdown` abandons the in-flight events: their leases run out and they
+/// are retried, with that attempt counted.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> zapinbox_core::Result<()> {
@@ -75,8 +81,8 @@ pub struct WorkerReport {
     pub retried: u64,
     /// Failed their last attempt and were dead-lettered.
     pub dead_lettered: u64,
-    /// Still running at the end of the grace period: released for
-    /// immediate retry.
+    /// Still running at the end of the grace period: requeued for
+    /// immediate retry, the attempt not counted.
     pub released_on_shutdown: u64,
     /// Leases lost while the handler ran (it took longer than the lease and
     /// could not extend it): another worker may have handled them too.
@@ -171,7 +177,8 @@ impl Worker {
         loop {
             let free = self.concurrency.saturating_sub(tasks.len());
             let mut claimed_any = false;
-            if free > 0 {
+            // Claim in batches: wait until half the slots are free.
+            if free > 0 && (tasks.is_empty() || free * 2 >= self.concurrency) {
                 let query = self.claim.clone().limit(free as u32);
                 match self.inbox.claim(&self.tenant, query).await {
                     Ok(batch) => {
@@ -196,6 +203,7 @@ impl Worker {
                 self.poll_interval
             };
             tokio::select! {
+                biased;
                 () = &mut shutdown => break,
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => report.count(finished(done)),
                 () = tokio::time::sleep(wait) => {}
@@ -252,45 +260,89 @@ impl Worker {
         let (inbox, tenant, lease) = (self.inbox.clone(), self.tenant.clone(), self.claim.lease);
         async move {
             let token = leased.token;
-            let work = AssertUnwindSafe(handler(leased)).catch_unwind();
+            let mut lease_ends = leased.expires_at;
+            // The whole call inside catch_unwind: a handler may panic before
+            // its future is first polled.
+            let work = AssertUnwindSafe(async move { handler(leased).await }).catch_unwind();
             let mut work = std::pin::pin!(work);
             let mut stop = std::pin::pin!(stopped(aborted));
-            let mut renew = tokio::time::interval(lease / 3);
-            renew.tick().await;
+            let mut renew = tokio::time::interval(renew_tick(lease));
             let mut lost = false;
             let result = loop {
                 tokio::select! {
+                    biased;
                     result = &mut work => break result,
-                    _ = renew.tick(), if !lost => {
-                        if let Err(e) = inbox.extend(&tenant, token, lease).await {
-                            tracing::warn!(event = %token.event(), error = %e, "could not extend the lease");
-                            lost = matches!(e, Error::LeaseLost { .. });
-                        }
-                    }
                     () = &mut stop => {
-                        return release(&inbox, &tenant, token, Some(Duration::ZERO), true).await;
+                        let requeued = retrying(&inbox, lease_ends, || inbox.requeue(&tenant, token)).await;
+                        return match requeued {
+                            Ok(()) => Outcome::ReleasedOnShutdown,
+                            Err(e) => lost_because(token, "could not requeue on shutdown", &e),
+                        };
+                    }
+                    _ = renew.tick(), if !lost => {
+                        // Renew once a third of the lease has passed.
+                        if inbox.clock().now() < lease_ends.saturating_sub(lease * 2 / 3) {
+                            continue;
+                        }
+                        match inbox.extend(&tenant, token, lease).await {
+                            Ok(ends) => lease_ends = ends,
+                            Err(e @ Error::LeaseLost { .. }) => {
+                                lost = true;
+                                tracing::warn!(event = %token.event(), error = %e, "lease lost while the handler ran");
+                            }
+                            // Transient: the next tick tries again.
+                            Err(e) => tracing::warn!(event = %token.event(), error = %e, "could not extend the lease"),
+                        }
                     }
                 }
             };
             match result {
-                Ok(Ok(())) => match inbox.ack_lease(&tenant, token).await {
-                    Ok(AckOutcome::Acked | AckOutcome::AlreadyAcked) => Outcome::Acked,
-                    Err(e) => {
-                        tracing::warn!(event = %token.event(), error = %e, "handled, but the ack failed");
-                        Outcome::Lost
+                Ok(Ok(())) => {
+                    match retrying(&inbox, lease_ends, || inbox.ack_lease(&tenant, token)).await {
+                        Ok(AckOutcome::Acked | AckOutcome::AlreadyAcked) => Outcome::Acked,
+                        Err(e) => lost_because(token, "handled, but the ack failed", &e),
                     }
-                },
+                }
                 Ok(Err(e)) => {
                     tracing::info!(event = %token.event(), error = %e, "handler failed; retrying later");
-                    release(&inbox, &tenant, token, None, false).await
+                    release(&inbox, &tenant, token, lease_ends).await
                 }
                 Err(_) => {
                     tracing::error!(event = %token.event(), "handler panicked; retrying later");
-                    release(&inbox, &tenant, token, None, false).await
+                    release(&inbox, &tenant, token, lease_ends).await
                 }
             }
         }
     }
+}
+
+/// How often a running handler's lease is looked at: often enough to
+/// notice a third of it passing, and to follow a clock that jumps.
+fn renew_tick(lease: Duration) -> Duration {
+    (lease / 3).clamp(Duration::from_millis(1), Duration::from_millis(250))
+}
+
+/// Runs `op`, trying again on retryable errors while the lease lasts (on
+/// the inbox clock) and at most 20 times.
+async fn retrying<T, Fut>(inbox: &Inbox, lease_ends: Timestamp, op: impl Fn() -> Fut) -> Result<T>
+where
+    Fut: Future<Output = Result<T>>,
+{
+    let mut tries = 0;
+    loop {
+        match op().await {
+            Err(e) if e.is_retryable() && tries < 20 && inbox.clock().now() < lease_ends => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(10 * tries)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+fn lost_because(token: LeaseToken, what: &str, e: &Error) -> Outcome {
+    tracing::warn!(event = %token.event(), error = %e, "{what}");
+    Outcome::Lost
 }
 
 /// Completes when the worker asks in-flight handlers to stop.
@@ -303,17 +355,12 @@ async fn release(
     inbox: &Inbox,
     tenant: &TenantId,
     token: LeaseToken,
-    retry_after: Option<Duration>,
-    shutdown: bool,
+    lease_ends: Timestamp,
 ) -> Outcome {
-    match inbox.release(tenant, token, retry_after).await {
+    match retrying(inbox, lease_ends, || inbox.release(tenant, token, None)).await {
         Ok(ReleaseOutcome::DeadLettered) => Outcome::DeadLettered,
-        Ok(ReleaseOutcome::Retry { .. }) if shutdown => Outcome::ReleasedOnShutdown,
         Ok(ReleaseOutcome::Retry { .. }) => Outcome::Retried,
-        Err(e) => {
-            tracing::warn!(event = %token.event(), error = %e, "could not release the lease");
-            Outcome::Lost
-        }
+        Err(e) => lost_because(token, "could not release the lease", &e),
     }
 }
 

@@ -254,6 +254,13 @@ impl Leases for SqliteBackend {
         .await
     }
 
+    async fn requeue(&self, tenant: &TenantId, token: LeaseToken) -> Result<()> {
+        self.lease_op(tenant, token, move |d, now, _| {
+            d.requeue(token.event(), token.nonce(), now)
+        })
+        .await
+    }
+
     async fn ack_lease(&self, tenant: &TenantId, token: LeaseToken) -> Result<AckOutcome> {
         self.lease_op(tenant, token, move |d, now, _| {
             d.ack_lease(token.event(), token.nonce(), now)

@@ -104,8 +104,30 @@ async fn killed_workers_events_go_to_another_worker() {
         4,
         "the doomed worker started four handlers"
     );
-    // Let it extend its leases at least once before it dies.
-    tokio::time::sleep(LEASE / 2).await;
+    let leased_until = |id| {
+        let inbox = inbox.clone();
+        async move {
+            inbox
+                .get(&tenant(), id)
+                .await
+                .expect("get")
+                .and_then(|e| e.leased_until)
+        }
+    };
+    let first = leased_until(in_flight[0]).await.expect("leased");
+    // Let it renew its leases before it dies.
+    let renewed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let now = leased_until(in_flight[0]).await.expect("leased");
+            if now > first {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the worker renews a running handler's lease");
+    assert!(renewed > first);
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
 

@@ -94,6 +94,7 @@ macro_rules! conformance_tests {
             expired_lease_returns_with_the_next_attempt,
             release_hides_the_event_until_its_delay_passes,
             extend_keeps_the_event_hidden_past_its_first_expiry,
+            requeue_returns_the_event_without_counting_the_attempt,
             last_attempt_dead_letters_and_redrive_brings_back,
             expired_last_lease_dead_letters,
             expired_last_lease_is_dead_whatever_claims_run,
@@ -103,6 +104,7 @@ macro_rules! conformance_tests {
             workers_handle_every_event_once,
             worker_retries_then_dead_letters,
             worker_shutdown_finishes_or_releases,
+            worker_renews_the_lease_while_the_handler_runs,
             );
         }
     };

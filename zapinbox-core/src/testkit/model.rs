@@ -49,6 +49,8 @@ pub enum Op {
     Release(u8, usize, Option<u8>),
     /// Ack with the `n`-th token.
     AckLease(u8, usize),
+    /// Requeue with the `n`-th token.
+    Requeue(u8, usize),
     /// List every page of dead letters.
     DeadLetters(u8),
     /// Redrive the `event`-th id, or every dead letter.
@@ -94,6 +96,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         2 => (0..3u8, 0..32usize, prop::option::of(0..30u8))
             .prop_map(|(t, k, s)| Op::Release(t, k, s)),
         2 => (0..3u8, 0..32usize).prop_map(|(t, k)| Op::AckLease(t, k)),
+        1 => (0..3u8, 0..32usize).prop_map(|(t, k)| Op::Requeue(t, k)),
         1 => (0..3u8).prop_map(Op::DeadLetters),
         1 => (0..3u8, prop::option::of(0..64usize)).prop_map(|(t, e)| Op::Redrive(t, e)),
         1 => Just(Op::Restart),
@@ -251,6 +254,10 @@ impl<'a> Side<'a> {
             }
             Op::AckLease(t, k) => {
                 let r = self.inbox.ack_lease(&tenant(*t), self.pick_token(*k)).await;
+                self.describe(r)
+            }
+            Op::Requeue(t, k) => {
+                let r = self.inbox.requeue(&tenant(*t), self.pick_token(*k)).await;
                 self.describe(r)
             }
             Op::DeadLetters(t) => {

@@ -166,6 +166,60 @@ pub async fn release_hides_the_event_until_its_delay_passes(harness: &dyn Harnes
     assert_eq!(claim().await.expect("claim")[0].attempt, 3);
 }
 
+/// Requeue gives the event back at once without counting the attempt, even
+/// on the last one; a release delay longer than a day is refused.
+pub async fn requeue_returns_the_event_without_counting_the_attempt(harness: &dyn Harness) {
+    let (inbox, _) = open_inbox_with(harness, config()).await;
+    let tenant = fresh_tenant();
+    let id = inbox.ingest(&tenant, numbered(1)).await.expect("ingest").id;
+    for attempt in 1..=2 {
+        let leased = inbox
+            .claim(&tenant, ClaimQuery::new())
+            .await
+            .expect("claim")
+            .remove(0);
+        assert_eq!(leased.attempt, attempt);
+        inbox
+            .release(&tenant, leased.token, Some(Duration::ZERO))
+            .await
+            .expect("release");
+    }
+    let last = inbox
+        .claim(&tenant, ClaimQuery::new())
+        .await
+        .expect("claim")
+        .remove(0);
+    assert_eq!(last.attempt, 3, "the last attempt");
+    let r = inbox
+        .release(
+            &tenant,
+            last.token,
+            Some(Duration::from_secs(2 * 24 * 3600)),
+        )
+        .await;
+    assert!(matches!(r, Err(Error::InvalidInput(_))), "{r:?}");
+    inbox.requeue(&tenant, last.token).await.expect("requeue");
+    let event = inbox.get(&tenant, id).await.expect("get").expect("kept");
+    assert_eq!(
+        (event.status, event.attempts, event.leased_until),
+        (EventStatus::Pending, 2, None)
+    );
+    let again = inbox
+        .claim(&tenant, ClaimQuery::new())
+        .await
+        .expect("claim");
+    assert_eq!(
+        (again[0].event.id, again[0].attempt),
+        (id, 3),
+        "claimable at once, same attempt"
+    );
+    let r = inbox.requeue(&tenant, last.token).await;
+    assert!(
+        matches!(r, Err(Error::LeaseLost { .. })),
+        "an old token cannot requeue: {r:?}"
+    );
+}
+
 /// Extending a lease keeps the event hidden past the first expiry; the
 /// holder can still ack.
 pub async fn extend_keeps_the_event_hidden_past_its_first_expiry(harness: &dyn Harness) {

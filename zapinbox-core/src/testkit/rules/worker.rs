@@ -157,7 +157,8 @@ pub async fn worker_retries_then_dead_letters(harness: &dyn Harness) {
 }
 
 /// On shutdown a handler that finishes within the grace period is acked;
-/// one that does not is released for immediate retry; nothing is dropped.
+/// one that does not is requeued for immediate retry without counting the
+/// attempt; nothing is dropped.
 pub async fn worker_shutdown_finishes_or_releases(harness: &dyn Harness) {
     let (inbox, _) = open_inbox_with(harness, config()).await;
     let tenant = fresh_tenant();
@@ -207,6 +208,75 @@ pub async fn worker_shutdown_finishes_or_releases(harness: &dyn Harness) {
         .claim(&tenant, ClaimQuery::new())
         .await
         .expect("claim");
-    assert_eq!(back.len(), 1, "released for immediate retry");
-    assert_eq!((back[0].event.id, back[0].attempt), (stuck, 2));
+    assert_eq!(back.len(), 1, "requeued for immediate retry");
+    assert_eq!(
+        (back[0].event.id, back[0].attempt),
+        (stuck, 1),
+        "the attempt did not count"
+    );
+}
+
+/// A handler that runs longer than its lease keeps the event: the worker
+/// renews the lease on the inbox clock, so no other claim gets it.
+pub async fn worker_renews_the_lease_while_the_handler_runs(harness: &dyn Harness) {
+    let (inbox, clock) = open_inbox_with(harness, config()).await;
+    let tenant = fresh_tenant();
+    let id = inbox.ingest(&tenant, numbered(1)).await.expect("ingest").id;
+    let (started_tx, mut started) = watch::channel(false);
+    let (finish_tx, finish) = watch::channel(false);
+    let (stop_tx, stop) = watch::channel(false);
+    let worker = Worker::new(inbox.clone(), tenant.clone())
+        .lease(Duration::from_secs(30))
+        .poll_interval(Duration::from_millis(5));
+    let run = tokio::spawn(worker.run(
+        move |_| {
+            let (started_tx, finish) = (started_tx.clone(), finish.clone());
+            async move {
+                started_tx.send_replace(true);
+                until(finish).await;
+                Ok::<(), HandlerError>(())
+            }
+        },
+        until(stop),
+    ));
+    tokio::time::timeout(PATIENCE, started.wait_for(|s| *s))
+        .await
+        .expect("the handler starts")
+        .expect("watch");
+    // Four leases' worth of inbox time passes while the handler runs.
+    for _ in 0..24 {
+        clock.advance(Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let event = inbox.get(&tenant, id).await.expect("get").expect("kept");
+    assert!(event.is_leased_at(clock.now()), "still leased: {event:?}");
+    assert!(
+        inbox
+            .claim(&tenant, ClaimQuery::new())
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    finish_tx.send_replace(true);
+    tokio::time::timeout(PATIENCE, async {
+        while inbox.get(&tenant, id).await.expect("get").map(|e| e.status)
+            != Some(EventStatus::Acked)
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("acked");
+    stop_tx.send_replace(true);
+    let report = tokio::time::timeout(PATIENCE, run)
+        .await
+        .expect("stops")
+        .expect("task")
+        .expect("run");
+    assert_eq!(
+        (report.acked, report.lost, report.claimed),
+        (1, 0, 1),
+        "{report:?}"
+    );
 }

@@ -1,0 +1,87 @@
+//! Backend comparison benchmarks, each figure beside a raw SQLite baseline
+//! measured in the same run.
+//!
+//!     cargo bench                          # full run (a few minutes)
+//!     ZAPINBOX_BENCH_QUICK=1 cargo bench   # smoke run, under a minute
+//!
+//! Prints a markdown table (backend × workload × figure × ratio to its raw
+//! baseline), writes it to `target/bench-report.md`, and draws ingest
+//! throughput against concurrency to `target/bench-ingest.svg`.
+
+mod backends;
+mod raw;
+mod report;
+mod rss;
+mod workloads;
+
+use std::time::Duration;
+
+use report::{Report, Row};
+
+/// How big each workload is.
+#[derive(Clone, Copy, Debug)]
+pub struct Scale {
+    /// Sequential ingests for the latency figures.
+    pub latency_ops: usize,
+    /// Events per concurrent ingest run.
+    pub throughput_events: usize,
+    /// Events in the backlog that pull pages walk.
+    pub backlog: usize,
+    /// Events claimed and acked.
+    pub claim_events: usize,
+    /// Pending events at the two RSS measurements.
+    pub rss_points: [usize; 2],
+}
+
+impl Scale {
+    fn quick() -> Self {
+        Scale {
+            latency_ops: 300,
+            throughput_events: 3_000,
+            backlog: 10_000,
+            claim_events: 2_000,
+            rss_points: [20_000, 100_000],
+        }
+    }
+
+    fn full() -> Self {
+        Scale {
+            latency_ops: 2_000,
+            throughput_events: 30_000,
+            backlog: 100_000,
+            claim_events: 20_000,
+            rss_points: [100_000, 1_000_000],
+        }
+    }
+}
+
+fn main() {
+    if let Some(result) = rss::child_entry() {
+        // This process was started to measure memory; it printed its figures.
+        std::process::exit(i32::from(result.is_err()));
+    }
+    let quick = std::env::var_os("ZAPINBOX_BENCH_QUICK").is_some()
+        || std::env::args().any(|a| a == "--quick");
+    let scale = if quick { Scale::quick() } else { Scale::full() };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let started = std::time::Instant::now();
+    eprintln!(
+        "zapinbox benchmarks ({} mode): {scale:?}",
+        if quick { "quick" } else { "full" }
+    );
+    let mut report = Report::new(quick);
+    runtime.block_on(async {
+        let raw = raw::measure(scale).await;
+        for backend in backends::all() {
+            let rows = workloads::run(&*backend, scale, &raw).await;
+            report.extend(rows);
+        }
+        report.extend(rss::measure(scale, &raw));
+        report.extend(raw.rows());
+    });
+    report.finish(started.elapsed().max(Duration::from_millis(1)));
+    let _: &[Row] = report.rows();
+}

@@ -1,0 +1,258 @@
+//! Raw rusqlite baselines: the same rows, schema and indexes as the SQLite
+//! backend (the file is created by it), WAL with `synchronous=FULL`, none
+//! of zapinbox's work. What the backend is measured against.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, params};
+use zapinbox::sqlite::SqliteBackend;
+use zapinbox::{EventId, Timestamp};
+
+use crate::Scale;
+use crate::report::Row;
+use crate::workloads::{Latencies, payload_json};
+
+/// The baseline figures.
+#[derive(Clone, Debug)]
+pub struct Raw {
+    /// One row per transaction, each committed before the next.
+    pub one_per_txn: Latencies,
+    /// Rows a second, 1 000 rows per transaction.
+    pub thousand_per_txn: f64,
+    /// Rows a second read in pages of 100 in commit order.
+    pub pages_of_100: f64,
+    /// Events a second claimed (select + update) and acked (update) in
+    /// batches of 100, two transactions a batch.
+    pub claim_ack_100: f64,
+    /// A point lookup of an idempotency key.
+    pub key_lookup: Latencies,
+}
+
+const TENANT: &str = "bench";
+
+/// Runs every baseline on files of its own.
+pub async fn measure(scale: Scale) -> Raw {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("raw.db");
+    // The backend creates the schema, so the baseline has the same indexes.
+    let backend = SqliteBackend::open(&path).await.expect("create the schema");
+    backend.close().await.expect("close");
+    tokio::task::spawn_blocking(move || {
+        let conn = connect(&path);
+        let raw = Raw {
+            one_per_txn: one_per_txn(&conn, scale.latency_ops),
+            thousand_per_txn: thousand_per_txn(&conn, scale.throughput_events.max(10_000)),
+            pages_of_100: pages_of_100(&conn, scale.backlog),
+            claim_ack_100: claim_ack_100(&conn, scale.claim_events),
+            key_lookup: key_lookup(&conn, scale.latency_ops),
+        };
+        drop(dir);
+        raw
+    })
+    .await
+    .expect("raw baselines")
+}
+
+fn connect(path: &Path) -> Connection {
+    let conn = Connection::open(path).expect("open");
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .expect("wal");
+    assert_eq!(mode, "wal");
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;")
+        .expect("pragmas");
+    conn
+}
+
+fn insert(conn: &Connection, tenant: &str, n: usize) {
+    let id = EventId::generate(Timestamp::from(std::time::SystemTime::now()));
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT INTO events (id, tenant, source, event_type, topic, client_id,
+                                 idempotency_key, payload, created_at)
+             VALUES (?1, ?2, NULL, NULL, NULL, NULL, NULL, ?3, ?4)",
+        )
+        .expect("prepare");
+    stmt.execute(params![
+        id.to_bytes(),
+        tenant,
+        payload_json(n),
+        id.created_at().as_millis() as i64
+    ])
+    .expect("insert");
+}
+
+fn one_per_txn(conn: &Connection, n: usize) -> Latencies {
+    let tenant = "one-per-txn";
+    let mut latencies = Latencies::default();
+    let started = Instant::now();
+    for i in 0..n {
+        let t = Instant::now();
+        conn.execute_batch("BEGIN IMMEDIATE").expect("begin");
+        insert(conn, tenant, i);
+        conn.execute_batch("COMMIT").expect("commit");
+        latencies.push(t.elapsed());
+    }
+    latencies.finish(started.elapsed())
+}
+
+fn bulk_insert(conn: &Connection, tenant: &str, n: usize) -> Duration {
+    let started = Instant::now();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        conn.execute_batch("BEGIN IMMEDIATE").expect("begin");
+        for i in chunk {
+            insert(conn, tenant, *i);
+        }
+        conn.execute_batch("COMMIT").expect("commit");
+    }
+    started.elapsed()
+}
+
+fn thousand_per_txn(conn: &Connection, n: usize) -> f64 {
+    n as f64 / bulk_insert(conn, "thousand-per-txn", n).as_secs_f64()
+}
+
+fn pages_of_100(conn: &Connection, backlog: usize) -> f64 {
+    let tenant = "pages";
+    bulk_insert(conn, tenant, backlog);
+    let mut stmt = conn
+        .prepare(
+            "SELECT seq, id, source, event_type, topic, payload, idempotency_key, client_id,
+                    status, attempts
+             FROM events WHERE tenant = ?1 AND status = 0 AND seq > ?2 ORDER BY seq LIMIT 100",
+        )
+        .expect("prepare");
+    let started = Instant::now();
+    let (mut after, mut read) = (0i64, 0usize);
+    loop {
+        let mut rows = stmt.query(params![tenant, after]).expect("query");
+        let mut page = 0;
+        while let Some(row) = rows.next().expect("row") {
+            after = row.get(0).expect("seq");
+            let _payload: String = row.get(5).expect("payload");
+            page += 1;
+        }
+        read += page;
+        if page < 100 {
+            break;
+        }
+    }
+    assert_eq!(read, backlog);
+    read as f64 / started.elapsed().as_secs_f64()
+}
+
+fn claim_ack_100(conn: &Connection, n: usize) -> f64 {
+    let tenant = "claims";
+    bulk_insert(conn, tenant, n);
+    let started = Instant::now();
+    let mut done = 0;
+    loop {
+        let now = Timestamp::from(std::time::SystemTime::now()).as_millis() as i64;
+        conn.execute_batch("BEGIN IMMEDIATE").expect("begin");
+        let seqs: Vec<i64> = conn
+            .prepare_cached(
+                "SELECT seq FROM events WHERE tenant = ?1 AND status = 0 AND visible_at <= ?2
+                 ORDER BY seq LIMIT 100",
+            )
+            .expect("prepare")
+            .query_map(params![tenant, now], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        for seq in &seqs {
+            conn.prepare_cached(
+                "UPDATE events SET attempts = attempts + 1, lease_token = ?1,
+                                   lease_expires_at = ?2, visible_at = ?2 WHERE seq = ?3",
+            )
+            .expect("prepare")
+            .execute(params![*seq, now + 60_000, seq])
+            .expect("claim");
+        }
+        conn.execute_batch("COMMIT").expect("commit");
+        if seqs.is_empty() {
+            break;
+        }
+        conn.execute_batch("BEGIN IMMEDIATE").expect("begin");
+        for seq in &seqs {
+            conn.prepare_cached(
+                "UPDATE events SET status = 1, acked_at = ?1, lease_token = NULL,
+                                   lease_expires_at = NULL WHERE seq = ?2",
+            )
+            .expect("prepare")
+            .execute(params![now, seq])
+            .expect("ack");
+        }
+        conn.execute_batch("COMMIT").expect("commit");
+        done += seqs.len();
+    }
+    assert_eq!(done, n);
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn key_lookup(conn: &Connection, n: usize) -> Latencies {
+    conn.execute(
+        "INSERT OR REPLACE INTO idempotency_keys (tenant, key, event_id, fingerprint, expires_at)
+         VALUES (?1, 'retry', ?2, ?3, ?4)",
+        params![TENANT, [0u8; 16], [0u8; 32], i64::MAX],
+    )
+    .expect("key");
+    let mut latencies = Latencies::default();
+    let started = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        let found: (Vec<u8>, Vec<u8>) = conn
+            .prepare_cached(
+                "SELECT event_id, fingerprint FROM idempotency_keys
+                 WHERE tenant = ?1 AND key = 'retry' AND expires_at > ?2",
+            )
+            .expect("prepare")
+            .query_row(params![TENANT, 0], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("lookup");
+        std::hint::black_box(found);
+        latencies.push(t.elapsed());
+    }
+    latencies.finish(started.elapsed())
+}
+
+impl Raw {
+    /// The baselines as report rows of their own.
+    pub fn rows(&self) -> Vec<Row> {
+        let raw = |workload: &str, figure: &str, value: f64| {
+            Row::new("raw sqlite", workload, figure, value)
+        };
+        vec![
+            raw(
+                "insert, 1 row per transaction",
+                "events/s",
+                self.one_per_txn.per_second,
+            ),
+            raw(
+                "insert, 1 row per transaction",
+                "p50 ms",
+                self.one_per_txn.p50_ms(),
+            ),
+            raw(
+                "insert, 1 row per transaction",
+                "p99 ms",
+                self.one_per_txn.p99_ms(),
+            ),
+            raw(
+                "insert, 1 000 rows per transaction",
+                "events/s",
+                self.thousand_per_txn,
+            ),
+            raw("select pages of 100", "events/s", self.pages_of_100),
+            raw(
+                "select + update claim, update ack, batches of 100",
+                "events/s",
+                self.claim_ack_100,
+            ),
+            raw(
+                "idempotency key point lookup",
+                "p50 ms",
+                self.key_lookup.p50_ms(),
+            ),
+        ]
+    }
+}

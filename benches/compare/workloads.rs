@@ -1,0 +1,334 @@
+//! The workloads, each on a fresh backend, 200-byte JSON payloads.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use serde_json::Value;
+use zapinbox::{ClaimQuery, Inbox, NewEvent, PullQuery, TenantId};
+
+use crate::Scale;
+use crate::backends::BenchBackend;
+use crate::raw::Raw;
+use crate::report::Row;
+
+/// Bytes of every payload's compact JSON.
+pub const PAYLOAD_BYTES: usize = 200;
+
+/// The compact JSON of payload `n`: exactly [`PAYLOAD_BYTES`] long.
+pub fn payload_json(n: usize) -> String {
+    let head = format!(r#"{{"n":{n},"pad":""#);
+    let pad = PAYLOAD_BYTES.saturating_sub(head.len() + 2);
+    format!(r#"{head}{}"}}"#, "x".repeat(pad))
+}
+
+/// Payload `n` as a JSON value.
+pub fn payload(n: usize) -> Value {
+    serde_json::from_str(&payload_json(n)).expect("valid JSON")
+}
+
+/// Latencies of a sequence of operations, and their rate.
+#[derive(Clone, Debug, Default)]
+pub struct Latencies {
+    samples: Vec<Duration>,
+    /// Operations a second over the whole run.
+    pub per_second: f64,
+}
+
+impl Latencies {
+    pub fn push(&mut self, d: Duration) {
+        self.samples.push(d);
+    }
+
+    pub fn finish(mut self, total: Duration) -> Self {
+        self.samples.sort_unstable();
+        self.per_second = self.samples.len() as f64 / total.as_secs_f64();
+        self
+    }
+
+    fn quantile_ms(&self, q: f64) -> f64 {
+        let Some(last) = self.samples.len().checked_sub(1) else {
+            return f64::NAN;
+        };
+        self.samples[((last as f64) * q).round() as usize].as_secs_f64() * 1000.0
+    }
+
+    pub fn p50_ms(&self) -> f64 {
+        self.quantile_ms(0.50)
+    }
+
+    pub fn p99_ms(&self) -> f64 {
+        self.quantile_ms(0.99)
+    }
+}
+
+fn tenant() -> TenantId {
+    TenantId::new("bench").expect("tenant")
+}
+
+async fn fresh(backend: &dyn BenchBackend) -> (Inbox, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let inbox = Inbox::new(backend.open(dir.path()).await);
+    (inbox, dir)
+}
+
+async fn fill(inbox: &Inbox, n: usize) {
+    for start in (0..n).step_by(1000) {
+        let events = (start..(start + 1000).min(n))
+            .map(|i| NewEvent::new(payload(i)))
+            .collect();
+        inbox.ingest_batch(&tenant(), events).await.expect("fill");
+    }
+}
+
+/// Runs every workload on `backend`.
+pub async fn run(backend: &dyn BenchBackend, scale: Scale, raw: &Raw) -> Vec<Row> {
+    let name = backend.name();
+    let baseline = backend.has_raw_baseline();
+    let row = |workload: &str, figure: &str, value: f64| Row::new(name, workload, figure, value);
+    let mut rows = Vec::new();
+    eprintln!("{name}: single ingest latency");
+
+    let single = single_ingest(backend, scale.latency_ops).await;
+    let mut r = row(
+        "ingest, 1 producer, each awaited",
+        "events/s",
+        single.per_second,
+    );
+    if baseline {
+        r = r.against(
+            "insert, 1 row per transaction",
+            raw.one_per_txn.per_second,
+            true,
+        );
+    }
+    rows.push(r);
+    for (figure, ours, theirs) in [
+        ("p50 ms", single.p50_ms(), raw.one_per_txn.p50_ms()),
+        ("p99 ms", single.p99_ms(), raw.one_per_txn.p99_ms()),
+    ] {
+        let mut r = row("ingest, 1 producer, each awaited", figure, ours);
+        if baseline {
+            r = r.against("insert, 1 row per transaction", theirs, false);
+        }
+        rows.push(r);
+    }
+
+    for producers in [1, 8, 64] {
+        eprintln!("{name}: ingest with {producers} producers");
+        let rate = concurrent_ingest(backend, producers, scale.throughput_events).await;
+        let mut r = row(
+            &format!("ingest, {producers} concurrent producers"),
+            "events/s",
+            rate,
+        );
+        if baseline {
+            r = if producers == 1 {
+                r.against(
+                    "insert, 1 row per transaction",
+                    raw.one_per_txn.per_second,
+                    true,
+                )
+            } else {
+                r.against(
+                    "insert, 1 000 rows per transaction",
+                    raw.thousand_per_txn,
+                    true,
+                )
+            };
+        }
+        rows.push(r);
+    }
+
+    eprintln!("{name}: ingest_batch of 100");
+    let rate = batch_ingest(backend, scale.throughput_events).await;
+    let mut r = row("ingest_batch of 100", "events/s", rate);
+    if baseline {
+        r = r.against(
+            "insert, 1 000 rows per transaction",
+            raw.thousand_per_txn,
+            true,
+        );
+    }
+    rows.push(r);
+
+    eprintln!(
+        "{name}: pull pages of 100 from a backlog of {}",
+        scale.backlog
+    );
+    let rate = pull_pages(backend, scale.backlog).await;
+    let mut r = row(
+        &format!("pull pages of 100, {} backlog", scale.backlog),
+        "events/s",
+        rate,
+    );
+    if baseline {
+        r = r.against("select pages of 100", raw.pages_of_100, true);
+    }
+    rows.push(r);
+
+    for workers in [1, 8] {
+        eprintln!("{name}: claim + ack with {workers} workers");
+        let rate = claim_ack(backend, workers, scale.claim_events).await;
+        let mut r = row(
+            &format!("claim 100 + ack each, {workers} workers"),
+            "events/s",
+            rate,
+        );
+        if baseline {
+            r = r.against(
+                "select + update claim, update ack, batches of 100",
+                raw.claim_ack_100,
+                true,
+            );
+        }
+        rows.push(r);
+    }
+
+    eprintln!("{name}: idempotent retries");
+    let retry = retries(backend, scale.latency_ops).await;
+    let mut r = row("idempotent retry, same key", "p50 ms", retry.p50_ms());
+    if baseline {
+        r = r.against(
+            "idempotency key point lookup",
+            raw.key_lookup.p50_ms(),
+            false,
+        );
+    }
+    rows.push(r);
+    rows.push(row(
+        "idempotent retry, same key",
+        "events/s",
+        retry.per_second,
+    ));
+    rows
+}
+
+async fn single_ingest(backend: &dyn BenchBackend, n: usize) -> Latencies {
+    let (inbox, _dir) = fresh(backend).await;
+    let mut latencies = Latencies::default();
+    let started = Instant::now();
+    for i in 0..n {
+        let t = Instant::now();
+        inbox
+            .ingest(&tenant(), NewEvent::new(payload(i)))
+            .await
+            .expect("ingest");
+        latencies.push(t.elapsed());
+    }
+    let out = latencies.finish(started.elapsed());
+    inbox.close().await.expect("close");
+    out
+}
+
+async fn concurrent_ingest(backend: &dyn BenchBackend, producers: usize, total: usize) -> f64 {
+    let (inbox, _dir) = fresh(backend).await;
+    let per = total / producers;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..producers)
+        .map(|p| {
+            let inbox = inbox.clone();
+            tokio::spawn(async move {
+                for i in 0..per {
+                    let event = NewEvent::new(payload(p * per + i));
+                    inbox.ingest(&tenant(), event).await.expect("ingest");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("producer");
+    }
+    let rate = (per * producers) as f64 / started.elapsed().as_secs_f64();
+    inbox.close().await.expect("close");
+    rate
+}
+
+async fn batch_ingest(backend: &dyn BenchBackend, total: usize) -> f64 {
+    let (inbox, _dir) = fresh(backend).await;
+    let batches = total / 100;
+    let started = Instant::now();
+    for b in 0..batches {
+        let events = (0..100)
+            .map(|i| NewEvent::new(payload(b * 100 + i)))
+            .collect();
+        inbox.ingest_batch(&tenant(), events).await.expect("batch");
+    }
+    let rate = (batches * 100) as f64 / started.elapsed().as_secs_f64();
+    inbox.close().await.expect("close");
+    rate
+}
+
+async fn pull_pages(backend: &dyn BenchBackend, backlog: usize) -> f64 {
+    let (inbox, _dir) = fresh(backend).await;
+    fill(&inbox, backlog).await;
+    let started = Instant::now();
+    let mut query = PullQuery::new().limit(100);
+    let mut read = 0;
+    loop {
+        let page = inbox.pull(&tenant(), query.clone()).await.expect("pull");
+        read += page.events.len();
+        match page.next_cursor {
+            Some(cursor) if page.has_more => query = query.after(cursor),
+            _ => break,
+        }
+    }
+    assert_eq!(read, backlog);
+    let rate = read as f64 / started.elapsed().as_secs_f64();
+    inbox.close().await.expect("close");
+    rate
+}
+
+async fn claim_ack(backend: &dyn BenchBackend, workers: usize, n: usize) -> f64 {
+    let (inbox, _dir) = fresh(backend).await;
+    fill(&inbox, n).await;
+    let started = Instant::now();
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let (inbox, done) = (inbox.clone(), Arc::clone(&done));
+            tokio::spawn(async move {
+                let tenant = tenant();
+                loop {
+                    let query = ClaimQuery::new().limit(100).lease(Duration::from_secs(60));
+                    let leased = inbox.claim(&tenant, query).await.expect("claim");
+                    if leased.is_empty() {
+                        return;
+                    }
+                    let acks = leased.iter().map(|l| inbox.ack_lease(&tenant, l.token));
+                    for acked in join_all(acks).await {
+                        acked.expect("ack");
+                    }
+                    done.fetch_add(leased.len(), std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("worker");
+    }
+    assert_eq!(done.load(std::sync::atomic::Ordering::Relaxed), n);
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    inbox.close().await.expect("close");
+    rate
+}
+
+async fn retries(backend: &dyn BenchBackend, n: usize) -> Latencies {
+    let (inbox, _dir) = fresh(backend).await;
+    let event = NewEvent::new(payload(0)).with_idempotency_key("retry");
+    let first = inbox
+        .ingest(&tenant(), event.clone())
+        .await
+        .expect("ingest");
+    let mut latencies = Latencies::default();
+    let started = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        let again = inbox.ingest(&tenant(), event.clone()).await.expect("retry");
+        assert!(again.duplicate && again.id == first.id);
+        latencies.push(t.elapsed());
+    }
+    let out = latencies.finish(started.elapsed());
+    inbox.close().await.expect("close");
+    out
+}
