@@ -7,13 +7,20 @@ use async_trait::async_trait;
 use zapinbox::sqlite::{Durability, SqliteBackend};
 use zapinbox::{Backend, MemoryBackend, QueueConfig};
 
+/// A backend opened for one workload.
+pub struct Opened {
+    pub backend: Arc<dyn Backend>,
+    /// Transactions committed so far, where the backend counts them.
+    pub commits: Option<Box<dyn Fn() -> u64 + Send + Sync>>,
+}
+
 /// Opens a fresh backend for one workload.
 #[async_trait]
 pub trait BenchBackend: Send + Sync {
     /// The name in the report.
     fn name(&self) -> &'static str;
     /// A fresh backend whose files, if any, live in `dir`.
-    async fn open(&self, dir: &Path) -> Arc<dyn Backend>;
+    async fn open(&self, dir: &Path) -> Opened;
     /// Whether the raw SQLite baselines apply to it.
     fn has_raw_baseline(&self) -> bool;
 }
@@ -31,14 +38,18 @@ impl BenchBackend for Sqlite {
         "sqlite"
     }
 
-    async fn open(&self, dir: &Path) -> Arc<dyn Backend> {
+    async fn open(&self, dir: &Path) -> Opened {
         let backend = SqliteBackend::builder(dir.join("bench.db"))
             .durability(Durability::Full)
             .config(QueueConfig::default())
             .open()
             .await
             .expect("open SQLite");
-        Arc::new(backend)
+        let counter = backend.clone();
+        Opened {
+            backend: Arc::new(backend),
+            commits: Some(Box::new(move || counter.commits())),
+        }
     }
 
     fn has_raw_baseline(&self) -> bool {
@@ -54,8 +65,11 @@ impl BenchBackend for Memory {
         "memory"
     }
 
-    async fn open(&self, _dir: &Path) -> Arc<dyn Backend> {
-        Arc::new(MemoryBackend::new())
+    async fn open(&self, _dir: &Path) -> Opened {
+        Opened {
+            backend: Arc::new(MemoryBackend::new()),
+            commits: None,
+        }
     }
 
     fn has_raw_baseline(&self) -> bool {

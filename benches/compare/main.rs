@@ -3,6 +3,7 @@
 //!
 //!     cargo bench                          # full run (a few minutes)
 //!     ZAPINBOX_BENCH_QUICK=1 cargo bench   # smoke run, under a minute
+//!     ZAPINBOX_BENCH_ONLY="64 concurrent" cargo bench   # one workload, no baselines (profiling)
 //!
 //! Prints a markdown table (backend × workload × figure × ratio to its raw
 //! baseline), writes it to `target/bench-report.md`, and draws ingest
@@ -79,8 +80,10 @@ fn main() {
             let rows = workloads::run(&*backend, scale, &raw).await;
             report.extend(rows);
         }
-        report.extend(rss::measure(scale, &raw));
-        report.extend(raw.rows());
+        if std::env::var_os("ZAPINBOX_BENCH_ONLY").is_none() {
+            report.extend(rss::measure(scale, &raw));
+            report.extend(raw.rows());
+        }
     });
     report.finish(started.elapsed().max(Duration::from_millis(1)));
     let _: &[Row] = report.rows();

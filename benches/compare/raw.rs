@@ -14,7 +14,7 @@ use crate::report::Row;
 use crate::workloads::{Latencies, payload_json};
 
 /// The baseline figures.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Raw {
     /// One row per transaction, each committed before the next.
     pub one_per_txn: Latencies,
@@ -31,8 +31,12 @@ pub struct Raw {
 
 const TENANT: &str = "bench";
 
-/// Runs every baseline on files of its own.
+/// Runs every baseline on files of its own (none when a single workload
+/// is picked with `ZAPINBOX_BENCH_ONLY`, for profiling).
 pub async fn measure(scale: Scale) -> Raw {
+    if std::env::var_os("ZAPINBOX_BENCH_ONLY").is_some() {
+        return Raw::default();
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("raw.db");
     // The backend creates the schema, so the baseline has the same indexes.

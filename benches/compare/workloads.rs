@@ -66,10 +66,32 @@ fn tenant() -> TenantId {
     TenantId::new("bench").expect("tenant")
 }
 
-async fn fresh(backend: &dyn BenchBackend) -> (Inbox, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let inbox = Inbox::new(backend.open(dir.path()).await);
-    (inbox, dir)
+/// A fresh inbox on `backend`, its directory, and its commit counter.
+struct Fresh {
+    inbox: Inbox,
+    _dir: tempfile::TempDir,
+    commits: Option<Box<dyn Fn() -> u64 + Send + Sync>>,
+}
+
+impl Fresh {
+    async fn open(backend: &dyn BenchBackend) -> Fresh {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let opened = backend.open(dir.path()).await;
+        Fresh {
+            inbox: Inbox::new(opened.backend),
+            _dir: dir,
+            commits: opened.commits,
+        }
+    }
+
+    fn commits(&self) -> Option<u64> {
+        self.commits.as_ref().map(|c| c())
+    }
+}
+
+/// Whether `workload` is selected by `ZAPINBOX_BENCH_ONLY` (a substring).
+pub fn selected(workload: &str) -> bool {
+    std::env::var("ZAPINBOX_BENCH_ONLY").map_or(true, |only| workload.contains(&only))
 }
 
 async fn fill(inbox: &Inbox, n: usize) {
@@ -87,41 +109,43 @@ pub async fn run(backend: &dyn BenchBackend, scale: Scale, raw: &Raw) -> Vec<Row
     let baseline = backend.has_raw_baseline();
     let row = |workload: &str, figure: &str, value: f64| Row::new(name, workload, figure, value);
     let mut rows = Vec::new();
-    eprintln!("{name}: single ingest latency");
-
-    let single = single_ingest(backend, scale.latency_ops).await;
-    let mut r = row(
-        "ingest, 1 producer, each awaited",
-        "events/s",
-        single.per_second,
-    );
-    if baseline {
-        r = r.against(
-            "insert, 1 row per transaction",
-            raw.one_per_txn.per_second,
-            true,
-        );
-    }
-    rows.push(r);
-    for (figure, ours, theirs) in [
-        ("p50 ms", single.p50_ms(), raw.one_per_txn.p50_ms()),
-        ("p99 ms", single.p99_ms(), raw.one_per_txn.p99_ms()),
-    ] {
-        let mut r = row("ingest, 1 producer, each awaited", figure, ours);
+    let single_name = "ingest, 1 producer, each awaited";
+    if selected(single_name) {
+        eprintln!("{name}: single ingest latency");
+        let single = single_ingest(backend, scale.latency_ops).await;
+        let mut r = row(single_name, "events/s", single.per_second);
         if baseline {
-            r = r.against("insert, 1 row per transaction", theirs, false);
+            r = r.against(
+                "insert, 1 row per transaction",
+                raw.one_per_txn.per_second,
+                true,
+            );
         }
         rows.push(r);
+        for (figure, ours, theirs) in [
+            ("p50 ms", single.p50_ms(), raw.one_per_txn.p50_ms()),
+            ("p99 ms", single.p99_ms(), raw.one_per_txn.p99_ms()),
+        ] {
+            let mut r = row(single_name, figure, ours);
+            if baseline {
+                r = r.against("insert, 1 row per transaction", theirs, false);
+            }
+            rows.push(r);
+        }
     }
 
     for producers in [1, 8, 64] {
+        let workload = format!("ingest, {producers} concurrent producers");
+        if !selected(&workload) {
+            continue;
+        }
         eprintln!("{name}: ingest with {producers} producers");
-        let rate = concurrent_ingest(backend, producers, scale.throughput_events).await;
-        let mut r = row(
-            &format!("ingest, {producers} concurrent producers"),
-            "events/s",
-            rate,
-        );
+        let (rate, per_commit) =
+            concurrent_ingest(backend, producers, scale.throughput_events).await;
+        if let Some(per_commit) = per_commit {
+            rows.push(row(&workload, "events per commit", per_commit));
+        }
+        let mut r = row(&workload, "events/s", rate);
         if baseline {
             r = if producers == 1 {
                 r.against(
@@ -140,41 +164,42 @@ pub async fn run(backend: &dyn BenchBackend, scale: Scale, raw: &Raw) -> Vec<Row
         rows.push(r);
     }
 
-    eprintln!("{name}: ingest_batch of 100");
-    let rate = batch_ingest(backend, scale.throughput_events).await;
-    let mut r = row("ingest_batch of 100", "events/s", rate);
-    if baseline {
-        r = r.against(
-            "insert, 1 000 rows per transaction",
-            raw.thousand_per_txn,
-            true,
-        );
+    if selected("ingest_batch of 100") {
+        eprintln!("{name}: ingest_batch of 100");
+        let rate = batch_ingest(backend, scale.throughput_events).await;
+        let mut r = row("ingest_batch of 100", "events/s", rate);
+        if baseline {
+            r = r.against(
+                "insert, 1 000 rows per transaction",
+                raw.thousand_per_txn,
+                true,
+            );
+        }
+        rows.push(r);
     }
-    rows.push(r);
 
-    eprintln!(
-        "{name}: pull pages of 100 from a backlog of {}",
-        scale.backlog
-    );
-    let rate = pull_pages(backend, scale.backlog).await;
-    let mut r = row(
-        &format!("pull pages of 100, {} backlog", scale.backlog),
-        "events/s",
-        rate,
-    );
-    if baseline {
-        r = r.against("select pages of 100", raw.pages_of_100, true);
+    let pull_name = format!("pull pages of 100, {} backlog", scale.backlog);
+    if selected(&pull_name) {
+        eprintln!(
+            "{name}: pull pages of 100 from a backlog of {}",
+            scale.backlog
+        );
+        let rate = pull_pages(backend, scale.backlog).await;
+        let mut r = row(&pull_name, "events/s", rate);
+        if baseline {
+            r = r.against("select pages of 100", raw.pages_of_100, true);
+        }
+        rows.push(r);
     }
-    rows.push(r);
 
     for workers in [1, 8] {
+        let workload = format!("claim 100 + ack each, {workers} workers");
+        if !selected(&workload) {
+            continue;
+        }
         eprintln!("{name}: claim + ack with {workers} workers");
         let rate = claim_ack(backend, workers, scale.claim_events).await;
-        let mut r = row(
-            &format!("claim 100 + ack each, {workers} workers"),
-            "events/s",
-            rate,
-        );
+        let mut r = row(&workload, "events/s", rate);
         if baseline {
             r = r.against(
                 "select + update claim, update ack, batches of 100",
@@ -185,27 +210,27 @@ pub async fn run(backend: &dyn BenchBackend, scale: Scale, raw: &Raw) -> Vec<Row
         rows.push(r);
     }
 
-    eprintln!("{name}: idempotent retries");
-    let retry = retries(backend, scale.latency_ops).await;
-    let mut r = row("idempotent retry, same key", "p50 ms", retry.p50_ms());
-    if baseline {
-        r = r.against(
-            "idempotency key point lookup",
-            raw.key_lookup.p50_ms(),
-            false,
-        );
+    let retry_name = "idempotent retry, same key";
+    if selected(retry_name) {
+        eprintln!("{name}: idempotent retries");
+        let retry = retries(backend, scale.latency_ops).await;
+        let mut r = row(retry_name, "p50 ms", retry.p50_ms());
+        if baseline {
+            r = r.against(
+                "idempotency key point lookup",
+                raw.key_lookup.p50_ms(),
+                false,
+            );
+        }
+        rows.push(r);
+        rows.push(row(retry_name, "events/s", retry.per_second));
     }
-    rows.push(r);
-    rows.push(row(
-        "idempotent retry, same key",
-        "events/s",
-        retry.per_second,
-    ));
     rows
 }
 
 async fn single_ingest(backend: &dyn BenchBackend, n: usize) -> Latencies {
-    let (inbox, _dir) = fresh(backend).await;
+    let fresh = Fresh::open(backend).await;
+    let inbox = &fresh.inbox;
     let mut latencies = Latencies::default();
     let started = Instant::now();
     for i in 0..n {
@@ -221,8 +246,14 @@ async fn single_ingest(backend: &dyn BenchBackend, n: usize) -> Latencies {
     out
 }
 
-async fn concurrent_ingest(backend: &dyn BenchBackend, producers: usize, total: usize) -> f64 {
-    let (inbox, _dir) = fresh(backend).await;
+async fn concurrent_ingest(
+    backend: &dyn BenchBackend,
+    producers: usize,
+    total: usize,
+) -> (f64, Option<f64>) {
+    let fresh = Fresh::open(backend).await;
+    let inbox = &fresh.inbox;
+    let before = fresh.commits();
     let per = total / producers;
     let started = Instant::now();
     let tasks: Vec<_> = (0..producers)
@@ -240,12 +271,16 @@ async fn concurrent_ingest(backend: &dyn BenchBackend, producers: usize, total: 
         task.await.expect("producer");
     }
     let rate = (per * producers) as f64 / started.elapsed().as_secs_f64();
+    let per_commit = before
+        .zip(fresh.commits())
+        .map(|(b, a)| (per * producers) as f64 / (a - b).max(1) as f64);
     inbox.close().await.expect("close");
-    rate
+    (rate, per_commit)
 }
 
 async fn batch_ingest(backend: &dyn BenchBackend, total: usize) -> f64 {
-    let (inbox, _dir) = fresh(backend).await;
+    let fresh = Fresh::open(backend).await;
+    let inbox = &fresh.inbox;
     let batches = total / 100;
     let started = Instant::now();
     for b in 0..batches {
@@ -260,8 +295,9 @@ async fn batch_ingest(backend: &dyn BenchBackend, total: usize) -> f64 {
 }
 
 async fn pull_pages(backend: &dyn BenchBackend, backlog: usize) -> f64 {
-    let (inbox, _dir) = fresh(backend).await;
-    fill(&inbox, backlog).await;
+    let fresh = Fresh::open(backend).await;
+    let inbox = &fresh.inbox;
+    fill(inbox, backlog).await;
     let started = Instant::now();
     let mut query = PullQuery::new().limit(100);
     let mut read = 0;
@@ -280,8 +316,9 @@ async fn pull_pages(backend: &dyn BenchBackend, backlog: usize) -> f64 {
 }
 
 async fn claim_ack(backend: &dyn BenchBackend, workers: usize, n: usize) -> f64 {
-    let (inbox, _dir) = fresh(backend).await;
-    fill(&inbox, n).await;
+    let fresh = Fresh::open(backend).await;
+    let inbox = &fresh.inbox;
+    fill(inbox, n).await;
     let started = Instant::now();
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let tasks: Vec<_> = (0..workers)
@@ -314,7 +351,8 @@ async fn claim_ack(backend: &dyn BenchBackend, workers: usize, n: usize) -> f64 
 }
 
 async fn retries(backend: &dyn BenchBackend, n: usize) -> Latencies {
-    let (inbox, _dir) = fresh(backend).await;
+    let fresh = Fresh::open(backend).await;
+    let inbox = &fresh.inbox;
     let event = NewEvent::new(payload(0)).with_idempotency_key("retry");
     let first = inbox
         .ingest(&tenant(), event.clone())

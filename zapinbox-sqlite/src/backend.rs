@@ -181,11 +181,7 @@ impl SqliteBackend {
         &self,
         tenant: &TenantId,
         token: LeaseToken,
-        f: impl FnOnce(
-            &mut zapinbox_core::Delivery,
-            Timestamp,
-            &zapinbox_core::RetryPolicy,
-        ) -> Result<T>
+        f: impl Fn(&mut zapinbox_core::Delivery, Timestamp, &zapinbox_core::RetryPolicy) -> Result<T>
         + Send
         + 'static,
     ) -> Result<T> {
@@ -278,7 +274,7 @@ impl Leases for SqliteBackend {
         self.inner
             .writer
             .write(move |conn, clock| {
-                ops::lease::redrive(conn, (clock.now(), &policy), &tenant, which)
+                ops::lease::redrive(conn, (clock.now(), &policy), &tenant, &which)
             })
             .await
     }
@@ -310,7 +306,7 @@ impl Ingest for SqliteBackend {
         let window = self.inner.config.idempotency_window;
         self.inner
             .writer
-            .write(move |conn, clock| ops::ingest::ingest(conn, clock, &tenant, events, window))
+            .write(move |conn, clock| ops::ingest::ingest(conn, clock, &tenant, &events, window))
             .await
     }
 }

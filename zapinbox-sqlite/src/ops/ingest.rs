@@ -13,11 +13,11 @@ pub(crate) fn ingest(
     conn: &Connection,
     clock: &Clock,
     tenant: &TenantId,
-    events: Vec<ValidEvent>,
+    events: &[ValidEvent],
     window: Duration,
 ) -> Result<Vec<Ingested>> {
     events
-        .into_iter()
+        .iter()
         .map(|event| ingest_one(conn, clock, tenant, event, window))
         .collect()
 }
@@ -26,12 +26,12 @@ fn ingest_one(
     conn: &Connection,
     clock: &Clock,
     tenant: &TenantId,
-    event: ValidEvent,
+    event: &ValidEvent,
     window: Duration,
 ) -> Result<Ingested> {
     let now = clock.now();
     if let Some(key) = event.idempotency_key() {
-        if let Some(original) = remembered(conn, now, tenant, key, &event)? {
+        if let Some(original) = remembered(conn, now, tenant, key, event)? {
             return Ok(Ingested::new(original, true));
         }
     }

@@ -100,10 +100,10 @@ pub(crate) fn redrive(
     conn: &Connection,
     (now, policy): (Timestamp, &RetryPolicy),
     tenant: &TenantId,
-    which: Redrive,
+    which: &Redrive,
 ) -> Result<u64> {
     let ids = match which {
-        Redrive::Ids(ids) => ids,
+        Redrive::Ids(ids) => ids.clone(),
         Redrive::All => {
             let sql = format!(
                 "SELECT id FROM events WHERE tenant = :tenant AND (status = 2 OR {UNSETTLED})"
