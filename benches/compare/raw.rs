@@ -20,6 +20,12 @@ pub struct Raw {
     pub one_per_txn: Latencies,
     /// Rows a second, 1 000 rows per transaction.
     pub thousand_per_txn: f64,
+    /// Rows a second, 64 rows per transaction: the most 64 callers that
+    /// each wait for their own durable commit can share one.
+    pub sixty_four_per_txn: f64,
+    /// A bare round trip from a tokio task to a thread and back, no work:
+    /// what handing a request to a writer thread costs on this machine.
+    pub thread_round_trip: Latencies,
     /// Rows a second read in pages of 100 in commit order.
     pub pages_of_100: f64,
     /// Events a second claimed (select + update) and acked (update) in
@@ -42,17 +48,28 @@ pub async fn measure(scale: Scale) -> Raw {
     // The backend creates the schema, so the baseline has the same indexes.
     let backend = SqliteBackend::open(&path).await.expect("create the schema");
     backend.close().await.expect("close");
+    let round_trip = thread_round_trip(scale.latency_ops).await;
     tokio::task::spawn_blocking(move || {
         let conn = connect(&path);
         let raw = Raw {
             one_per_txn: one_per_txn(&conn, scale.latency_ops),
-            thousand_per_txn: thousand_per_txn(&conn, scale.throughput_events.max(10_000)),
+            thousand_per_txn: per_txn(&conn, "thousand", scale.throughput_events.max(10_000), 1000),
+            sixty_four_per_txn: per_txn(
+                &conn,
+                "sixty-four",
+                scale.throughput_events.max(10_000),
+                64,
+            ),
+            thread_round_trip: Latencies::default(),
             pages_of_100: pages_of_100(&conn, scale.backlog),
             claim_ack_100: claim_ack_100(&conn, scale.claim_events),
             key_lookup: key_lookup(&conn, scale.latency_ops),
         };
         drop(dir);
-        raw
+        Raw {
+            thread_round_trip: round_trip,
+            ..raw
+        }
     })
     .await
     .expect("raw baselines")
@@ -89,6 +106,11 @@ fn insert(conn: &Connection, tenant: &str, n: usize) {
 
 fn one_per_txn(conn: &Connection, n: usize) -> Latencies {
     let tenant = "one-per-txn";
+    for i in 0..crate::workloads::WARM_UP {
+        conn.execute_batch("BEGIN IMMEDIATE").expect("begin");
+        insert(conn, tenant, i);
+        conn.execute_batch("COMMIT").expect("commit");
+    }
     let mut latencies = Latencies::default();
     let started = Instant::now();
     for i in 0..n {
@@ -102,8 +124,12 @@ fn one_per_txn(conn: &Connection, n: usize) -> Latencies {
 }
 
 fn bulk_insert(conn: &Connection, tenant: &str, n: usize) -> Duration {
+    bulk_insert_by(conn, tenant, n, 1000)
+}
+
+fn bulk_insert_by(conn: &Connection, tenant: &str, n: usize, per_txn: usize) -> Duration {
     let started = Instant::now();
-    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(per_txn) {
         conn.execute_batch("BEGIN IMMEDIATE").expect("begin");
         for i in chunk {
             insert(conn, tenant, *i);
@@ -113,8 +139,33 @@ fn bulk_insert(conn: &Connection, tenant: &str, n: usize) -> Duration {
     started.elapsed()
 }
 
-fn thousand_per_txn(conn: &Connection, n: usize) -> f64 {
-    n as f64 / bulk_insert(conn, "thousand-per-txn", n).as_secs_f64()
+fn per_txn(conn: &Connection, tenant: &str, n: usize, rows: usize) -> f64 {
+    n as f64 / bulk_insert_by(conn, tenant, n, rows).as_secs_f64()
+}
+
+/// Round trips through a queue to a thread and back, as the SQLite
+/// backend's writer does, with no work in between.
+async fn thread_round_trip(n: usize) -> Latencies {
+    type Job = tokio::sync::oneshot::Sender<()>;
+    let (queue, mut jobs) = tokio::sync::mpsc::channel::<Job>(16);
+    let thread = std::thread::spawn(move || {
+        while let Some(reply) = jobs.blocking_recv() {
+            let _ = reply.send(());
+        }
+    });
+    let mut latencies = Latencies::default();
+    let started = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        queue.send(reply).await.expect("send");
+        answer.await.expect("answer");
+        latencies.push(t.elapsed());
+    }
+    let out = latencies.finish(started.elapsed());
+    drop(queue);
+    let _ = thread.join();
+    out
 }
 
 fn pages_of_100(conn: &Connection, backlog: usize) -> f64 {
@@ -245,6 +296,23 @@ impl Raw {
                 "insert, 1 000 rows per transaction",
                 "events/s",
                 self.thousand_per_txn,
+            ),
+            Row::new(
+                "raw sqlite",
+                "insert, 64 rows per transaction",
+                "events/s",
+                self.sixty_four_per_txn,
+            )
+            .against(
+                "insert, 1 000 rows per transaction",
+                self.thousand_per_txn,
+                true,
+            ),
+            Row::new(
+                "tokio + thread",
+                "round trip to a thread and back, no work",
+                "p50 ms",
+                self.thread_round_trip.p50_ms(),
             ),
             raw("select pages of 100", "events/s", self.pages_of_100),
             raw(

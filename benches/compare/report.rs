@@ -174,10 +174,30 @@ impl Report {
             };
             let _ = writeln!(out, "{line}");
         }
+        if let Some(line) = self.ceiling_line() {
+            let _ = writeln!(out, "{line}");
+        }
         if let Some(line) = self.rss_line() {
             let _ = writeln!(out, "{line}");
         }
         out
+    }
+
+    /// What raw SQLite itself reaches when it may put only 64 rows in a
+    /// transaction, which is all 64 awaiting callers can share.
+    fn ceiling_line(&self) -> Option<String> {
+        let raw64 = self.rows.iter().find(|r| {
+            r.backend == "raw sqlite" && r.workload == "insert, 64 rows per transaction"
+        })?;
+        let ours = self
+            .rows
+            .iter()
+            .find(|r| r.figure == "events/s vs 64-row transactions")?;
+        Some(format!(
+            "- ceiling for 64 awaiting producers: raw SQLite with 64 rows per transaction reaches {:.0} % of 1 000-row transactions; the SQLite backend reaches {:.0} % of that ceiling",
+            raw64.ratio? * 100.0,
+            ours.ratio? * 100.0
+        ))
     }
 
     fn rss_line(&self) -> Option<String> {

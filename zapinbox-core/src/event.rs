@@ -110,7 +110,11 @@ impl NewEvent {
                 limit: limits.max_payload_bytes,
             });
         }
-        let fingerprint = Fingerprint::of(&self);
+        // Only a key needs the content compared: skip the hash without one.
+        let fingerprint = self
+            .idempotency_key
+            .is_some()
+            .then(|| Fingerprint::of(&self));
         Ok(ValidEvent {
             event: self,
             payload_json,
@@ -205,7 +209,7 @@ impl Limits {
 pub struct ValidEvent {
     event: NewEvent,
     payload_json: String,
-    fingerprint: Fingerprint,
+    fingerprint: Option<Fingerprint>,
 }
 
 impl ValidEvent {
@@ -219,14 +223,25 @@ impl ValidEvent {
         &self.payload_json
     }
 
-    /// The content fingerprint that decides idempotent duplicate vs conflict.
-    pub fn fingerprint(&self) -> &Fingerprint {
-        &self.fingerprint
-    }
-
     /// The idempotency key, if any.
     pub fn idempotency_key(&self) -> Option<&str> {
         self.event.idempotency_key.as_deref()
+    }
+
+    /// The idempotency key and the content fingerprint that decides
+    /// duplicate (same) or conflict (different), if the event has a key.
+    pub fn idempotency(&self) -> Option<(&str, &Fingerprint)> {
+        self.event
+            .idempotency_key
+            .as_deref()
+            .zip(self.fingerprint.as_ref())
+    }
+
+    /// The parts, for a backend that stores them separately: the event as
+    /// given, its payload as compact JSON, and its fingerprint if it has a
+    /// key.
+    pub fn into_parts(self) -> (NewEvent, String, Option<Fingerprint>) {
+        (self.event, self.payload_json, self.fingerprint)
     }
 
     /// The stored event this becomes under `id`.

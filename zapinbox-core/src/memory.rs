@@ -116,10 +116,10 @@ impl MemoryBackend {
         undo: &mut Vec<Undo>,
     ) -> Result<Ingested> {
         let t = state.tenants.entry(tenant.clone()).or_default();
-        let key = event.idempotency_key().map(str::to_owned);
-        if let Some(key) = &key {
+        let idempotency = event.idempotency().map(|(k, f)| (k.to_owned(), *f));
+        if let Some((key, fingerprint)) = &idempotency {
             if let Some(rec) = t.keys.get(key).filter(|r| r.expires_at > now) {
-                if rec.fingerprint != *event.fingerprint() {
+                if rec.fingerprint != *fingerprint {
                     return Err(Error::IdempotencyConflict {
                         key: key.clone(),
                         original: rec.id,
@@ -131,10 +131,10 @@ impl MemoryBackend {
         let id = self.config.clock.next_id();
         let position = state.next_position + 1;
         state.next_position = position;
-        if let Some(key) = key {
+        if let Some((key, fingerprint)) = idempotency {
             let rec = KeyRecord {
                 id,
-                fingerprint: *event.fingerprint(),
+                fingerprint,
                 expires_at: now.saturating_add(self.config.idempotency_window),
             };
             undo.push(Undo::Key(key.clone(), t.keys.insert(key, rec)));

@@ -304,6 +304,7 @@ impl Ingest for SqliteBackend {
     ) -> Result<Vec<Ingested>> {
         let tenant = tenant.clone();
         let window = self.inner.config.idempotency_window;
+        let events: Vec<ops::ingest::NewRow> = events.into_iter().map(Into::into).collect();
         self.inner
             .writer
             .write(move |conn, clock| ops::ingest::ingest(conn, clock, &tenant, &events, window))

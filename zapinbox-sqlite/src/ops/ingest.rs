@@ -3,22 +3,49 @@
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use zapinbox_core::{Clock, Error, EventId, Ingested, Result, TenantId, Timestamp, ValidEvent};
+use zapinbox_core::{
+    Clock, Error, EventId, Fingerprint, Ingested, Result, TenantId, Timestamp, ValidEvent,
+};
 
 use crate::error::{corrupt, storage};
 use crate::row::millis;
 
-/// Stores `events` in order; the caller's savepoint makes it all or nothing.
+/// What the writer needs of a new event: its strings, nothing else (the
+/// payload's JSON tree is dropped on the caller's thread, not the writer's).
+pub(crate) struct NewRow {
+    source: Option<String>,
+    event_type: Option<String>,
+    topic: Option<String>,
+    client_id: Option<String>,
+    idempotency: Option<(String, Fingerprint)>,
+    payload_json: String,
+}
+
+impl From<ValidEvent> for NewRow {
+    fn from(event: ValidEvent) -> Self {
+        let (event, payload_json, fingerprint) = event.into_parts();
+        NewRow {
+            source: event.source,
+            event_type: event.event_type,
+            topic: event.topic,
+            client_id: event.client_id,
+            idempotency: event.idempotency_key.zip(fingerprint),
+            payload_json,
+        }
+    }
+}
+
+/// Stores `rows` in order. Any error leaves the batch for the writer to
+/// roll back (see `writer`), so a batch is all or nothing.
 pub(crate) fn ingest(
     conn: &Connection,
     clock: &Clock,
     tenant: &TenantId,
-    events: &[ValidEvent],
+    rows: &[NewRow],
     window: Duration,
 ) -> Result<Vec<Ingested>> {
-    events
-        .iter()
-        .map(|event| ingest_one(conn, clock, tenant, event, window))
+    rows.iter()
+        .map(|row| ingest_one(conn, clock, tenant, row, window))
         .collect()
 }
 
@@ -26,17 +53,16 @@ fn ingest_one(
     conn: &Connection,
     clock: &Clock,
     tenant: &TenantId,
-    event: &ValidEvent,
+    row: &NewRow,
     window: Duration,
 ) -> Result<Ingested> {
     let now = clock.now();
-    if let Some(key) = event.idempotency_key() {
-        if let Some(original) = remembered(conn, now, tenant, key, event)? {
+    if let Some((key, fingerprint)) = &row.idempotency {
+        if let Some(original) = remembered(conn, now, tenant, key, fingerprint)? {
             return Ok(Ingested::new(original, true));
         }
     }
     let id = clock.next_id();
-    let e = event.event();
     conn.prepare_cached(
         "INSERT INTO events (id, tenant, source, event_type, topic, client_id, idempotency_key,
                              payload, created_at)
@@ -46,17 +72,17 @@ fn ingest_one(
         stmt.execute(params![
             id.to_bytes(),
             tenant.as_str(),
-            e.source,
-            e.event_type,
-            e.topic,
-            e.client_id,
-            e.idempotency_key,
-            event.payload_json(),
+            row.source,
+            row.event_type,
+            row.topic,
+            row.client_id,
+            row.idempotency.as_ref().map(|(key, _)| key),
+            row.payload_json,
             millis(id.created_at()),
         ])
     })
     .map_err(storage)?;
-    if let Some(key) = event.idempotency_key() {
+    if let Some((key, fingerprint)) = &row.idempotency {
         conn.prepare_cached(
             "INSERT OR REPLACE INTO idempotency_keys (tenant, key, event_id, fingerprint, expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -66,7 +92,7 @@ fn ingest_one(
                 tenant.as_str(),
                 key,
                 id.to_bytes(),
-                &event.fingerprint().0[..],
+                &fingerprint.0[..],
                 millis(now.saturating_add(window)),
             ])
         })
@@ -82,7 +108,7 @@ fn remembered(
     now: Timestamp,
     tenant: &TenantId,
     key: &str,
-    event: &ValidEvent,
+    fingerprint: &Fingerprint,
 ) -> Result<Option<EventId>> {
     let found: Option<([u8; 16], Vec<u8>)> = conn
         .prepare_cached(
@@ -96,14 +122,14 @@ fn remembered(
             .optional()
         })
         .map_err(storage)?;
-    let Some((id, fingerprint)) = found else {
+    let Some((id, stored)) = found else {
         return Ok(None);
     };
     let original = EventId::from_bytes(id);
-    if fingerprint.len() != 32 {
+    if stored.len() != 32 {
         return Err(corrupt(format!("fingerprint of key {key:?}")));
     }
-    if fingerprint[..] != event.fingerprint().0[..] {
+    if stored[..] != fingerprint.0[..] {
         return Err(Error::IdempotencyConflict {
             key: key.to_owned(),
             original,
