@@ -42,4 +42,8 @@ for example in quickstart worker; do
   printf '%s: %s\n' "$example" "$(tail -n 1 "$CARGO_TARGET_DIR/$example.out")"
 done
 
+step "benchmark smoke run (report only, no timed assertions)"
+ZAPINBOX_BENCH_QUICK=1 cargo bench --quiet --bench compare > "$CARGO_TARGET_DIR/bench-quick.md" 2>/dev/null
+grep -E '^- (64|1 producer|claim|ceiling|RSS)' "$CARGO_TARGET_DIR/bench-quick.md" || true
+
 step "all checks passed"

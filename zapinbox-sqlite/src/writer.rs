@@ -2,7 +2,8 @@
 //! queued together (group commit).
 //!
 //! The queued requests run one after another in a single transaction,
-//! which commits once; every caller is answered after that commit. There
+//! which takes in requests that arrive while it runs (up to 1024) and
+//! commits once; every caller is answered after that commit. There
 //! is no savepoint per request: a savepoint makes SQLite copy every page a
 //! request first touches, which cost more than the inserts themselves.
 //! Instead a request that fails without having written anything (every
@@ -169,17 +170,22 @@ fn closed() -> Error {
 }
 
 fn run(mut conn: Connection, clock: Clock, mut rx: mpsc::Receiver<Message>, commits: &AtomicU64) {
-    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
-    let mut closing = false;
     let mut last_batch = 1;
-    while !closing {
-        match rx.blocking_recv() {
-            Some(Message::Job(job)) => batch.push(job),
+    loop {
+        let first = match rx.blocking_recv() {
+            Some(Message::Job(job)) => job,
             Some(Message::Close) | None => break,
+        };
+        let mut gather = Gather {
+            rx: &mut rx,
+            last_batch,
+            deadline: None,
+            closing: false,
+        };
+        last_batch = commit_batch(&mut conn, &clock, vec![first], &mut gather, commits);
+        if gather.closing {
+            break;
         }
-        closing = gather(&mut rx, &mut batch, last_batch);
-        last_batch = batch.len();
-        commit_batch(&mut conn, &clock, std::mem::take(&mut batch), commits);
     }
     rx.close();
     // Dropping what is still queued answers those callers with "closed".
@@ -189,48 +195,61 @@ fn run(mut conn: Connection, clock: Clock, mut rx: mpsc::Receiver<Message>, comm
 /// Longest wait for the callers of the previous batch to come back.
 const GATHER_WINDOW: Duration = Duration::from_micros(250);
 
-/// Takes what is queued into `batch`. When fewer requests are queued than
-/// the last batch held, the callers just answered are most likely about to
-/// send their next requests: waits for them a moment (at most
-/// [`GATHER_WINDOW`]), so they share this commit's fsync instead of
-/// needing one more. Returns whether a close was asked for.
-fn gather(
-    rx: &mut mpsc::Receiver<Message>,
-    batch: &mut Vec<Box<dyn Job>>,
+/// Brings queued requests into the open batch while it runs.
+///
+/// When fewer requests have come than the last batch held, the callers
+/// just answered are most likely about to send their next ones: the batch
+/// waits for them a moment (at most [`GATHER_WINDOW`]), running each as it
+/// arrives, so they share this commit's fsync instead of needing another.
+struct Gather<'a> {
+    rx: &'a mut mpsc::Receiver<Message>,
     last_batch: usize,
-) -> bool {
-    let mut deadline = None;
-    while batch.len() < MAX_BATCH {
-        match rx.try_recv() {
-            Ok(Message::Job(job)) => batch.push(job),
-            Ok(Message::Close) => return true,
-            Err(TryRecvError::Disconnected) => return false,
-            Err(TryRecvError::Empty) => {
-                if batch.len() >= last_batch {
-                    return false;
-                }
-                let deadline = *deadline.get_or_insert_with(|| Instant::now() + GATHER_WINDOW);
-                if Instant::now() >= deadline {
-                    return false;
-                }
-                std::thread::yield_now();
-            }
-        }
-    }
-    false
+    deadline: Option<Instant>,
+    closing: bool,
 }
 
-/// Runs `jobs` in one transaction, counts the commit, then answers each.
+impl Gather<'_> {
+    /// Appends what is queued to `jobs`; false when the batch should commit.
+    fn more(&mut self, jobs: &mut Vec<Box<dyn Job>>) -> bool {
+        let before = jobs.len();
+        while jobs.len() < MAX_BATCH && !self.closing {
+            match self.rx.try_recv() {
+                Ok(Message::Job(job)) => jobs.push(job),
+                Ok(Message::Close) => self.closing = true,
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) if jobs.len() > before => break,
+                Err(TryRecvError::Empty) => {
+                    if jobs.len() >= self.last_batch {
+                        break;
+                    }
+                    let deadline = *self
+                        .deadline
+                        .get_or_insert_with(|| Instant::now() + GATHER_WINDOW);
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    std::thread::yield_now();
+                }
+            }
+        }
+        jobs.len() > before
+    }
+}
+
+/// Runs a batch in one transaction, taking in requests as they come,
+/// counts the commit, then answers each. Returns how many requests the
+/// batch held.
 fn commit_batch(
     conn: &mut Connection,
     clock: &Clock,
     mut jobs: Vec<Box<dyn Job>>,
+    gather: &mut Gather<'_>,
     commits: &AtomicU64,
-) {
-    let _span = tracing::trace_span!("group_commit", requests = jobs.len()).entered();
+) -> usize {
+    let _span = tracing::trace_span!("group_commit").entered();
     let mut set_aside = Vec::new();
     let outcome = loop {
-        match run_batch(conn, clock, &mut jobs) {
+        match run_batch(conn, clock, &mut jobs, gather) {
             Ok(None) => {
                 break exec(conn, "COMMIT").map_err(|e| CommitFailure::from_error("COMMIT", &e));
             }
@@ -249,8 +268,9 @@ fn commit_batch(
         // sees the count too.
         commits.fetch_add(1, Ordering::Relaxed);
     }
+    let held = jobs.len() + set_aside.len();
     tracing::trace!(
-        requests = jobs.len(),
+        requests = held,
         set_aside = set_aside.len(),
         committed,
         "group commit"
@@ -261,29 +281,38 @@ fn commit_batch(
     for job in jobs {
         job.answer(outcome.as_ref().map(|_| ()));
     }
+    held
 }
 
-/// Opens a transaction and runs `jobs` in it. Returns the index of the
-/// first job that failed after writing (the transaction is then rolled
-/// back), or `None` when the transaction is open with every job's changes.
+/// Opens a transaction and runs `jobs` in it, with what `gather` brings in
+/// meanwhile. Returns the index of the first job that failed after writing
+/// (the transaction is then rolled back), or `None` when the transaction is
+/// open with every job's changes.
 fn run_batch(
     conn: &mut Connection,
     clock: &Clock,
-    jobs: &mut [Box<dyn Job>],
+    jobs: &mut Vec<Box<dyn Job>>,
+    gather: &mut Gather<'_>,
 ) -> std::result::Result<Option<usize>, CommitFailure> {
     if !conn.is_autocommit() {
         // A failed ROLLBACK left a transaction open: end it before the next.
         let _ = exec(conn, "ROLLBACK");
     }
     exec(conn, "BEGIN IMMEDIATE").map_err(|e| CommitFailure::from_error("BEGIN", &e))?;
-    for (index, job) in jobs.iter_mut().enumerate() {
-        let before = conn.total_changes();
-        if job.run(conn, clock) && conn.total_changes() != before {
-            exec(conn, "ROLLBACK").map_err(|e| CommitFailure::from_error("ROLLBACK", &e))?;
-            return Ok(Some(index));
+    let mut next = 0;
+    loop {
+        while let Some(job) = jobs.get_mut(next) {
+            let before = conn.total_changes();
+            if job.run(conn, clock) && conn.total_changes() != before {
+                exec(conn, "ROLLBACK").map_err(|e| CommitFailure::from_error("ROLLBACK", &e))?;
+                return Ok(Some(next));
+            }
+            next += 1;
+        }
+        if !gather.more(jobs) {
+            return Ok(None);
         }
     }
-    Ok(None)
 }
 
 fn exec(conn: &Connection, sql: &str) -> Result<()> {
@@ -330,7 +359,7 @@ mod tests {
     }
 
     /// Occupies the writer until the returned sender is dropped, so that
-    /// what is sent meanwhile waits in the queue and shares the next batch.
+    /// what is sent meanwhile waits in the queue and joins the open batch.
     async fn occupy(w: &Arc<Writer>) -> (sync_mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
         let (started_tx, started) = tokio::sync::oneshot::channel();
         let started_tx = std::sync::Mutex::new(Some(started_tx));
@@ -346,7 +375,8 @@ mod tests {
                 Ok(())
             })
             .await
-            .expect("the occupying request");
+            // It shares the next requests' batch, and that batch's fate.
+            .ok();
         });
         started.await.expect("the writer is occupied");
         (release, task)
@@ -386,8 +416,8 @@ mod tests {
         assert_eq!(b.await.expect("task").expect("third request"), 4);
         assert_eq!(
             w.commits() - before,
-            2,
-            "the occupying batch, then one for all three"
+            1,
+            "the queued requests joined the open batch"
         );
         let rows = w.write(|conn, _| Ok(logged(conn))).await.expect("read");
         assert_eq!(
