@@ -69,8 +69,9 @@ pub trait Idempotency: Send + Sync {
 /// [`Delivery`](crate::Delivery) for the rules every backend applies).
 #[async_trait]
 pub trait Leases: Send + Sync {
-    /// Claims up to `query.limit` claimable events, oldest first. Events
-    /// whose last allowed attempt ran out are dead-lettered on the way.
+    /// Claims up to `query.limit` claimable events, the earliest available
+    /// first (a new event is available from its creation, a retried one
+    /// from the end of its backoff), then in commit order.
     async fn claim(&self, tenant: &TenantId, query: ClaimQuery) -> Result<Vec<Leased>>;
 
     /// Extends a lease to `now + by`; returns the new expiry.

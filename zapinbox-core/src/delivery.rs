@@ -48,6 +48,13 @@ pub enum ClaimStep {
 }
 
 impl Delivery {
+    /// A new pending event, claimable from `at` (its creation).
+    pub fn available_from(at: Timestamp) -> Self {
+        Delivery {
+            visible_at: at,
+            ..Delivery::default()
+        }
+    }
     /// What a claim at `now` does with this event.
     pub fn claim_step(&self, now: Timestamp, policy: &RetryPolicy) -> ClaimStep {
         if self.status != EventStatus::Pending || self.visible_at > now {

@@ -141,7 +141,7 @@ impl MemoryBackend {
         }
         let stored = Stored {
             event: event.into_event(tenant.clone(), id),
-            delivery: Delivery::default(),
+            delivery: Delivery::available_from(id.created_at()),
         };
         t.events.insert(position, stored);
         t.positions.insert(id, position);
@@ -233,11 +233,22 @@ impl Leases for MemoryBackend {
         let Some(t) = state.tenants.get_mut(tenant) else {
             return Ok(Vec::new());
         };
+        // The earliest available first, then commit order.
+        let mut candidates: Vec<(Timestamp, Position)> = t
+            .events
+            .iter()
+            .filter(|(_, s)| s.delivery.claim_step(now, policy) != ClaimStep::Skip)
+            .map(|(pos, s)| (s.delivery.visible_at, *pos))
+            .collect();
+        candidates.sort_unstable();
         let mut claimed = Vec::new();
-        for stored in t.events.values_mut() {
+        for (_, pos) in candidates {
             if claimed.len() >= query.limit as usize {
                 break;
             }
+            let Some(stored) = t.events.get_mut(&pos) else {
+                continue;
+            };
             match stored.delivery.claim_step(now, policy) {
                 ClaimStep::Skip => continue,
                 ClaimStep::DeadLetter => stored.delivery.dead_letter(),

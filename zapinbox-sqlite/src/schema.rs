@@ -40,6 +40,13 @@ const MIGRATIONS: &[&str] = &[
         expires_at  INTEGER NOT NULL,
         PRIMARY KEY (tenant, key)
     ) WITHOUT ROWID;
+        "#,
+    // v2: claims read only what is claimable now, earliest available
+    // first, instead of walking past every leased row in commit order.
+    // New events are available from their creation.
+    r#"
+    UPDATE events SET visible_at = created_at WHERE status = 0 AND attempts = 0 AND visible_at = 0;
+    CREATE INDEX events_claimable ON events (tenant, status, visible_at, seq);
     "#,
 ];
 
@@ -66,4 +73,54 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
             .map_err(storage)?;
     }
     tx.commit().map_err(storage)
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::*;
+
+    #[test]
+    fn a_version_1_file_migrates_and_keeps_its_events() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch(MIGRATIONS[0]).expect("v1 schema");
+        conn.pragma_update(None, "user_version", 1)
+            .expect("version 1");
+        conn.execute(
+            "INSERT INTO events (id, tenant, payload, created_at) VALUES (x'01', 't', '{}', 1234)",
+            [],
+        )
+        .expect("a v1 row");
+        migrate(&mut conn).expect("migrate");
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
+        let visible: i64 = conn
+            .query_row("SELECT visible_at FROM events", [], |r| r.get(0))
+            .expect("row kept");
+        assert_eq!(visible, 1234, "available from its creation");
+        migrate(&mut conn).expect("migrating again does nothing");
+    }
+
+    #[test]
+    fn claims_read_only_what_is_claimable() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        migrate(&mut conn).expect("migrate");
+        let plan: Vec<String> = conn
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT seq FROM events
+                 WHERE tenant = 't' AND status = 0 AND visible_at <= 5
+                 ORDER BY visible_at, seq LIMIT 10",
+            )
+            .expect("explain")
+            .query_map([], |r| r.get(3))
+            .expect("plan")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        let plan = plan.join("; ");
+        assert!(plan.contains("events_claimable"), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "no sort: {plan}");
+    }
 }

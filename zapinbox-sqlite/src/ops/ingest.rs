@@ -65,8 +65,8 @@ fn ingest_one(
     let id = clock.next_id();
     conn.prepare_cached(
         "INSERT INTO events (id, tenant, source, event_type, topic, client_id, idempotency_key,
-                             payload, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                             payload, created_at, visible_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![

@@ -1,10 +1,10 @@
 //! Claims, lease operations, dead letters and redrive. The rules are
 //! `zapinbox_core::Delivery`'s; this file only loads and saves the state.
 
-use rusqlite::{Connection, named_params, params};
+use rusqlite::{Connection, named_params};
 use zapinbox_core::{
-    ClaimQuery, ClaimStep, Delivery, Error, EventId, EventStatus, LeaseToken, Leased, Redrive,
-    Result, RetryPolicy, TenantId, Timestamp,
+    ClaimQuery, ClaimStep, Delivery, Error, EventId, LeaseToken, Leased, Redrive, Result,
+    RetryPolicy, TenantId, Timestamp,
 };
 
 use crate::error::storage;
@@ -12,8 +12,8 @@ use crate::row::{
     EVENT_COLUMNS, UNSETTLED, change_delivery, millis, save_delivery, stored_from_row,
 };
 
-/// Claims up to `query.limit` claimable events in commit order; events
-/// whose last attempt ran out are dead-lettered on the way.
+/// Claims up to `query.limit` claimable events, the earliest available
+/// first; events whose last attempt ran out are dead-lettered on the way.
 pub(crate) fn claim(
     conn: &Connection,
     now: Timestamp,
@@ -21,36 +21,36 @@ pub(crate) fn claim(
     query: &ClaimQuery,
     policy: &RetryPolicy,
 ) -> Result<Vec<Leased>> {
+    // On events_claimable: only rows available now are read, never the
+    // leased or backing-off ones.
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM events
-         WHERE tenant = ?1 AND status = ?2 AND visible_at <= ?3 AND seq > ?4
-           AND (?5 IS NULL OR topic = ?5)
-           AND (?6 IS NULL OR event_type = ?6)
-           AND (?7 IS NULL OR source = ?7)
-           AND (?8 IS NULL OR created_at >= ?8)
-         ORDER BY seq LIMIT ?9"
+         WHERE tenant = :tenant AND status = 0 AND visible_at <= :now
+           AND (:topic IS NULL OR topic = :topic)
+           AND (:type IS NULL OR event_type = :type)
+           AND (:source IS NULL OR source = :source)
+           AND (:since IS NULL OR created_at >= :since)
+         ORDER BY visible_at, seq LIMIT :limit"
     );
     let f = &query.filter;
     let limit = query.limit as usize;
     let mut claimed = Vec::with_capacity(limit);
-    let mut after = 0i64;
-    // Dead-lettered candidates do not count: read on until the batch is full.
+    // Every row read is claimed or dead-lettered, so it is not read again;
+    // dead letters do not count, so read on until the batch is full.
     while claimed.len() < limit {
         let candidates = {
             let mut stmt = conn.prepare_cached(&sql).map_err(storage)?;
             let rows = stmt
                 .query_map(
-                    params![
-                        tenant.as_str(),
-                        EventStatus::Pending.code(),
-                        millis(now),
-                        after,
-                        f.topic,
-                        f.event_type,
-                        f.source,
-                        f.since.map(millis),
-                        (limit - claimed.len()) as i64,
-                    ],
+                    named_params! {
+                        ":tenant": tenant.as_str(),
+                        ":now": millis(now),
+                        ":topic": f.topic,
+                        ":type": f.event_type,
+                        ":source": f.source,
+                        ":since": f.since.map(millis),
+                        ":limit": (limit - claimed.len()) as i64,
+                    },
                     |row| Ok(stored_from_row(tenant, row, now, policy)),
                 )
                 .map_err(storage)?;
@@ -61,8 +61,7 @@ pub(crate) fn claim(
             break;
         }
         for candidate in candidates {
-            let (position, mut event, mut delivery) = candidate?;
-            after = crate::row::seq(position);
+            let (_, mut event, mut delivery) = candidate?;
             match delivery.claim_step(now, policy) {
                 ClaimStep::Skip => continue,
                 ClaimStep::DeadLetter => delivery.dead_letter(),
@@ -73,7 +72,9 @@ pub(crate) fn claim(
                     event.attempts = delivery.attempts;
                     event.leased_until = delivery.leased_until();
                     let token = LeaseToken::new(event.id, nonce);
-                    claimed.push(Leased::new(event.clone(), token, attempt, expires));
+                    save_delivery(conn, event.id, &delivery)?;
+                    claimed.push(Leased::new(event, token, attempt, expires));
+                    continue;
                 }
             }
             save_delivery(conn, event.id, &delivery)?;

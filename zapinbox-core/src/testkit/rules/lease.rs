@@ -472,6 +472,39 @@ pub async fn ack_by_id_wins_over_a_lease(harness: &dyn Harness) {
     assert!(matches!(r, Err(Error::LeaseLost { .. })), "{r:?}");
 }
 
+/// Claims take the event that became available first: a retried event
+/// waits behind events that were available before its backoff ended.
+pub async fn claims_take_the_earliest_available_first(harness: &dyn Harness) {
+    let (inbox, clock) = open_inbox_with(harness, config()).await;
+    let tenant = fresh_tenant();
+    let first = inbox.ingest(&tenant, numbered(1)).await.expect("ingest").id;
+    let leased = inbox
+        .claim(&tenant, ClaimQuery::new().limit(1))
+        .await
+        .expect("claim")
+        .remove(0);
+    inbox
+        .release(&tenant, leased.token, Some(5 * SECOND))
+        .await
+        .expect("release");
+    clock.advance(SECOND);
+    let second = inbox.ingest(&tenant, numbered(2)).await.expect("ingest").id;
+    clock.advance(10 * SECOND);
+    let third = inbox.ingest(&tenant, numbered(3)).await.expect("ingest").id;
+    let order: Vec<_> = inbox
+        .claim(&tenant, ClaimQuery::new().limit(3))
+        .await
+        .expect("claim")
+        .into_iter()
+        .map(|l| l.event.id)
+        .collect();
+    assert_eq!(
+        order,
+        vec![second, first, third],
+        "by the time each became available"
+    );
+}
+
 /// Claims take the oldest matching events of their own tenant only; limits
 /// and lease lengths are checked; a token is no use in another tenant or
 /// after its event is deleted.
