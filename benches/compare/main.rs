@@ -32,6 +32,17 @@ pub struct Scale {
     pub claim_events: usize,
     /// Pending events at the two RSS measurements.
     pub rss_points: [usize; 2],
+    /// Runs of each throughput figure; the report shows the median.
+    pub runs: usize,
+}
+
+/// The median of `values` (the middle one, or the lower middle).
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values
+        .get(values.len().saturating_sub(1) / 2)
+        .copied()
+        .unwrap_or(f64::NAN)
 }
 
 impl Scale {
@@ -42,6 +53,7 @@ impl Scale {
             backlog: 10_000,
             claim_events: 2_000,
             rss_points: [20_000, 100_000],
+            runs: 1,
         }
     }
 
@@ -52,6 +64,7 @@ impl Scale {
             backlog: 100_000,
             claim_events: 20_000,
             rss_points: [100_000, 1_000_000],
+            runs: 3,
         }
     }
 }

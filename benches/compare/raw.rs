@@ -53,16 +53,29 @@ pub async fn measure(scale: Scale) -> Raw {
         let conn = connect(&path);
         let raw = Raw {
             one_per_txn: one_per_txn(&conn, scale.latency_ops),
-            thousand_per_txn: per_txn(&conn, "thousand", scale.throughput_events.max(10_000), 1000),
-            sixty_four_per_txn: per_txn(
-                &conn,
-                "sixty-four",
-                scale.throughput_events.max(10_000),
-                64,
-            ),
+            thousand_per_txn: runs(scale, |i| {
+                per_txn(
+                    &conn,
+                    &format!("thousand-{i}"),
+                    scale.throughput_events.max(10_000),
+                    1000,
+                )
+            }),
+            sixty_four_per_txn: runs(scale, |i| {
+                per_txn(
+                    &conn,
+                    &format!("sixty-four-{i}"),
+                    scale.throughput_events.max(10_000),
+                    64,
+                )
+            }),
             thread_round_trip: Latencies::default(),
-            pages_of_100: pages_of_100(&conn, scale.backlog),
-            claim_ack_100: claim_ack_100(&conn, scale.claim_events),
+            pages_of_100: runs(scale, |i| {
+                pages_of_100(&conn, &format!("pages-{i}"), scale.backlog)
+            }),
+            claim_ack_100: runs(scale, |i| {
+                claim_ack_100(&conn, &format!("claims-{i}"), scale.claim_events)
+            }),
             key_lookup: key_lookup(&conn, scale.latency_ops),
         };
         drop(dir);
@@ -168,8 +181,12 @@ async fn thread_round_trip(n: usize) -> Latencies {
     out
 }
 
-fn pages_of_100(conn: &Connection, backlog: usize) -> f64 {
-    let tenant = "pages";
+/// The median of `scale.runs` runs of `f` (given the run's number).
+fn runs(scale: Scale, f: impl FnMut(usize) -> f64) -> f64 {
+    crate::median((0..scale.runs).map(f).collect())
+}
+
+fn pages_of_100(conn: &Connection, tenant: &str, backlog: usize) -> f64 {
     bulk_insert(conn, tenant, backlog);
     let mut stmt = conn
         .prepare(
@@ -197,8 +214,7 @@ fn pages_of_100(conn: &Connection, backlog: usize) -> f64 {
     read as f64 / started.elapsed().as_secs_f64()
 }
 
-fn claim_ack_100(conn: &Connection, n: usize) -> f64 {
-    let tenant = "claims";
+fn claim_ack_100(conn: &Connection, tenant: &str, n: usize) -> f64 {
     bulk_insert(conn, tenant, n);
     let started = Instant::now();
     let mut done = 0;

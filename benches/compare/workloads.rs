@@ -7,10 +7,10 @@ use futures::future::join_all;
 use serde_json::Value;
 use zapinbox::{ClaimQuery, Inbox, NewEvent, PullQuery, TenantId};
 
-use crate::Scale;
 use crate::backends::BenchBackend;
 use crate::raw::Raw;
 use crate::report::Row;
+use crate::{Scale, median};
 
 /// Unmeasured operations before a latency series.
 pub const WARM_UP: usize = 50;
@@ -143,8 +143,12 @@ pub async fn run(backend: &dyn BenchBackend, scale: Scale, raw: &Raw) -> Vec<Row
             continue;
         }
         eprintln!("{name}: ingest with {producers} producers");
-        let (rate, per_commit) =
-            concurrent_ingest(backend, producers, scale.throughput_events).await;
+        let mut results = Vec::new();
+        for _ in 0..scale.runs {
+            results.push(concurrent_ingest(backend, producers, scale.throughput_events).await);
+        }
+        results.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (rate, per_commit) = results[(results.len() - 1) / 2];
         if let Some(per_commit) = per_commit {
             rows.push(row(&workload, "events per commit", per_commit));
         }
@@ -177,7 +181,11 @@ pub async fn run(backend: &dyn BenchBackend, scale: Scale, raw: &Raw) -> Vec<Row
 
     if selected("ingest_batch of 100") {
         eprintln!("{name}: ingest_batch of 100");
-        let rate = batch_ingest(backend, scale.throughput_events).await;
+        let mut rates = Vec::new();
+        for _ in 0..scale.runs {
+            rates.push(batch_ingest(backend, scale.throughput_events).await);
+        }
+        let rate = median(rates);
         let mut r = row("ingest_batch of 100", "events/s", rate);
         if baseline {
             r = r.against(
@@ -195,7 +203,11 @@ pub async fn run(backend: &dyn BenchBackend, scale: Scale, raw: &Raw) -> Vec<Row
             "{name}: pull pages of 100 from a backlog of {}",
             scale.backlog
         );
-        let rate = pull_pages(backend, scale.backlog).await;
+        let mut rates = Vec::new();
+        for _ in 0..scale.runs {
+            rates.push(pull_pages(backend, scale.backlog).await);
+        }
+        let rate = median(rates);
         let mut r = row(&pull_name, "events/s", rate);
         if baseline {
             r = r.against("select pages of 100", raw.pages_of_100, true);
@@ -209,7 +221,11 @@ pub async fn run(backend: &dyn BenchBackend, scale: Scale, raw: &Raw) -> Vec<Row
             continue;
         }
         eprintln!("{name}: claim + ack with {workers} workers");
-        let rate = claim_ack(backend, workers, scale.claim_events).await;
+        let mut rates = Vec::new();
+        for _ in 0..scale.runs {
+            rates.push(claim_ack(backend, workers, scale.claim_events).await);
+        }
+        let rate = median(rates);
         let mut r = row(&workload, "events/s", rate);
         if baseline {
             r = r.against(
