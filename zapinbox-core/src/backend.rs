@@ -102,10 +102,86 @@ pub trait Leases: Send + Sync {
     async fn redrive(&self, tenant: &TenantId, which: Redrive) -> Result<u64>;
 }
 
+/// Keeps storage bounded: removes what has outlived its retention.
+#[async_trait]
+pub trait Retention: Send + Sync {
+    /// Removes at most `limit` acked events older than the retention period
+    /// and at most `limit` idempotency keys past their window, across all
+    /// tenants. Small batches let purging interleave with normal traffic:
+    /// call again while [`Purged::more`] says so.
+    async fn purge_expired(&self, limit: usize) -> Result<Purged>;
+
+    /// Deletes dead letters on purpose (they are never purged by age);
+    /// returns how many.
+    async fn purge_dead_letters(&self, tenant: &TenantId, which: Redrive) -> Result<u64>;
+}
+
+/// What one [`Retention::purge_expired`] call removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Purged {
+    /// Acked events past retention, removed.
+    pub events: u64,
+    /// Idempotency keys past their window, removed.
+    pub keys: u64,
+    /// Whether a limit was reached: more may be waiting.
+    pub more: bool,
+}
+
+impl Purged {
+    /// A purge report.
+    pub fn new(events: u64, keys: u64, more: bool) -> Self {
+        Purged { events, keys, more }
+    }
+}
+
+/// Counts of one tenant's events, for dashboards and alerts.
+#[async_trait]
+pub trait Stats: Send + Sync {
+    /// How many events the tenant has in each state, and how old its oldest
+    /// pending one is.
+    async fn tenant_stats(&self, tenant: &TenantId) -> Result<TenantStats>;
+}
+
+/// One tenant's counts at a moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TenantStats {
+    /// Pending events, leased ones included.
+    pub pending: u64,
+    /// Pending events under a live lease.
+    pub leased: u64,
+    /// Dead letters.
+    pub dead_lettered: u64,
+    /// Acked events still kept (until their retention ends).
+    pub acked: u64,
+    /// Age of the oldest pending event.
+    pub oldest_pending_age: Option<Duration>,
+}
+
+impl TenantStats {
+    /// A stats record.
+    pub fn new(
+        pending: u64,
+        leased: u64,
+        dead_lettered: u64,
+        acked: u64,
+        oldest_pending_age: Option<Duration>,
+    ) -> Self {
+        TenantStats {
+            pending,
+            leased,
+            dead_lettered,
+            acked,
+            oldest_pending_age,
+        }
+    }
+}
+
 /// A complete storage backend.
 #[async_trait]
 pub trait Backend:
-    Ingest + InboxPull + Acknowledge + Delete + Idempotency + Leases + 'static
+    Ingest + InboxPull + Acknowledge + Delete + Idempotency + Leases + Retention + Stats + 'static
 {
     /// A short stable name (`memory`, `sqlite`); cursors are bound to it.
     fn name(&self) -> &'static str;
@@ -155,6 +231,12 @@ pub struct QueueConfig {
     pub idempotency_window: Duration,
     /// How often and how far apart events are retried.
     pub retry: RetryPolicy,
+    /// How long an acked event is kept (readable with `get`) before it is
+    /// purged. Default 7 days: long enough to look into what was delivered
+    /// over a weekend and the week after, short enough that a busy inbox
+    /// stays small. Dead letters are kept until redriven or purged on
+    /// purpose; deleted events are gone at once.
+    pub retention: Duration,
 }
 
 impl Default for QueueConfig {
@@ -163,6 +245,7 @@ impl Default for QueueConfig {
             clock: Clock::system(),
             idempotency_window: Duration::from_secs(24 * 60 * 60),
             retry: RetryPolicy::default(),
+            retention: Duration::from_secs(7 * 24 * 60 * 60),
         }
     }
 }
@@ -171,6 +254,12 @@ impl QueueConfig {
     /// Uses `clock` for every time-based rule.
     pub fn with_clock(mut self, clock: impl Into<Clock>) -> Self {
         self.clock = clock.into();
+        self
+    }
+
+    /// Keeps acked events for `retention` before purging them.
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
         self
     }
 

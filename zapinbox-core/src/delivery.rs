@@ -221,6 +221,20 @@ impl Delivery {
         true
     }
 
+    /// Whether an acked event has outlived `retention` at `now` and may be
+    /// purged. Pending and dead-lettered events never expire.
+    pub fn is_expired(&self, now: Timestamp, retention: Duration) -> bool {
+        self.status == EventStatus::Acked
+            && self
+                .acked_at
+                .is_some_and(|at| at.saturating_add(retention) <= now)
+    }
+
+    /// Whether a worker's lease on the event is running at `now`.
+    pub fn is_leased_at(&self, now: Timestamp) -> bool {
+        self.status == EventStatus::Pending && self.lease.is_some_and(|(_, expires)| expires > now)
+    }
+
     /// The lease expiry to show on a browsed event: set while a lease is
     /// held by someone (even if it already ran out and nobody claimed since).
     pub fn leased_until(&self) -> Option<Timestamp> {

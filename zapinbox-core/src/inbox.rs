@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use crate::{
     AckOutcome, Backend, ClaimQuery, Clock, DeleteOutcome, Event, EventId, Ingested, LeaseToken,
-    Leased, Limits, NewEvent, Page, PullQuery, RateLimit, Redrive, ReleaseOutcome, Result,
-    TenantId, Timestamp,
+    Leased, Limits, NewEvent, Page, PullQuery, Purged, RateLimit, Redrive, ReleaseOutcome, Result,
+    TenantId, TenantStats, Timestamp,
 };
 
 /// An event inbox on any backend.
@@ -284,6 +284,40 @@ impl Inbox {
     pub async fn redrive(&self, tenant: &TenantId, which: Redrive) -> Result<u64> {
         self.inner.rate.check(tenant)?;
         self.inner.backend.redrive(tenant, which).await
+    }
+}
+
+/// Upkeep: retention and counts.
+impl Inbox {
+    /// Removes at most `limit` acked events past retention and `limit`
+    /// expired idempotency keys, across all tenants (not rate limited).
+    /// Backends with a maintenance task of their own (SQLite) call this
+    /// for you.
+    #[instrument(skip_all, fields(op = "purge_expired", limit))]
+    pub async fn purge_expired(&self, limit: usize) -> Result<Purged> {
+        self.inner.backend.purge_expired(limit).await
+    }
+
+    /// Deletes dead letters on purpose; returns how many.
+    #[instrument(skip_all, fields(tenant = %tenant, op = "purge_dead_letters"))]
+    pub async fn purge_dead_letters(&self, tenant: &TenantId, which: Redrive) -> Result<u64> {
+        self.inner.rate.check(tenant)?;
+        self.inner.backend.purge_dead_letters(tenant, which).await
+    }
+
+    /// Counts of the tenant's events in each state.
+    #[instrument(skip_all, fields(tenant = %tenant, op = "tenant_stats"))]
+    pub async fn tenant_stats(&self, tenant: &TenantId) -> Result<TenantStats> {
+        self.inner.rate.check(tenant)?;
+        let stats = self.inner.backend.tenant_stats(tenant).await?;
+        tracing::debug!(
+            pending = stats.pending,
+            leased = stats.leased,
+            dead_lettered = stats.dead_lettered,
+            oldest_pending_age = ?stats.oldest_pending_age,
+            "tenant stats"
+        );
+        Ok(stats)
     }
 }
 

@@ -48,7 +48,7 @@ pub mod testkit;
 
 pub use backend::{
     AckOutcome, Acknowledge, Backend, Delete, DeleteOutcome, Idempotency, InboxPull, Ingest,
-    Leases, QueueConfig,
+    Leases, Purged, QueueConfig, Retention, Stats, TenantStats,
 };
 pub use cursor::{Cursor, Position};
 pub use delivery::{ClaimStep, Delivery};

@@ -10,12 +10,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::backend::{Acknowledge, Backend, Delete, Idempotency, InboxPull, Ingest, Leases};
+use crate::backend::{
+    Acknowledge, Backend, Delete, Idempotency, InboxPull, Ingest, Leases, Retention, Stats,
+};
 use crate::cursor::Position;
 use crate::{
     AckOutcome, ClaimQuery, ClaimStep, DeleteOutcome, Delivery, Error, Event, EventId, EventStatus,
-    Fingerprint, Ingested, LeaseToken, Leased, Order, Page, PullQuery, QueueConfig, Redrive,
-    ReleaseOutcome, Result, RetryPolicy, TenantId, Timestamp, ValidEvent, check_lease,
+    Fingerprint, Ingested, LeaseToken, Leased, Order, Page, PullQuery, Purged, QueueConfig,
+    Redrive, ReleaseOutcome, Result, RetryPolicy, TenantId, TenantStats, Timestamp, ValidEvent,
+    check_lease,
 };
 
 const NAME: &str = "memory";
@@ -468,5 +471,105 @@ impl Backend for MemoryBackend {
 
     fn config(&self) -> &QueueConfig {
         &self.config
+    }
+}
+
+#[async_trait]
+impl Retention for MemoryBackend {
+    async fn purge_expired(&self, limit: usize) -> Result<Purged> {
+        let limit = limit.max(1);
+        let now = self.config.clock.now();
+        let (retention, policy) = (self.config.retention, &self.config.retry);
+        let mut state = self.lock();
+        let (mut events, mut keys) = (0, 0);
+        for t in state.tenants.values_mut() {
+            let expired: Vec<Position> = t
+                .events
+                .iter()
+                .filter(|(_, s)| s.delivery.settle(now, policy).is_expired(now, retention))
+                .map(|(pos, _)| *pos)
+                .take(limit - events)
+                .collect();
+            for pos in expired {
+                if let Some(stored) = t.events.remove(&pos) {
+                    t.positions.remove(&stored.event.id);
+                    events += 1;
+                }
+            }
+            let gone: Vec<String> = t
+                .keys
+                .iter()
+                .filter(|(_, rec)| rec.expires_at <= now)
+                .map(|(key, _)| key.clone())
+                .take(limit - keys)
+                .collect();
+            keys += gone.len();
+            for key in gone {
+                t.keys.remove(&key);
+            }
+        }
+        Ok(Purged::new(
+            events as u64,
+            keys as u64,
+            events >= limit || keys >= limit,
+        ))
+    }
+
+    async fn purge_dead_letters(&self, tenant: &TenantId, which: Redrive) -> Result<u64> {
+        let now = self.config.clock.now();
+        let policy = &self.config.retry;
+        let mut state = self.lock();
+        let Some(t) = state.tenants.get_mut(tenant) else {
+            return Ok(0);
+        };
+        let is_dead =
+            |s: &Stored| s.delivery.settle(now, policy).status == EventStatus::DeadLettered;
+        let doomed: Vec<Position> = match which {
+            Redrive::All => t
+                .events
+                .iter()
+                .filter(|(_, s)| is_dead(s))
+                .map(|(pos, _)| *pos)
+                .collect(),
+            Redrive::Ids(ids) => ids
+                .iter()
+                .filter_map(|id| t.positions.get(id).copied())
+                .filter(|pos| t.events.get(pos).is_some_and(is_dead))
+                .collect(),
+        };
+        for pos in &doomed {
+            if let Some(stored) = t.events.remove(pos) {
+                t.positions.remove(&stored.event.id);
+            }
+        }
+        Ok(doomed.len() as u64)
+    }
+}
+
+#[async_trait]
+impl Stats for MemoryBackend {
+    async fn tenant_stats(&self, tenant: &TenantId) -> Result<TenantStats> {
+        let now = self.config.clock.now();
+        let state = self.lock();
+        let mut stats = TenantStats::default();
+        let Some(t) = state.tenants.get(tenant) else {
+            return Ok(stats);
+        };
+        let mut oldest: Option<Timestamp> = None;
+        for stored in t.events.values() {
+            let d = stored.delivery.settle(now, &self.config.retry);
+            match d.status {
+                EventStatus::Pending => {
+                    stats.pending += 1;
+                    stats.leased += u64::from(d.is_leased_at(now));
+                    let created = stored.event.created_at;
+                    oldest = Some(oldest.map_or(created, |o| o.min(created)));
+                }
+                EventStatus::DeadLettered => stats.dead_lettered += 1,
+                EventStatus::Acked => stats.acked += 1,
+            }
+        }
+        stats.oldest_pending_age = oldest.map(|o| now.saturating_duration_since(o));
+        Ok(stats)
     }
 }

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use zapinbox_core::{
     AckOutcome, Acknowledge, Backend, ClaimQuery, Delete, DeleteOutcome, Error, Event, EventId,
     EventStatus, Idempotency, InboxPull, Ingest, Ingested, LeaseToken, Leased, Leases, Page,
-    PullQuery, QueueConfig, Redrive, ReleaseOutcome, Result, TenantId, Timestamp, ValidEvent,
-    check_lease,
+    PullQuery, Purged, QueueConfig, Redrive, ReleaseOutcome, Result, Retention, Stats, TenantId,
+    TenantStats, Timestamp, ValidEvent, check_lease,
 };
 
 use crate::connection::{self, ConnectionOptions, ConnectionSettings, Durability, Role};
@@ -379,5 +379,41 @@ impl Backend for SqliteBackend {
 
     async fn close(&self) -> Result<()> {
         self.inner.writer.close().await
+    }
+}
+
+#[async_trait]
+impl Retention for SqliteBackend {
+    async fn purge_expired(&self, limit: usize) -> Result<Purged> {
+        let retention = self.inner.config.retention;
+        self.inner
+            .writer
+            .write(move |conn, clock| {
+                ops::purge::purge_expired(conn, clock.now(), retention, limit)
+            })
+            .await
+    }
+
+    async fn purge_dead_letters(&self, tenant: &TenantId, which: Redrive) -> Result<u64> {
+        let tenant = tenant.clone();
+        let policy = self.inner.config.retry;
+        self.inner
+            .writer
+            .write(move |conn, clock| {
+                ops::purge::purge_dead_letters(conn, (clock.now(), &policy), &tenant, &which)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl Stats for SqliteBackend {
+    async fn tenant_stats(&self, tenant: &TenantId) -> Result<TenantStats> {
+        let tenant = tenant.clone();
+        let (now, policy) = (self.inner.config.clock.now(), self.inner.config.retry);
+        self.inner
+            .readers
+            .read(move |conn| ops::stats::tenant_stats(conn, &tenant, (now, &policy)))
+            .await
     }
 }

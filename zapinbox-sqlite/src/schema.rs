@@ -46,7 +46,12 @@ const MIGRATIONS: &[&str] = &[
     // New events are available from their creation.
     r#"
     UPDATE events SET visible_at = created_at WHERE status = 0 AND attempts = 0 AND visible_at = 0;
-    CREATE INDEX events_claimable ON events (tenant, status, visible_at, seq);
+        CREATE INDEX events_claimable ON events (tenant, status, visible_at, seq);
+    "#,
+    // v3: purges find what expired without scanning.
+    r#"
+    CREATE INDEX events_acked ON events (acked_at) WHERE status = 1;
+    CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);
     "#,
 ];
 

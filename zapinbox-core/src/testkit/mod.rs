@@ -106,6 +106,10 @@ macro_rules! conformance_tests {
             worker_retries_then_dead_letters,
             worker_shutdown_finishes_or_releases,
             worker_renews_the_lease_while_the_handler_runs,
+            acked_events_are_purged_after_retention,
+            purge_goes_in_small_batches,
+            dead_letters_are_purged_on_purpose,
+            tenant_stats_count_each_state,
             );
         }
     };

@@ -8,3 +8,5 @@ pub(crate) mod ingest;
 pub(crate) mod keys;
 pub(crate) mod lease;
 pub(crate) mod pull;
+pub(crate) mod purge;
+pub(crate) mod stats;

@@ -9,6 +9,7 @@ mod lease;
 mod pull;
 mod rate_limit;
 mod restart;
+mod retention;
 mod worker;
 
 pub use ack_delete::*;
@@ -20,4 +21,5 @@ pub use lease::*;
 pub use pull::*;
 pub use rate_limit::*;
 pub use restart::*;
+pub use retention::*;
 pub use worker::*;
