@@ -12,13 +12,45 @@ use zapinbox_core::{
     TenantStats, Timestamp, ValidEvent, check_lease,
 };
 
+use tokio::sync::watch;
+
+use crate::backup;
 use crate::connection::{self, ConnectionOptions, ConnectionSettings, Durability, Role};
+use crate::maintenance::{
+    self, CheckpointRecord, MaintenanceLog, MaintenanceOptions, PurgeRecord, SharedLog,
+};
 use crate::ops;
 use crate::pool::ReadPool;
 use crate::schema;
 use crate::writer::Writer;
 
 const NAME: &str = "sqlite";
+
+const DEFAULT_MAINTENANCE: MaintenanceOptions = MaintenanceOptions {
+    interval: Duration::from_secs(1),
+    purge_batch: 500,
+    wal_limit: 64 * 1024 * 1024,
+};
+
+/// A database's sizes and what maintenance last did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct DatabaseStats {
+    /// Size of the database file.
+    pub file_bytes: u64,
+    /// Size of the WAL file.
+    pub wal_bytes: u64,
+    /// Bytes of pages in use.
+    pub used_bytes: u64,
+    /// Bytes of free pages not yet given back to the file system.
+    pub free_bytes: u64,
+    /// Transactions committed since open.
+    pub commits: u64,
+    /// The last maintenance purge that removed anything.
+    pub last_purge: Option<PurgeRecord>,
+    /// The last checkpoint maintenance ran.
+    pub last_checkpoint: Option<CheckpointRecord>,
+}
 
 /// An inbox in one SQLite file.
 ///
@@ -35,11 +67,15 @@ pub struct SqliteBackend {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     path: PathBuf,
     config: QueueConfig,
     writer: Arc<Writer>,
     readers: Arc<ReadPool>,
+    maintenance: Option<MaintenanceOptions>,
+    log: SharedLog,
+    stop_maintenance: watch::Sender<bool>,
+    busy_timeout: Duration,
 }
 
 /// Configures and opens a [`SqliteBackend`].
@@ -50,9 +86,39 @@ pub struct SqliteBuilder {
     durability: Durability,
     busy_timeout: Duration,
     read_connections: usize,
+    maintenance: Option<MaintenanceOptions>,
+    wal_limit: u64,
 }
 
 impl SqliteBuilder {
+    /// How often the maintenance task runs (default every second), or
+    /// `None` to run none: then call `purge_expired` yourself.
+    pub fn maintenance_interval(mut self, every: Option<Duration>) -> Self {
+        self.maintenance = every.map(|interval| MaintenanceOptions {
+            interval,
+            ..self.maintenance.unwrap_or(DEFAULT_MAINTENANCE)
+        });
+        self
+    }
+
+    /// Rows each purge step removes at most (default 500): smaller steps
+    /// delay other writes less.
+    pub fn purge_batch(mut self, rows: usize) -> Self {
+        if let Some(m) = &mut self.maintenance {
+            m.purge_batch = rows.max(1);
+        }
+        self
+    }
+
+    /// WAL size above which maintenance checkpoints and truncates it, and
+    /// to which SQLite trims it after a checkpoint (default 64 MiB).
+    pub fn wal_size_limit(mut self, bytes: u64) -> Self {
+        self.wal_limit = bytes;
+        if let Some(m) = &mut self.maintenance {
+            m.wal_limit = bytes;
+        }
+        self
+    }
     /// Sets how hard each commit works to survive a crash (default
     /// [`Durability::Full`]).
     pub fn durability(mut self, durability: Durability) -> Self {
@@ -79,17 +145,24 @@ impl SqliteBuilder {
         self
     }
 
-    /// Opens (creating if needed) and migrates the database.
+    /// Opens (creating if needed) and migrates the database, and starts
+    /// the maintenance task.
     pub async fn open(self) -> Result<SqliteBackend> {
-        tokio::task::spawn_blocking(move || self.open_blocking())
+        let backend = tokio::task::spawn_blocking(move || self.open_blocking())
             .await
-            .map_err(|e| Error::permanent(format!("open task failed: {e}")))?
+            .map_err(|e| Error::permanent(format!("open task failed: {e}")))??;
+        if let Some(options) = backend.inner.maintenance {
+            let stop = backend.inner.stop_maintenance.subscribe();
+            maintenance::spawn(Arc::downgrade(&backend.inner), options, stop);
+        }
+        Ok(backend)
     }
 
     fn open_blocking(self) -> Result<SqliteBackend> {
         let options = ConnectionOptions {
             durability: self.durability,
             busy_timeout: self.busy_timeout,
+            wal_limit: self.wal_limit,
         };
         let mut write_conn = connection::open(&self.path, Role::Writer, options)?;
         schema::migrate(&mut write_conn)?;
@@ -104,6 +177,10 @@ impl SqliteBuilder {
                 config: self.config,
                 writer,
                 readers: ReadPool::new(readers),
+                maintenance: self.maintenance,
+                log: SharedLog::default(),
+                stop_maintenance: watch::channel(false).0,
+                busy_timeout: self.busy_timeout,
             }),
         })
     }
@@ -124,7 +201,88 @@ impl SqliteBackend {
             durability: Durability::default(),
             busy_timeout: Duration::from_secs(5),
             read_connections: 4,
+            maintenance: Some(DEFAULT_MAINTENANCE),
+            wal_limit: DEFAULT_MAINTENANCE.wal_limit,
         }
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+        SqliteBackend { inner }
+    }
+
+    pub(crate) fn writer(&self) -> &Writer {
+        &self.inner.writer
+    }
+
+    pub(crate) fn clock_now(&self) -> Timestamp {
+        self.inner.config.clock.now()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.inner.writer.is_closed()
+    }
+
+    pub(crate) fn log(&self, change: impl FnOnce(&mut MaintenanceLog)) {
+        change(&mut self.inner.log.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// The database's sizes and what maintenance last did.
+    pub async fn stats(&self) -> Result<DatabaseStats> {
+        let (pages, free, page_size) = self
+            .inner
+            .readers
+            .read(|conn| {
+                let pragma = |name: &str| -> Result<u64> {
+                    conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0))
+                        .map(|v| v.max(0) as u64)
+                        .map_err(crate::error::storage)
+                };
+                Ok((
+                    pragma("page_count")?,
+                    pragma("freelist_count")?,
+                    pragma("page_size")?,
+                ))
+            })
+            .await?;
+        let log = *self.inner.log.lock().unwrap_or_else(|p| p.into_inner());
+        let stats = DatabaseStats {
+            file_bytes: std::fs::metadata(&self.inner.path).map_or(0, |m| m.len()),
+            wal_bytes: maintenance::wal_bytes(&self.inner.path),
+            free_bytes: free * page_size,
+            used_bytes: pages.saturating_sub(free) * page_size,
+            commits: self.commits(),
+            last_purge: log.last_purge,
+            last_checkpoint: log.last_checkpoint,
+        };
+        tracing::debug!(?stats, "SQLite inbox stats");
+        Ok(stats)
+    }
+
+    /// Copies the WAL into the database file and truncates it now (the
+    /// maintenance task does this by itself when the WAL passes its limit).
+    /// `busy` in the answer means a reader's snapshot kept it from
+    /// finishing; the next checkpoint catches up.
+    pub async fn checkpoint(&self) -> Result<CheckpointRecord> {
+        let now = self.clock_now();
+        let record = self
+            .inner
+            .writer
+            .direct(move |conn, _| maintenance::checkpoint(conn, now))
+            .await?;
+        self.log(|log| log.last_checkpoint = Some(record));
+        Ok(record)
+    }
+
+    /// Writes a consistent copy of the database to `path` with SQLite's
+    /// online backup API while traffic goes on. The copy holds every event
+    /// committed before the backup started, and opens as an inbox.
+    pub async fn backup_to(&self, path: impl AsRef<Path>) -> Result<()> {
+        let source = self.inner.path.clone();
+        let target = path.as_ref().to_path_buf();
+        let busy = self.inner.busy_timeout;
+        tokio::task::spawn_blocking(move || backup::copy(&source, &target, busy))
+            .await
+            .map_err(|e| Error::permanent(format!("backup task failed: {e}")))?
     }
 
     /// The database file.
@@ -155,9 +313,19 @@ impl SqliteBackend {
         self.inner.writer.commits()
     }
 
-    /// Commits what was queued before this call, stops the writer thread
-    /// and waits for it. Later writes through any clone fail.
+    /// Stops maintenance, commits what was queued before this call, stops
+    /// the writer thread and waits for it. Later writes through any clone
+    /// fail.
     pub async fn close(&self) -> Result<()> {
+        self.inner.stop_maintenance.send_replace(true);
+        if !self.is_closed() {
+            // Leave the planner good statistics for the next open.
+            let _ = self
+                .inner
+                .writer
+                .direct(|conn, _| maintenance::optimize(conn))
+                .await;
+        }
         self.inner.writer.close().await
     }
 }

@@ -43,6 +43,8 @@ impl Durability {
 pub(crate) struct ConnectionOptions {
     pub durability: Durability,
     pub busy_timeout: Duration,
+    /// Size the WAL is trimmed to after a checkpoint.
+    pub wal_limit: u64,
 }
 
 /// Which job a connection does.
@@ -79,11 +81,15 @@ pub(crate) fn open(path: &Path, role: Role, options: ConnectionOptions) -> Resul
     let conn = Connection::open_with_flags(path, flags).map_err(storage)?;
     conn.busy_timeout(options.busy_timeout).map_err(storage)?;
     if role == Role::Writer {
+        // Before anything touches a new file: afterwards it is too late.
+        crate::schema::prepare_new_file(&conn)?;
         // Persistent in the file: set once by the writer, read back by all.
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(storage)?;
         check_wal(&mode)?;
+        conn.pragma_update(None, "journal_size_limit", options.wal_limit as i64)
+            .map_err(storage)?;
     }
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {}; PRAGMA temp_store = MEMORY;",

@@ -45,14 +45,17 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod backup;
 mod connection;
 mod error;
+mod maintenance;
 mod ops;
 mod pool;
 mod row;
 mod schema;
 mod writer;
 
-pub use backend::{SqliteBackend, SqliteBuilder};
+pub use backend::{DatabaseStats, SqliteBackend, SqliteBuilder};
 pub use connection::{ConnectionSettings, Durability, Role};
+pub use maintenance::{CheckpointRecord, PurgeRecord};
 pub use schema::SCHEMA_VERSION;

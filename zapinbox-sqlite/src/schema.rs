@@ -58,6 +58,20 @@ const MIGRATIONS: &[&str] = &[
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
+/// Makes a new, empty file reclaim the space purges free, page by page
+/// (`auto_vacuum = INCREMENTAL` only takes effect before the first table).
+/// Files made before this keep `auto_vacuum = NONE` until a `VACUUM`.
+pub(crate) fn prepare_new_file(conn: &Connection) -> Result<()> {
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+        .map_err(storage)?;
+    if tables == 0 {
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
+            .map_err(storage)?;
+    }
+    Ok(())
+}
+
 /// Brings the database up to [`SCHEMA_VERSION`]. Runs in one immediate
 /// transaction, so two processes opening one file migrate it once.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {

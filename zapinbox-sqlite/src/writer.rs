@@ -99,7 +99,10 @@ impl CommitFailure {
 }
 
 enum Message {
+    /// Runs in the next group commit.
     Job(Box<dyn Job>),
+    /// Runs alone, outside any transaction (checkpoints, vacuum).
+    Direct(Box<dyn Job>),
     Close,
 }
 
@@ -145,6 +148,30 @@ impl Writer {
         answer.await.map_err(|_| closed())?
     }
 
+    /// Runs `op` alone between batches, outside any transaction: for what
+    /// SQLite refuses inside one, such as a WAL checkpoint.
+    pub(crate) async fn direct<T: Send + 'static>(
+        &self,
+        op: impl Fn(&Connection, &Clock) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(Typed {
+            op: Box::new(op),
+            result: None,
+            reply,
+        });
+        self.queue
+            .send(Message::Direct(job))
+            .await
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    /// Whether the writer stopped taking requests.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.queue.is_closed()
+    }
+
     /// Transactions committed so far.
     pub(crate) fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
@@ -174,6 +201,10 @@ fn run(mut conn: Connection, clock: Clock, mut rx: mpsc::Receiver<Message>, comm
     loop {
         let first = match rx.blocking_recv() {
             Some(Message::Job(job)) => job,
+            Some(Message::Direct(job)) => {
+                run_direct(&conn, &clock, job);
+                continue;
+            }
             Some(Message::Close) | None => break,
         };
         let mut gather = Gather {
@@ -181,8 +212,12 @@ fn run(mut conn: Connection, clock: Clock, mut rx: mpsc::Receiver<Message>, comm
             last_batch,
             deadline: None,
             closing: false,
+            direct: Vec::new(),
         };
         last_batch = commit_batch(&mut conn, &clock, vec![first], &mut gather, commits);
+        for job in std::mem::take(&mut gather.direct) {
+            run_direct(&conn, &clock, job);
+        }
         if gather.closing {
             break;
         }
@@ -206,6 +241,17 @@ struct Gather<'a> {
     last_batch: usize,
     deadline: Option<Instant>,
     closing: bool,
+    /// Direct jobs that came during the batch: they run after it.
+    direct: Vec<Box<dyn Job>>,
+}
+
+/// Runs a direct job outside any transaction and answers it.
+fn run_direct(conn: &Connection, clock: &Clock, mut job: Box<dyn Job>) {
+    if !conn.is_autocommit() {
+        let _ = exec(conn, "ROLLBACK");
+    }
+    job.run(conn, clock);
+    job.answer(Ok(()));
 }
 
 impl Gather<'_> {
@@ -215,6 +261,7 @@ impl Gather<'_> {
         while jobs.len() < MAX_BATCH && !self.closing {
             match self.rx.try_recv() {
                 Ok(Message::Job(job)) => jobs.push(job),
+                Ok(Message::Direct(job)) => self.direct.push(job),
                 Ok(Message::Close) => self.closing = true,
                 Err(TryRecvError::Disconnected) => break,
                 Err(TryRecvError::Empty) if jobs.len() > before => break,
