@@ -13,6 +13,7 @@ mod backends;
 mod raw;
 mod report;
 mod rss;
+mod soak;
 mod workloads;
 
 use std::time::Duration;
@@ -34,6 +35,8 @@ pub struct Scale {
     pub rss_points: [usize; 2],
     /// Runs of each throughput figure; the report shows the median.
     pub runs: usize,
+    /// How long the soak runs.
+    pub soak: Duration,
 }
 
 /// The median of `values` (the middle one, or the lower middle).
@@ -54,6 +57,7 @@ impl Scale {
             claim_events: 2_000,
             rss_points: [20_000, 100_000],
             runs: 1,
+            soak: Duration::from_secs(6),
         }
     }
 
@@ -65,6 +69,7 @@ impl Scale {
             claim_events: 20_000,
             rss_points: [100_000, 1_000_000],
             runs: 3,
+            soak: Duration::from_secs(60),
         }
     }
 }
@@ -92,6 +97,9 @@ fn main() {
         for backend in backends::all() {
             let rows = workloads::run(&*backend, scale, &raw).await;
             report.extend(rows);
+        }
+        if workloads::selected("soak") {
+            report.extend(soak::run(scale).await);
         }
         if std::env::var_os("ZAPINBOX_BENCH_ONLY").is_none() {
             report.extend(rss::measure(scale, &raw));

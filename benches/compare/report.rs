@@ -31,6 +31,14 @@ impl Row {
         }
     }
 
+    /// Compares with an earlier figure of the same run (the end of a soak
+    /// with its start): ours ÷ that.
+    pub fn against_self(mut self, earlier: &str, value: f64) -> Self {
+        self.ratio = Some(self.value / value);
+        self.baseline = Some((earlier.into(), value));
+        self
+    }
+
     /// Compares with `baseline`: for rates, ours ÷ theirs; for latencies,
     /// theirs ÷ ours, so the ratio is always "as fast as raw".
     pub fn against(mut self, baseline: &str, value: f64, higher_is_better: bool) -> Self {
@@ -182,6 +190,9 @@ impl Report {
         if let Some(line) = self.ceiling_line() {
             let _ = writeln!(out, "{line}");
         }
+        if let Some(line) = self.soak_line() {
+            let _ = writeln!(out, "{line}");
+        }
         if let Some(line) = self.rss_line() {
             let _ = writeln!(out, "{line}");
         }
@@ -202,6 +213,19 @@ impl Report {
             "- ceiling for 64 awaiting producers: raw SQLite with 64 rows per transaction reaches {:.0} % of 1 000-row transactions; the SQLite backend reaches {:.0} % of that ceiling",
             raw64.ratio? * 100.0,
             ours.ratio? * 100.0
+        ))
+    }
+
+    fn soak_line(&self) -> Option<String> {
+        let end = self
+            .rows
+            .iter()
+            .find(|r| r.workload == "soak: ingest, last tenth of the run")?;
+        let ratio = end.ratio?;
+        Some(format!(
+            "- soak: ingest throughput at the end is {:.0} % of the start (target within 20 %): **{}**",
+            ratio * 100.0,
+            if ratio >= 0.8 { "met" } else { "missed" }
         ))
     }
 
