@@ -25,16 +25,12 @@ async fn main() -> zapinbox::Result<()> {
     let globex = TenantId::new("globex")?;
 
     println!("1. Ingest: events are durable once ingest returns.");
-    let paid = inbox
-        .ingest(
-            &acme,
-            NewEvent::new(json!({ "invoice": "INV-1", "amount": 120 }))
-                .with_source("billing")
-                .with_type("invoice.paid")
-                .with_topic("payments")
-                .with_idempotency_key("invoice-INV-1-paid"),
-        )
-        .await?;
+    let invoice_paid = NewEvent::new(json!({ "invoice": "INV-1", "amount": 120 }))
+        .with_source("billing")
+        .with_type("invoice.paid")
+        .with_topic("payments")
+        .with_idempotency_key("invoice-INV-1-paid");
+    let paid = inbox.ingest(&acme, invoice_paid.clone()).await?;
     println!("   acme    <- invoice.paid    id {}", paid.id);
     let shipped = inbox
         .ingest(
@@ -55,16 +51,8 @@ async fn main() -> zapinbox::Result<()> {
     println!("   globex  <- (payments)      id {}", other.id);
 
     println!("\n2. Retry safely: the same idempotency key and content return the original.");
-    let retry = inbox
-        .ingest(
-            &acme,
-            NewEvent::new(json!({ "invoice": "INV-1", "amount": 120 }))
-                .with_source("billing")
-                .with_type("invoice.paid")
-                .with_topic("payments")
-                .with_idempotency_key("invoice-INV-1-paid"),
-        )
-        .await?;
+    // The same request again, as a client would send it after a timeout.
+    let retry = inbox.ingest(&acme, invoice_paid).await?;
     println!(
         "   retry answered id {} with duplicate = {} (nothing new stored)",
         retry.id, retry.duplicate

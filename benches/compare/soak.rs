@@ -98,6 +98,7 @@ pub async fn run(scale: Scale) -> Vec<Row> {
         task.await.expect("task");
     }
     let stats = backend.stats().await.expect("stats");
+    let left = inbox.tenant_stats(&tenant()).await.expect("stats");
     backend.close().await.expect("close");
     let total = started.elapsed().as_secs_f64();
 
@@ -147,6 +148,11 @@ pub async fn run(scale: Scale) -> Vec<Row> {
             ));
         }
     }
+    rows.push(row(
+        "soak: pending at the end (workers keep up)",
+        "events",
+        left.pending as f64,
+    ));
     if let Some(purge) = stats.last_purge {
         rows.push(row(
             "soak: last maintenance purge",

@@ -135,17 +135,7 @@ impl Writer {
         &self,
         op: impl Fn(&Connection, &Clock) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let (reply, answer) = oneshot::channel();
-        let job = Box::new(Typed {
-            op: Box::new(op),
-            result: None,
-            reply,
-        });
-        self.queue
-            .send(Message::Job(job))
-            .await
-            .map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        self.submit(op, Message::Job).await
     }
 
     /// Runs `op` alone between batches, outside any transaction: for what
@@ -154,16 +144,21 @@ impl Writer {
         &self,
         op: impl Fn(&Connection, &Clock) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        self.submit(op, Message::Direct).await
+    }
+
+    async fn submit<T: Send + 'static>(
+        &self,
+        op: impl Fn(&Connection, &Clock) -> Result<T> + Send + 'static,
+        kind: fn(Box<dyn Job>) -> Message,
+    ) -> Result<T> {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Typed {
             op: Box::new(op),
             result: None,
             reply,
         });
-        self.queue
-            .send(Message::Direct(job))
-            .await
-            .map_err(|_| closed())?;
+        self.queue.send(kind(job)).await.map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
     }
 

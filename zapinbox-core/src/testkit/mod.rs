@@ -14,13 +14,14 @@
 //! [`conformance_tests!`]: crate::conformance_tests
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use crate::{
     Backend, Event, Inbox, ManualClock, MemoryBackend, NewEvent, PullQuery, QueueConfig, Result,
-    TenantId, Timestamp,
+    RetryPolicy, TenantId, Timestamp,
 };
 
 pub mod model;
@@ -132,6 +133,15 @@ pub fn fresh_tenant() -> TenantId {
 /// The start of every rule's manual clock.
 pub fn start_time() -> Timestamp {
     Timestamp::from_millis(1_800_000_000_000)
+}
+
+/// Settings for rules about retries: backoff of 1 s, 2 s, 4 s… up to a
+/// minute, no jitter (so times are exact), and `max_attempts` attempts.
+pub fn exact_retries(max_attempts: u32) -> QueueConfig {
+    let policy = RetryPolicy::exponential(Duration::from_secs(1), Duration::from_secs(60))
+        .without_jitter()
+        .with_max_attempts(max_attempts);
+    QueueConfig::default().with_retry(policy)
 }
 
 /// A manual clock and an inbox on a backend opened with it.

@@ -2,22 +2,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::testkit::{Harness, fresh_tenant, numbered, open_inbox_with, pull_all};
+use crate::testkit::{Harness, exact_retries, fresh_tenant, numbered, open_inbox_with, pull_all};
 use crate::{
     AckOutcome, ClaimQuery, Error, EventId, EventStatus, PullQuery, QueueConfig, Redrive,
-    ReleaseOutcome, RetryPolicy,
+    ReleaseOutcome,
 };
 
-/// The policy lease rules run under: 1 s, 2 s, 4 s… backoff, no jitter,
-/// three attempts.
-fn policy() -> RetryPolicy {
-    RetryPolicy::exponential(Duration::from_secs(1), Duration::from_secs(60))
-        .without_jitter()
-        .with_max_attempts(3)
-}
-
 fn config() -> QueueConfig {
-    QueueConfig::default().with_retry(policy())
+    exact_retries(3)
 }
 
 const SECOND: Duration = Duration::from_secs(1);

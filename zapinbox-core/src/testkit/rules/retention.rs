@@ -1,15 +1,12 @@
 use std::time::Duration;
 
-use crate::testkit::{Harness, fresh_tenant, numbered, open_inbox_with, pull_all};
-use crate::{ClaimQuery, EventStatus, PullQuery, QueueConfig, Redrive, RetryPolicy};
+use crate::testkit::{Harness, exact_retries, fresh_tenant, numbered, open_inbox_with, pull_all};
+use crate::{ClaimQuery, EventStatus, PullQuery, QueueConfig, Redrive};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 fn config() -> QueueConfig {
-    let policy = RetryPolicy::exponential(Duration::from_secs(1), Duration::from_secs(60))
-        .without_jitter()
-        .with_max_attempts(1);
-    QueueConfig::default().with_retry(policy)
+    exact_retries(1)
 }
 
 /// An acked event is kept for the retention period (7 days by default),

@@ -4,20 +4,16 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::testkit::{Harness, fresh_tenant, number_of, numbered, open_inbox_with, pull_all};
-use crate::{
-    ClaimQuery, EventStatus, HandlerError, PullQuery, QueueConfig, RetryPolicy, Worker,
-    WorkerReport,
+use crate::testkit::{
+    Harness, exact_retries, fresh_tenant, number_of, numbered, open_inbox_with, pull_all,
 };
+use crate::{ClaimQuery, EventStatus, HandlerError, PullQuery, QueueConfig, Worker, WorkerReport};
 
 /// Real time a worker rule may take before it counts as hung.
 const PATIENCE: Duration = Duration::from_secs(30);
 
 fn config() -> QueueConfig {
-    let policy = RetryPolicy::exponential(Duration::from_secs(1), Duration::from_secs(60))
-        .without_jitter()
-        .with_max_attempts(3);
-    QueueConfig::default().with_retry(policy)
+    exact_retries(3)
 }
 
 /// Completes when `flag` turns true.
