@@ -28,7 +28,8 @@ step "sqlite beside sqlx: one libsqlite3-sys for both"
 ./scripts/check-sqlx-compat.sh
 
 step "tests"
-cargo test --workspace --all-targets
+# Benches run once below, in their quick mode.
+cargo test --workspace --lib --bins --tests --examples
 
 step "doc tests"
 cargo test --workspace --doc
@@ -44,6 +45,6 @@ done
 
 step "benchmark smoke run (report only, no timed assertions)"
 ZAPINBOX_BENCH_QUICK=1 cargo bench --quiet --bench compare > "$CARGO_TARGET_DIR/bench-quick.md" 2>/dev/null
-grep -E '^- (64|1 producer|claim|ceiling|RSS)' "$CARGO_TARGET_DIR/bench-quick.md" || true
+grep -E '^- (64|1 producer|claim|ceiling|soak|RSS)' "$CARGO_TARGET_DIR/bench-quick.md" || true
 
 step "all checks passed"

@@ -79,8 +79,11 @@ fn main() {
         // This process was started to measure memory; it printed its figures.
         std::process::exit(i32::from(result.is_err()));
     }
+    // `cargo bench` passes --bench; anything else (`cargo test
+    // --all-targets`) gets the smoke run.
     let quick = std::env::var_os("ZAPINBOX_BENCH_QUICK").is_some()
-        || std::env::args().any(|a| a == "--quick");
+        || std::env::args().any(|a| a == "--quick")
+        || !std::env::args().any(|a| a == "--bench");
     let scale = if quick { Scale::quick() } else { Scale::full() };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
