@@ -537,12 +537,14 @@ impl Retention for MemoryBackend {
                 .filter(|pos| t.events.get(pos).is_some_and(is_dead))
                 .collect(),
         };
+        let mut removed = 0;
         for pos in &doomed {
             if let Some(stored) = t.events.remove(pos) {
                 t.positions.remove(&stored.event.id);
+                removed += 1;
             }
         }
-        Ok(doomed.len() as u64)
+        Ok(removed)
     }
 }
 

@@ -75,6 +75,7 @@ pub(crate) struct Inner {
     maintenance: Option<MaintenanceOptions>,
     log: SharedLog,
     stop_maintenance: watch::Sender<bool>,
+    maintenance_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     busy_timeout: Duration,
 }
 
@@ -86,27 +87,24 @@ pub struct SqliteBuilder {
     durability: Durability,
     busy_timeout: Duration,
     read_connections: usize,
-    maintenance: Option<MaintenanceOptions>,
+    maintenance_interval: Option<Duration>,
+    purge_batch: usize,
     wal_limit: u64,
 }
 
 impl SqliteBuilder {
-    /// How often the maintenance task runs (default every second), or
-    /// `None` to run none: then call `purge_expired` yourself.
+    /// How often the maintenance task runs (default every second, at least
+    /// every 10 ms), or `None` to run none: then call `purge_expired`
+    /// yourself.
     pub fn maintenance_interval(mut self, every: Option<Duration>) -> Self {
-        self.maintenance = every.map(|interval| MaintenanceOptions {
-            interval,
-            ..self.maintenance.unwrap_or(DEFAULT_MAINTENANCE)
-        });
+        self.maintenance_interval = every.map(|d| d.max(Duration::from_millis(10)));
         self
     }
 
     /// Rows each purge step removes at most (default 500): smaller steps
     /// delay other writes less.
     pub fn purge_batch(mut self, rows: usize) -> Self {
-        if let Some(m) = &mut self.maintenance {
-            m.purge_batch = rows.max(1);
-        }
+        self.purge_batch = rows.max(1);
         self
     }
 
@@ -114,11 +112,9 @@ impl SqliteBuilder {
     /// to which SQLite trims it after a checkpoint (default 64 MiB).
     pub fn wal_size_limit(mut self, bytes: u64) -> Self {
         self.wal_limit = bytes;
-        if let Some(m) = &mut self.maintenance {
-            m.wal_limit = bytes;
-        }
         self
     }
+
     /// Sets how hard each commit works to survive a crash (default
     /// [`Durability::Full`]).
     pub fn durability(mut self, durability: Durability) -> Self {
@@ -153,7 +149,12 @@ impl SqliteBuilder {
             .map_err(|e| Error::permanent(format!("open task failed: {e}")))??;
         if let Some(options) = backend.inner.maintenance {
             let stop = backend.inner.stop_maintenance.subscribe();
-            maintenance::spawn(Arc::downgrade(&backend.inner), options, stop);
+            let task = maintenance::spawn(Arc::downgrade(&backend.inner), options, stop);
+            *backend
+                .inner
+                .maintenance_task
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(task);
         }
         Ok(backend)
     }
@@ -177,7 +178,14 @@ impl SqliteBuilder {
                 config: self.config,
                 writer,
                 readers: ReadPool::new(readers),
-                maintenance: self.maintenance,
+                maintenance: self
+                    .maintenance_interval
+                    .map(|interval| MaintenanceOptions {
+                        interval,
+                        purge_batch: self.purge_batch,
+                        wal_limit: self.wal_limit,
+                    }),
+                maintenance_task: std::sync::Mutex::new(None),
                 log: SharedLog::default(),
                 stop_maintenance: watch::channel(false).0,
                 busy_timeout: self.busy_timeout,
@@ -201,7 +209,8 @@ impl SqliteBackend {
             durability: Durability::default(),
             busy_timeout: Duration::from_secs(5),
             read_connections: 4,
-            maintenance: Some(DEFAULT_MAINTENANCE),
+            maintenance_interval: Some(DEFAULT_MAINTENANCE.interval),
+            purge_batch: DEFAULT_MAINTENANCE.purge_batch,
             wal_limit: DEFAULT_MAINTENANCE.wal_limit,
         }
     }
@@ -264,10 +273,11 @@ impl SqliteBackend {
     /// finishing; the next checkpoint catches up.
     pub async fn checkpoint(&self) -> Result<CheckpointRecord> {
         let now = self.clock_now();
+        let busy = self.inner.busy_timeout;
         let record = self
             .inner
             .writer
-            .direct(move |conn, _| maintenance::checkpoint(conn, now))
+            .direct(move |conn, _| maintenance::checkpoint(conn, now, busy))
             .await?;
         self.log(|log| log.last_checkpoint = Some(record));
         Ok(record)
@@ -279,6 +289,15 @@ impl SqliteBackend {
     pub async fn backup_to(&self, path: impl AsRef<Path>) -> Result<()> {
         let source = self.inner.path.clone();
         let target = path.as_ref().to_path_buf();
+        let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        if same(&source, &target) {
+            return Err(Error::invalid(
+                "a backup cannot overwrite the database it copies",
+            ));
+        }
         let busy = self.inner.busy_timeout;
         tokio::task::spawn_blocking(move || backup::copy(&source, &target, busy))
             .await
@@ -318,6 +337,16 @@ impl SqliteBackend {
     /// fail.
     pub async fn close(&self) -> Result<()> {
         self.inner.stop_maintenance.send_replace(true);
+        let task = self
+            .inner
+            .maintenance_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(task) = task {
+            // Finishes the round in progress, if any, then stops.
+            let _ = task.await;
+        }
         if !self.is_closed() {
             // Leave the planner good statistics for the next open.
             let _ = self
@@ -546,7 +575,7 @@ impl Backend for SqliteBackend {
     }
 
     async fn close(&self) -> Result<()> {
-        self.inner.writer.close().await
+        SqliteBackend::close(self).await
     }
 }
 
@@ -563,14 +592,29 @@ impl Retention for SqliteBackend {
     }
 
     async fn purge_dead_letters(&self, tenant: &TenantId, which: Redrive) -> Result<u64> {
-        let tenant = tenant.clone();
-        let policy = self.inner.config.retry;
-        self.inner
-            .writer
-            .write(move |conn, clock| {
-                ops::purge::purge_dead_letters(conn, (clock.now(), &policy), &tenant, &which)
-            })
-            .await
+        // All dead letters go in batches, each its own write, so a large
+        // backlog does not hold the writer.
+        let batch = match which {
+            Redrive::All => Some(DEFAULT_MAINTENANCE.purge_batch),
+            Redrive::Ids(_) => None,
+        };
+        let mut total = 0;
+        loop {
+            let (tenant, which) = (tenant.clone(), which.clone());
+            let policy = self.inner.config.retry;
+            let removed = self
+                .inner
+                .writer
+                .write(move |conn, clock| {
+                    let at = (clock.now(), &policy);
+                    ops::purge::purge_dead_letters(conn, at, &tenant, &which, batch)
+                })
+                .await?;
+            total += removed;
+            if batch.is_none_or(|limit| removed < limit as u64) {
+                return Ok(total);
+            }
+        }
     }
 }
 

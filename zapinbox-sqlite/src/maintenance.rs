@@ -20,7 +20,7 @@ use crate::backend::{Inner, SqliteBackend};
 use crate::error::storage;
 
 /// When and how hard the maintenance task works.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct MaintenanceOptions {
     pub interval: Duration,
     pub purge_batch: usize,
@@ -61,11 +61,13 @@ pub struct PurgeRecord {
 pub struct CheckpointRecord {
     /// When it ran.
     pub at: Timestamp,
-    /// Whether a reader or another process kept it from finishing.
+    /// Whether a reader or another process kept the WAL from being
+    /// truncated (a later round tries again).
     pub busy: bool,
     /// Frames in the WAL when it ran.
     pub wal_frames: i64,
-    /// Frames copied into the database.
+    /// Frames copied into the database (all of them unless a reader still
+    /// needed some).
     pub checkpointed_frames: i64,
 }
 
@@ -74,7 +76,7 @@ pub(crate) fn spawn(
     inner: Weak<Inner>,
     options: MaintenanceOptions,
     mut stop: watch::Receiver<bool>,
-) {
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut last_optimize = Instant::now();
         loop {
@@ -95,7 +97,7 @@ pub(crate) fn spawn(
                 }
             }
         }
-    });
+    })
 }
 
 /// One round: purge, vacuum, checkpoint, optimize.
@@ -105,15 +107,23 @@ async fn round(
     last_optimize: &mut Instant,
 ) -> Result<()> {
     let mut total = Purged::default();
+    let mut failed = None;
     for _ in 0..MAX_BATCHES_PER_ROUND {
-        let purged = backend.purge_expired(options.purge_batch).await?;
-        total = Purged::new(
-            total.events + purged.events,
-            total.keys + purged.keys,
-            purged.more,
-        );
-        if !purged.more {
-            break;
+        match backend.purge_expired(options.purge_batch).await {
+            Ok(purged) => {
+                total = Purged::new(
+                    total.events + purged.events,
+                    total.keys + purged.keys,
+                    purged.more,
+                );
+                if !purged.more {
+                    break;
+                }
+            }
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
         }
         tokio::task::yield_now().await;
     }
@@ -136,13 +146,12 @@ async fn round(
             .direct(|conn, _| incremental_vacuum(conn, VACUUM_PAGES))
             .await?;
     }
+    if let Some(e) = failed {
+        return Err(e);
+    }
     if wal_bytes(backend.path()) > options.wal_limit {
-        let record = backend
-            .writer()
-            .direct(move |conn, _| checkpoint(conn, now))
-            .await?;
+        let record = backend.checkpoint().await?;
         tracing::info!(?record, "checkpointed the WAL");
-        backend.log(|log| log.last_checkpoint = Some(record));
     }
     if last_optimize.elapsed() >= OPTIMIZE_EVERY {
         *last_optimize = Instant::now();
@@ -162,18 +171,39 @@ fn incremental_vacuum(conn: &Connection, pages: u32) -> Result<()> {
     Ok(())
 }
 
-/// Copies the WAL into the database and truncates it (readers that hold an
-/// old snapshot can keep it from finishing: `busy`).
-pub(crate) fn checkpoint(conn: &Connection, at: Timestamp) -> Result<CheckpointRecord> {
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-        Ok(CheckpointRecord {
-            at,
-            busy: r.get::<_, i64>(0)? != 0,
-            wal_frames: r.get(1)?,
-            checkpointed_frames: r.get(2)?,
+/// Copies the WAL into the database and truncates it, never waiting for
+/// readers: one that holds a snapshot keeps the truncate from happening
+/// (`busy`) until a later round.
+pub(crate) fn checkpoint(
+    conn: &Connection,
+    at: Timestamp,
+    busy: Duration,
+) -> Result<CheckpointRecord> {
+    let run = |mode: &str| {
+        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+            Ok((
+                r.get::<_, i64>(0)? != 0,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
         })
+        .map_err(storage)
+    };
+    // PASSIVE never waits: it copies what no reader still needs, and its
+    // answer says how much of the WAL that was.
+    let (_, wal_frames, checkpointed_frames) = run("PASSIVE")?;
+    // Truncating must wait for every reader to leave the WAL: try without
+    // waiting, so a long reader (a backup) never stalls the writer.
+    conn.busy_timeout(Duration::ZERO).map_err(storage)?;
+    let truncated = run("TRUNCATE");
+    conn.busy_timeout(busy).map_err(storage)?;
+    let (busy, _, _) = truncated?;
+    Ok(CheckpointRecord {
+        at,
+        busy,
+        wal_frames,
+        checkpointed_frames,
     })
-    .map_err(storage)
 }
 
 /// Lets SQLite refresh the statistics its query planner uses.

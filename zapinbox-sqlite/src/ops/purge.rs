@@ -46,17 +46,21 @@ pub(crate) fn purge_expired(
     ))
 }
 
-/// Deletes `tenant`'s dead letters (all, or these ids); returns how many.
+/// Deletes `tenant`'s dead letters: these ids, or all of them (at most
+/// `limit` when given); returns how many.
 pub(crate) fn purge_dead_letters(
     conn: &Connection,
     (now, policy): (Timestamp, &RetryPolicy),
     tenant: &TenantId,
     which: &Redrive,
+    limit: Option<usize>,
 ) -> Result<u64> {
     match which {
         Redrive::All => {
             let sql = format!(
-                "DELETE FROM events WHERE tenant = :tenant AND (status = 2 OR {UNSETTLED})"
+                "DELETE FROM events WHERE seq IN (
+                     SELECT seq FROM events WHERE tenant = :tenant AND (status = 2 OR {UNSETTLED})
+                     LIMIT :limit)"
             );
             conn.prepare_cached(&sql)
                 .and_then(|mut stmt| {
@@ -64,6 +68,7 @@ pub(crate) fn purge_dead_letters(
                         ":tenant": tenant.as_str(),
                         ":max_attempts": policy.max_attempts,
                         ":now": millis(now),
+                        ":limit": limit.map_or(-1, |l| l as i64),
                     })
                 })
                 .map(|n| n as u64)
@@ -76,10 +81,10 @@ pub(crate) fn purge_dead_letters(
                     Ok(d.status == EventStatus::DeadLettered)
                 })?;
                 if dead == Some(true) {
-                    conn.prepare_cached("DELETE FROM events WHERE id = ?1")
+                    count += conn
+                        .prepare_cached("DELETE FROM events WHERE id = ?1")
                         .and_then(|mut stmt| stmt.execute([id.to_bytes()]))
-                        .map_err(storage)?;
-                    count += 1;
+                        .map_err(storage)? as u64;
                 }
             }
             Ok(count)

@@ -125,7 +125,7 @@ pub async fn dead_letters_are_purged_on_purpose(harness: &dyn Harness) {
             .expect("dead-lettered");
     }
     let one = inbox
-        .purge_dead_letters(&tenant, Redrive::Ids(vec![dead[0], pending]))
+        .purge_dead_letters(&tenant, Redrive::Ids(vec![dead[0], dead[0], pending]))
         .await
         .expect("purge");
     assert_eq!(one, 1, "only the dead letter among the ids");
