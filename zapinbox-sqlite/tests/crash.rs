@@ -4,8 +4,10 @@
 //! `PRAGMA integrity_check`. This proves no loss on a process crash at both
 //! durability levels; it is not a power-loss test.
 
+mod harness;
+
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::json;
@@ -74,14 +76,7 @@ fn run_and_kill(
     durability: &str,
     after: Duration,
 ) -> Vec<EventId> {
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "child_process_entry_point",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut child = harness::child_process()
         .env(CHILD_ENV, path)
         .env(DURABILITY_ENV, durability)
         .env(CYCLE_ENV, cycle.to_string())

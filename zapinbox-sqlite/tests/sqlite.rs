@@ -3,7 +3,7 @@
 
 mod harness;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use serde_json::json;
 use zapinbox_core::{Error, Inbox, NewEvent, PullQuery, TenantId};
@@ -139,13 +139,7 @@ async fn two_processes_share_one_file() {
         .close()
         .await
         .expect("close");
-    let child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "child_process_entry_point",
-            "--exact",
-            "--ignored",
-            "--test-threads=1",
-        ])
+    let child = harness::child_process()
         .env(CHILD_ENV, &path)
         .stdout(Stdio::null())
         .spawn()

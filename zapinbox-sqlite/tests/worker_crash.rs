@@ -2,9 +2,11 @@
 //! leases run out, another worker gets those events, and every event is
 //! handled in the end.
 
+mod harness;
+
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -71,14 +73,7 @@ async fn killed_workers_events_go_to_another_worker() {
         .map(|i| i.id)
         .collect();
 
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "child_process_entry_point",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut child = harness::child_process()
         .env(CHILD_ENV, &path)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

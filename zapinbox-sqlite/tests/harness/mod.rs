@@ -1,4 +1,7 @@
-//! A conformance harness: a SQLite file in a fresh temporary directory.
+//! Shared by the test binaries: a conformance harness (a SQLite file in a
+//! fresh temporary directory), and the child-process launcher of the
+//! process tests. Not every binary uses every item.
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,4 +37,19 @@ impl Harness for SqliteHarness {
             .await?;
         Ok(Arc::new(backend))
     }
+}
+
+/// This test binary again, running only its ignored
+/// `child_process_entry_point`: the other process of a process test.
+/// Its output is passed through (`--nocapture`) for the parent to read.
+pub fn child_process() -> std::process::Command {
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"));
+    child.args([
+        "child_process_entry_point",
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    child
 }
