@@ -106,6 +106,15 @@ async fn fill(inbox: &Inbox, n: usize) {
     }
 }
 
+/// The median rate of `runs` runs of `run`.
+async fn median_of<F: Future<Output = f64>>(runs: usize, mut run: impl FnMut() -> F) -> f64 {
+    let mut rates = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        rates.push(run().await);
+    }
+    median(rates)
+}
+
 /// Runs every workload on `backend`.
 pub async fn run(backend: &dyn BenchBackend, scale: Scale, raw: &Raw) -> Vec<Row> {
     let name = backend.name();
@@ -181,11 +190,10 @@ pub async fn run(backend: &dyn BenchBackend, scale: Scale, raw: &Raw) -> Vec<Row
 
     if selected("ingest_batch of 100") {
         eprintln!("{name}: ingest_batch of 100");
-        let mut rates = Vec::new();
-        for _ in 0..scale.runs {
-            rates.push(batch_ingest(backend, scale.throughput_events).await);
-        }
-        let rate = median(rates);
+        let rate = median_of(scale.runs, || {
+            batch_ingest(backend, scale.throughput_events)
+        })
+        .await;
         let mut r = row("ingest_batch of 100", "events/s", rate);
         if baseline {
             r = r.against(
@@ -203,11 +211,7 @@ pub async fn run(backend: &dyn BenchBackend, scale: Scale, raw: &Raw) -> Vec<Row
             "{name}: pull pages of 100 from a backlog of {}",
             scale.backlog
         );
-        let mut rates = Vec::new();
-        for _ in 0..scale.runs {
-            rates.push(pull_pages(backend, scale.backlog).await);
-        }
-        let rate = median(rates);
+        let rate = median_of(scale.runs, || pull_pages(backend, scale.backlog)).await;
         let mut r = row(&pull_name, "events/s", rate);
         if baseline {
             r = r.against("select pages of 100", raw.pages_of_100, true);
@@ -221,11 +225,10 @@ pub async fn run(backend: &dyn BenchBackend, scale: Scale, raw: &Raw) -> Vec<Row
             continue;
         }
         eprintln!("{name}: claim + ack with {workers} workers");
-        let mut rates = Vec::new();
-        for _ in 0..scale.runs {
-            rates.push(claim_ack(backend, workers, scale.claim_events).await);
-        }
-        let rate = median(rates);
+        let rate = median_of(scale.runs, || {
+            claim_ack(backend, workers, scale.claim_events)
+        })
+        .await;
         let mut r = row(&workload, "events/s", rate);
         if baseline {
             r = r.against(

@@ -81,11 +81,6 @@ impl Delivery {
         }
     }
 
-    /// Whether [`Delivery::settle`] would change this state at `now`.
-    pub fn is_unsettled(&self, now: Timestamp, policy: &RetryPolicy) -> bool {
-        self.claim_step(now, policy) == ClaimStep::DeadLetter
-    }
-
     /// Claims the event: a new attempt under lease `nonce` until
     /// `now + lease`. If the lease runs out, the event waits the policy's
     /// backoff after that before it can be claimed again; after the last

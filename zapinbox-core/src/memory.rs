@@ -181,9 +181,13 @@ impl MemoryBackend {
             ));
         };
         let now = self.config.clock.now();
+        let policy = &self.config.retry;
+        // Only events that are listed are cloned (filters read fields that
+        // settling does not change).
         let wanted = |(pos, s): (&Position, &Stored)| {
-            let event = s.view(now, &self.config.retry);
-            (event.status == status && query.filter.matches(&event)).then_some((*pos, event))
+            let listed =
+                s.delivery.settle(now, policy).status == status && query.filter.matches(&s.event);
+            listed.then(|| (*pos, s.view(now, policy)))
         };
         let take = resolved.limit + 1;
         let rows: Vec<_> = match query.order {

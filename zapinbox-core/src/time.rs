@@ -142,11 +142,6 @@ impl Clock {
             None => EventId::generate(self.now()),
         }
     }
-
-    /// Whether this clock only moves when a test moves it.
-    pub fn is_manual(&self) -> bool {
-        self.0.is_some()
-    }
 }
 
 impl fmt::Debug for Clock {

@@ -77,6 +77,7 @@ pub(crate) struct Inner {
     stop_maintenance: watch::Sender<bool>,
     maintenance_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     busy_timeout: Duration,
+    purge_batch: usize,
 }
 
 /// Configures and opens a [`SqliteBackend`].
@@ -101,8 +102,9 @@ impl SqliteBuilder {
         self
     }
 
-    /// Rows each purge step removes at most (default 500): smaller steps
-    /// delay other writes less.
+    /// Rows each purge step removes at most, in maintenance and in
+    /// `purge_dead_letters` (default 500): smaller steps delay other writes
+    /// less.
     pub fn purge_batch(mut self, rows: usize) -> Self {
         self.purge_batch = rows.max(1);
         self
@@ -189,6 +191,7 @@ impl SqliteBuilder {
                 log: SharedLog::default(),
                 stop_maintenance: watch::channel(false).0,
                 busy_timeout: self.busy_timeout,
+                purge_batch: self.purge_batch,
             }),
         })
     }
@@ -595,7 +598,7 @@ impl Retention for SqliteBackend {
         // All dead letters go in batches, each its own write, so a large
         // backlog does not hold the writer.
         let batch = match which {
-            Redrive::All => Some(DEFAULT_MAINTENANCE.purge_batch),
+            Redrive::All => Some(self.inner.purge_batch),
             Redrive::Ids(_) => None,
         };
         let mut total = 0;

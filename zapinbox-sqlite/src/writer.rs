@@ -242,9 +242,7 @@ struct Gather<'a> {
 
 /// Runs a direct job outside any transaction and answers it.
 fn run_direct(conn: &Connection, clock: &Clock, mut job: Box<dyn Job>) {
-    if !conn.is_autocommit() {
-        let _ = exec(conn, "ROLLBACK");
-    }
+    end_open_transaction(conn);
     job.run(conn, clock);
     job.answer(Ok(()));
 }
@@ -300,9 +298,8 @@ fn commit_batch(
             Err(failure) => break Err(failure),
         }
     };
-    if outcome.is_err() && !conn.is_autocommit() {
-        // Leave no transaction open for the next batch.
-        let _ = exec(conn, "ROLLBACK");
+    if outcome.is_err() {
+        end_open_transaction(conn);
     }
     let committed = outcome.is_ok();
     if committed {
@@ -336,10 +333,7 @@ fn run_batch(
     jobs: &mut Vec<Box<dyn Job>>,
     gather: &mut Gather<'_>,
 ) -> std::result::Result<Option<usize>, CommitFailure> {
-    if !conn.is_autocommit() {
-        // A failed ROLLBACK left a transaction open: end it before the next.
-        let _ = exec(conn, "ROLLBACK");
-    }
+    end_open_transaction(conn);
     exec(conn, "BEGIN IMMEDIATE").map_err(|e| CommitFailure::from_error("BEGIN", &e))?;
     let mut next = 0;
     loop {
@@ -354,6 +348,14 @@ fn run_batch(
         if !gather.more(jobs) {
             return Ok(None);
         }
+    }
+}
+
+/// Rolls back a transaction a failed batch or a failed ROLLBACK left open,
+/// so that the next one starts clean.
+fn end_open_transaction(conn: &Connection) {
+    if !conn.is_autocommit() {
+        let _ = exec(conn, "ROLLBACK");
     }
 }
 
