@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
 use zapinbox::sqlite::SqliteBackend;
@@ -22,6 +23,12 @@ use zapinbox::{
 };
 
 const ORDERS: u64 = 24;
+
+/// The payload of an order event, decoded on demand.
+#[derive(Deserialize)]
+struct Order {
+    order: u64,
+}
 const POISON: u64 = 13;
 
 #[tokio::main]
@@ -92,10 +99,8 @@ async fn main() -> zapinbox::Result<()> {
     let fixed = Worker::new(inbox.clone(), tenant.clone()).poll_interval(Duration::from_millis(20));
     let run = tokio::spawn(fixed.run(
         |leased: Leased| async move {
-            println!(
-                "  worker-fixed: order {} handled",
-                leased.event.payload["order"]
-            );
+            let Order { order } = leased.event.payload()?;
+            println!("  worker-fixed: order {order} handled");
             Ok::<(), HandlerError>(())
         },
         until(stopped),
@@ -131,7 +136,7 @@ fn handler(
     move |leased: Leased| {
         let flaky = Arc::clone(&flaky);
         Box::pin(async move {
-            let order = leased.event.payload["order"].as_u64().unwrap_or(0);
+            let Order { order } = leased.event.payload()?;
             tokio::time::sleep(Duration::from_millis(30)).await;
             if order == POISON {
                 println!(

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ClaimQuery, Clock, Event, EventId, EventStatus, Ingested, LeaseToken, Leased, Page, PullQuery,
-    Redrive, ReleaseOutcome, Result, RetryPolicy, TenantId, Timestamp, ValidEvent,
+    ClaimQuery, Clock, Event, EventId, EventStatus, Filter, Ingested, LeaseToken, Leased, Page,
+    PullQuery, Redrive, ReleaseOutcome, Result, RetryPolicy, TenantId, Timestamp, ValidEvent,
 };
 
 /// Stores new events.
@@ -73,6 +73,12 @@ pub trait Leases: Send + Sync {
     /// first (a new event is available from its creation, a retried one
     /// from the end of its backoff), then in commit order.
     async fn claim(&self, tenant: &TenantId, query: ClaimQuery) -> Result<Vec<Leased>>;
+
+    /// When the earliest event that a claim with `filter` could take becomes
+    /// claimable: a time at or before now means a claim now finds one;
+    /// `None` means no pending event matches. A read: it changes nothing,
+    /// so an idle worker can poll it instead of claiming.
+    async fn claimable_at(&self, tenant: &TenantId, filter: &Filter) -> Result<Option<Timestamp>>;
 
     /// Extends a lease to `now + by`; returns the new expiry.
     async fn extend(&self, tenant: &TenantId, token: LeaseToken, by: Duration)

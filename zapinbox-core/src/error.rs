@@ -80,6 +80,28 @@ pub enum Error {
         limit: usize,
     },
 
+    /// A payload could not be decoded into the type asked for (see
+    /// [`Payload::decode`](crate::Payload::decode)). Only that event is
+    /// affected: reading it, listing it, claiming and deleting it work.
+    #[error("payload cannot be decoded: {reason}")]
+    Decode {
+        /// What the decoder said.
+        reason: String,
+    },
+
+    /// A request is over one of the inbox's [`Limits`](crate::Limits), such
+    /// as the number of events or bytes in one batch.
+    #[error("{what} is {actual}, over the limit of {limit}")]
+    LimitExceeded {
+        /// What was counted, naming the limit: for example `batch events
+        /// (Limits::max_batch_events)`.
+        what: &'static str,
+        /// What the request had.
+        actual: u64,
+        /// The limit.
+        limit: u64,
+    },
+
     /// The storage failed. `retryable` says whether the same request may
     /// succeed later (a busy database, a timeout) or not (a corrupt file).
     #[error("backend error ({}): {source}", if *.retryable { "retryable" } else { "permanent" })]

@@ -4,9 +4,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::{Error, EventId, Result, TenantId, Timestamp};
+use crate::payload::{Body, MAX_PAYLOAD_DEPTH};
+use crate::{Error, EventId, Payload, Result, TenantId, Timestamp};
 
 /// An event to ingest.
+///
+/// The payload must be a JSON object, given as a [`Value`]
+/// ([`NewEvent::new`]), as JSON text passed through untouched
+/// ([`NewEvent::from_json`]), or as anything serializable
+/// ([`NewEvent::from_serialize`]). It is checked when the event is
+/// ingested.
 ///
 /// ```
 /// use serde_json::json;
@@ -16,6 +23,7 @@ use crate::{Error, EventId, Result, TenantId, Timestamp};
 ///     .with_topic("orders")
 ///     .with_type("order.created")
 ///     .with_idempotency_key("order-42-created");
+/// let same = NewEvent::from_json(r#"{"order": 42}"#);
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -27,7 +35,7 @@ pub struct NewEvent {
     /// The stream it belongs to, e.g. `payments`.
     pub topic: Option<String>,
     /// The body: must be a JSON object.
-    pub payload: Value,
+    payload: Body,
     /// Makes retries safe: a second ingest with the same key and the same
     /// content within the idempotency window returns the first event.
     pub idempotency_key: Option<String>,
@@ -38,6 +46,23 @@ pub struct NewEvent {
 impl NewEvent {
     /// An event with this payload and no metadata.
     pub fn new(payload: Value) -> Self {
+        Self::with_body(Body::Value(payload))
+    }
+
+    /// An event whose payload is this JSON text, stored as given (less
+    /// surrounding whitespace) and returned without being re-encoded.
+    pub fn from_json(text: impl Into<String>) -> Self {
+        Self::with_body(Body::Text(text.into()))
+    }
+
+    /// An event whose payload is `value` encoded as JSON.
+    pub fn from_serialize<T: Serialize + ?Sized>(value: &T) -> Result<Self> {
+        let text = serde_json::to_string(value)
+            .map_err(|e| Error::invalid(format!("payload cannot be encoded: {e}")))?;
+        Ok(Self::from_json(text))
+    }
+
+    fn with_body(payload: Body) -> Self {
         NewEvent {
             source: None,
             event_type: None,
@@ -81,6 +106,40 @@ impl NewEvent {
     /// Checks the event against `limits` and encodes its payload once, for
     /// storage and for the idempotency fingerprint.
     pub fn validate(self, limits: &Limits) -> Result<ValidEvent> {
+        if let Err(e) = self.check_fields(limits) {
+            self.discard();
+            return Err(e);
+        }
+        let NewEvent {
+            source,
+            event_type,
+            topic,
+            payload,
+            idempotency_key,
+            client_id,
+        } = self;
+        let checked = payload.check(
+            limits.max_payload_depth,
+            limits.max_payload_bytes,
+            idempotency_key.is_some(),
+        )?;
+        let mut event = ValidEvent {
+            source,
+            event_type,
+            topic,
+            client_id,
+            idempotency_key,
+            payload: checked.payload,
+            fingerprint: None,
+        };
+        // Only a key needs the content compared: no hash without one.
+        if let Some(value) = checked.value {
+            event.fingerprint = Some(Fingerprint::of(&event, &value));
+        }
+        Ok(event)
+    }
+
+    fn check_fields(&self, limits: &Limits) -> Result<()> {
         check_field("source", self.source.as_deref(), limits.max_field_chars)?;
         check_field(
             "event_type",
@@ -96,30 +155,13 @@ impl NewEvent {
         if let Some(key) = &self.idempotency_key {
             limits.check_idempotency_key(key)?;
         }
-        if !self.payload.is_object() {
-            return Err(Error::invalid(format!(
-                "payload must be a JSON object, got {}",
-                json_kind(&self.payload)
-            )));
-        }
-        let payload_json = serde_json::to_string(&self.payload)
-            .map_err(|e| Error::invalid(format!("payload cannot be encoded: {e}")))?;
-        if payload_json.len() > limits.max_payload_bytes {
-            return Err(Error::PayloadTooLarge {
-                size: payload_json.len(),
-                limit: limits.max_payload_bytes,
-            });
-        }
-        // Only a key needs the content compared: skip the hash without one.
-        let fingerprint = self
-            .idempotency_key
-            .is_some()
-            .then(|| Fingerprint::of(&self));
-        Ok(ValidEvent {
-            event: self,
-            payload_json,
-            fingerprint,
-        })
+        Ok(())
+    }
+
+    /// Drops a refused event without recursing into its payload, however
+    /// deeply it nests.
+    pub(crate) fn discard(self) {
+        self.payload.discard();
     }
 }
 
@@ -139,44 +181,55 @@ fn check_field(name: &str, value: Option<&str>, max_chars: usize) -> Result<()> 
     Ok(())
 }
 
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// Size limits on incoming events.
+/// Limits on what one request may carry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Limits {
-    /// Largest payload, as compact JSON, in bytes. Default 512 KiB.
+    /// Largest payload, as stored JSON text, in bytes. Default 512 KiB.
     pub max_payload_bytes: usize,
+    /// Deepest nesting of arrays and objects in a payload (the outer
+    /// object is level 1). Default 64, at most [`MAX_PAYLOAD_DEPTH`] (127),
+    /// the deepest a payload can be decoded again.
+    pub max_payload_depth: usize,
     /// Longest `source`, `event_type`, `topic` or `client_id`, in characters.
     /// Default 256.
     pub max_field_chars: usize,
     /// Longest idempotency key, in characters. Default 256.
     pub max_idempotency_key_chars: usize,
+    /// Most events in one `ingest_batch`. Default 1 000.
+    pub max_batch_events: usize,
+    /// Most payload bytes in one `ingest_batch`, added up. Default 16 MiB.
+    pub max_batch_bytes: usize,
+    /// Most ids in one `redrive` or `purge_dead_letters` by ids. Default
+    /// 1 000.
+    pub max_ids: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_payload_bytes: 512 * 1024,
+            max_payload_depth: 64,
             max_field_chars: 256,
             max_idempotency_key_chars: 256,
+            max_batch_events: 1000,
+            max_batch_bytes: 16 * 1024 * 1024,
+            max_ids: 1000,
         }
     }
 }
 
 impl Limits {
-    /// Sets the largest payload accepted, in bytes of compact JSON.
+    /// Sets the largest payload accepted, in bytes of JSON text.
     pub fn with_max_payload_bytes(mut self, bytes: usize) -> Self {
         self.max_payload_bytes = bytes;
+        self
+    }
+
+    /// Sets the deepest nesting accepted, from 1 to [`MAX_PAYLOAD_DEPTH`]
+    /// (values outside are clamped).
+    pub fn with_max_payload_depth(mut self, depth: usize) -> Self {
+        self.max_payload_depth = depth.clamp(1, MAX_PAYLOAD_DEPTH);
         self
     }
 
@@ -192,6 +245,24 @@ impl Limits {
         self
     }
 
+    /// Sets the most events one batch may hold.
+    pub fn with_max_batch_events(mut self, events: usize) -> Self {
+        self.max_batch_events = events;
+        self
+    }
+
+    /// Sets the most payload bytes one batch may hold.
+    pub fn with_max_batch_bytes(mut self, bytes: usize) -> Self {
+        self.max_batch_bytes = bytes;
+        self
+    }
+
+    /// Sets the most ids one redrive or purge by ids may name.
+    pub fn with_max_ids(mut self, ids: usize) -> Self {
+        self.max_ids = ids;
+        self
+    }
+
     /// Checks an idempotency key: not empty, not too long, no control
     /// characters.
     pub fn check_idempotency_key(&self, key: &str) -> Result<()> {
@@ -200,59 +271,70 @@ impl Limits {
         }
         check_field("idempotency_key", Some(key), self.max_idempotency_key_chars)
     }
+
+    /// Checks a count against a limit.
+    pub(crate) fn check_count(what: &'static str, actual: usize, limit: usize) -> Result<()> {
+        if actual > limit {
+            return Err(Error::LimitExceeded {
+                what,
+                actual: actual as u64,
+                limit: limit as u64,
+            });
+        }
+        Ok(())
+    }
 }
 
-/// An event that passed validation, with its payload encoded once.
+/// An event that passed validation, its payload encoded once.
 ///
 /// Backends take only validated events, so nothing invalid reaches storage.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ValidEvent {
-    event: NewEvent,
-    payload_json: String,
-    fingerprint: Option<Fingerprint>,
+    /// Where the event came from.
+    pub source: Option<String>,
+    /// What happened.
+    pub event_type: Option<String>,
+    /// Its stream.
+    pub topic: Option<String>,
+    /// Who produced it.
+    pub client_id: Option<String>,
+    /// The idempotency key, if any.
+    pub idempotency_key: Option<String>,
+    /// The payload, checked: a JSON object within the limits.
+    pub payload: Payload,
+    /// The content fingerprint that decides duplicate (same) or conflict
+    /// (different), present when the event has a key.
+    pub fingerprint: Option<Fingerprint>,
 }
 
 impl ValidEvent {
-    /// The event as it was given.
-    pub fn event(&self) -> &NewEvent {
-        &self.event
-    }
-
-    /// The payload as compact JSON.
+    /// The payload as JSON text.
     pub fn payload_json(&self) -> &str {
-        &self.payload_json
+        self.payload.as_str()
     }
 
     /// The idempotency key, if any.
     pub fn idempotency_key(&self) -> Option<&str> {
-        self.event.idempotency_key.as_deref()
+        self.idempotency_key.as_deref()
     }
 
-    /// The idempotency key and the content fingerprint that decides
-    /// duplicate (same) or conflict (different), if the event has a key.
+    /// The idempotency key and its content fingerprint, if the event has a
+    /// key.
     pub fn idempotency(&self) -> Option<(&str, &Fingerprint)> {
-        self.event
-            .idempotency_key
+        self.idempotency_key
             .as_deref()
             .zip(self.fingerprint.as_ref())
     }
 
-    /// The parts, for a backend that stores them separately: the event as
-    /// given, its payload as compact JSON, and its fingerprint if it has a
-    /// key.
-    pub fn into_parts(self) -> (NewEvent, String, Option<Fingerprint>) {
-        (self.event, self.payload_json, self.fingerprint)
-    }
-
     /// The stored event this becomes under `id`.
     pub fn into_event(self, tenant: TenantId, id: EventId) -> Event {
-        let e = self.event;
-        let mut event = Event::new(tenant, id, e.payload);
-        event.source = e.source;
-        event.event_type = e.event_type;
-        event.topic = e.topic;
-        event.idempotency_key = e.idempotency_key;
-        event.client_id = e.client_id;
+        let mut event = Event::new(tenant, id, self.payload);
+        event.source = self.source;
+        event.event_type = self.event_type;
+        event.topic = self.topic;
+        event.idempotency_key = self.idempotency_key;
+        event.client_id = self.client_id;
         event
     }
 }
@@ -263,7 +345,7 @@ impl ValidEvent {
 pub struct Fingerprint(pub [u8; 32]);
 
 impl Fingerprint {
-    fn of(e: &NewEvent) -> Self {
+    fn of(e: &ValidEvent, payload: &Value) -> Self {
         let mut h = Sha256::new();
         for field in [&e.source, &e.event_type, &e.topic, &e.client_id] {
             match field {
@@ -275,7 +357,7 @@ impl Fingerprint {
                 None => h.update([0]),
             }
         }
-        hash_json(&mut h, &e.payload);
+        hash_json(&mut h, payload);
         Fingerprint(h.finalize().into())
     }
 }
@@ -361,8 +443,9 @@ pub struct Event {
     pub event_type: Option<String>,
     /// Its stream.
     pub topic: Option<String>,
-    /// Its body, a JSON object.
-    pub payload: Value,
+    /// Its body, a JSON object as text (see [`Event::payload`] to decode
+    /// it).
+    pub payload: Payload,
     /// The idempotency key it was ingested with.
     pub idempotency_key: Option<String>,
     /// The client that produced it.
@@ -381,7 +464,7 @@ pub struct Event {
 impl Event {
     /// A pending event with this id and payload and no metadata; backends
     /// fill in the rest as they read it back.
-    pub fn new(tenant: TenantId, id: EventId, payload: Value) -> Self {
+    pub fn new(tenant: TenantId, id: EventId, payload: Payload) -> Self {
         Event {
             id,
             tenant,
@@ -396,6 +479,11 @@ impl Event {
             attempts: 0,
             leased_until: None,
         }
+    }
+
+    /// Decodes the payload into `T`: [`Error::Decode`] if it does not fit.
+    pub fn payload<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        self.payload.decode()
     }
 
     /// Whether a worker's lease on this event is running at `now`.

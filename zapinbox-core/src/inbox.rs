@@ -11,16 +11,27 @@ use crate::rate_limit::TenantLimiter;
 use std::time::Duration;
 
 use crate::{
-    AckOutcome, Backend, ClaimQuery, Clock, DeleteOutcome, Event, EventId, Ingested, LeaseToken,
-    Leased, Limits, NewEvent, Page, PullQuery, Purged, RateLimit, Redrive, ReleaseOutcome, Result,
-    TenantId, TenantStats, Timestamp,
+    AckOutcome, Backend, ClaimQuery, Clock, DeleteOutcome, Event, EventId, Filter, Ingested,
+    LeaseToken, Leased, Limits, NewEvent, Page, PullQuery, Purged, RateLimit, Redrive,
+    ReleaseOutcome, Result, TenantId, TenantStats, Timestamp,
 };
 
 /// An event inbox on any backend.
 ///
-/// Every call checks the tenant's rate limit first, then validates its input,
-/// then reaches the backend: a rejected call changes nothing. Cheap to clone;
-/// clones share the backend and the rate limiters.
+/// A call checks the tenant's rate limit, validates its input against the
+/// [`Limits`], then reaches the backend: a rejected call changes nothing.
+/// Cheap to clone; clones share the backend and the rate limiters.
+///
+/// # What the rate limit counts
+///
+/// Calls that bring in or hand out work are limited: `ingest`,
+/// `ingest_batch` (one call, however many events), `pull`, `get`,
+/// `find_by_key`, `claim`, `dead_letters`, `redrive`, `purge_dead_letters`
+/// and `tenant_stats`. Calls that finish work the caller already holds are
+/// never refused, so a busy tenant's events do not go round again: `ack`,
+/// `delete`, `extend`, `release`, `requeue` and `ack_lease`; nor is
+/// `claimable_at`, the cheap read an idle [`Worker`](crate::Worker) polls
+/// instead of claiming.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> zapinbox_core::Result<()> {
@@ -156,29 +167,58 @@ impl Inbox {
     /// if it differs.
     #[instrument(skip_all, fields(tenant = %tenant, op = "ingest"))]
     pub async fn ingest(&self, tenant: &TenantId, event: NewEvent) -> Result<Ingested> {
-        self.inner.rate.check(tenant)?;
+        if let Err(e) = self.inner.rate.check(tenant) {
+            event.discard();
+            return Err(e);
+        }
         let event = event.validate(&self.inner.limits)?;
         self.inner.backend.ingest(tenant, event).await
     }
 
     /// Stores `events` atomically: if any is invalid or conflicts with an
-    /// idempotency key, nothing is stored.
+    /// idempotency key, nothing is stored. A batch holds at most
+    /// [`Limits::max_batch_events`] events and [`Limits::max_batch_bytes`]
+    /// bytes of payload ([`Error::LimitExceeded`](crate::Error::LimitExceeded)).
     #[instrument(skip_all, fields(tenant = %tenant, op = "ingest_batch", count = events.len()))]
     pub async fn ingest_batch(
         &self,
         tenant: &TenantId,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Ingested>> {
-        self.inner.rate.check(tenant)?;
-        let events = events
-            .into_iter()
-            .enumerate()
-            .map(|(i, e)| {
-                e.validate(&self.inner.limits)
-                    .map_err(|err| at_index(i, err))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        self.inner.backend.ingest_batch(tenant, events).await
+        let limits = &self.inner.limits;
+        let admitted = self.inner.rate.check(tenant).and_then(|()| {
+            Limits::check_count(
+                "batch events (Limits::max_batch_events)",
+                events.len(),
+                limits.max_batch_events,
+            )
+        });
+        if let Err(e) = admitted {
+            events.into_iter().for_each(NewEvent::discard);
+            return Err(e);
+        }
+        let mut valid = Vec::with_capacity(events.len());
+        let mut bytes = 0usize;
+        let mut events = events.into_iter().enumerate();
+        while let Some((i, event)) = events.next() {
+            let checked = event.validate(limits).and_then(|event| {
+                bytes = bytes.saturating_add(event.payload.len());
+                Limits::check_count(
+                    "batch payload bytes (Limits::max_batch_bytes)",
+                    bytes,
+                    limits.max_batch_bytes,
+                )
+                .map(|()| event)
+            });
+            match checked {
+                Ok(event) => valid.push(event),
+                Err(err) => {
+                    events.for_each(|(_, rest)| rest.discard());
+                    return Err(at_index(i, err));
+                }
+            }
+        }
+        self.inner.backend.ingest_batch(tenant, valid).await
     }
 
     /// One page of pending events (see [`PullQuery`]).
@@ -195,17 +235,16 @@ impl Inbox {
         self.inner.backend.get(tenant, id).await
     }
 
-    /// Marks the event delivered. Acking twice answers `AlreadyAcked`.
+    /// Marks the event delivered. Acking twice answers `AlreadyAcked`. Not
+    /// rate limited.
     #[instrument(skip_all, fields(tenant = %tenant, op = "ack"))]
     pub async fn ack(&self, tenant: &TenantId, id: EventId) -> Result<AckOutcome> {
-        self.inner.rate.check(tenant)?;
         self.inner.backend.ack(tenant, id).await
     }
 
-    /// Removes the event, whatever its state.
+    /// Removes the event, whatever its state. Not rate limited.
     #[instrument(skip_all, fields(tenant = %tenant, op = "delete"))]
     pub async fn delete(&self, tenant: &TenantId, id: EventId) -> Result<DeleteOutcome> {
-        self.inner.rate.check(tenant)?;
         self.inner.backend.delete(tenant, id).await
     }
 
@@ -224,11 +263,26 @@ impl Inbox {
 /// again.
 impl Inbox {
     /// Claims up to `query.limit` events for `query.lease`: no other claim
-    /// gets them until the lease ends. Oldest first.
+    /// gets them until the lease ends. The earliest available first (a new
+    /// event is available from its ingest, a retried one from the end of
+    /// its backoff), then in commit order.
     #[instrument(skip_all, fields(tenant = %tenant, op = "claim"))]
     pub async fn claim(&self, tenant: &TenantId, query: ClaimQuery) -> Result<Vec<Leased>> {
         self.inner.rate.check(tenant)?;
         self.inner.backend.claim(tenant, query).await
+    }
+
+    /// When the earliest event a claim with `filter` could take becomes
+    /// claimable (at or before now: a claim finds one now), or `None` if no
+    /// pending event matches. A cheap read, not rate limited: poll this
+    /// while idle, and claim when it says so.
+    #[instrument(skip_all, fields(tenant = %tenant, op = "claimable_at"))]
+    pub async fn claimable_at(
+        &self,
+        tenant: &TenantId,
+        filter: &Filter,
+    ) -> Result<Option<Timestamp>> {
+        self.inner.backend.claimable_at(tenant, filter).await
     }
 
     /// Extends a lease to `now + by`; returns the new expiry. `LeaseLost` if
@@ -283,6 +337,7 @@ impl Inbox {
     #[instrument(skip_all, fields(tenant = %tenant, op = "redrive"))]
     pub async fn redrive(&self, tenant: &TenantId, which: Redrive) -> Result<u64> {
         self.inner.rate.check(tenant)?;
+        self.check_ids(&which)?;
         self.inner.backend.redrive(tenant, which).await
     }
 }
@@ -302,6 +357,7 @@ impl Inbox {
     #[instrument(skip_all, fields(tenant = %tenant, op = "purge_dead_letters"))]
     pub async fn purge_dead_letters(&self, tenant: &TenantId, which: Redrive) -> Result<u64> {
         self.inner.rate.check(tenant)?;
+        self.check_ids(&which)?;
         self.inner.backend.purge_dead_letters(tenant, which).await
     }
 
@@ -318,6 +374,19 @@ impl Inbox {
             "tenant stats"
         );
         Ok(stats)
+    }
+}
+
+impl Inbox {
+    fn check_ids(&self, which: &Redrive) -> Result<()> {
+        match which {
+            Redrive::Ids(ids) => Limits::check_count(
+                "ids (Limits::max_ids)",
+                ids.len(),
+                self.inner.limits.max_ids,
+            ),
+            Redrive::All => Ok(()),
+        }
     }
 }
 

@@ -37,6 +37,7 @@ mod id;
 mod inbox;
 mod lease;
 mod memory;
+mod payload;
 mod query;
 mod rate_limit;
 mod tenant;
@@ -61,6 +62,7 @@ pub use lease::{
     check_delay, check_lease,
 };
 pub use memory::MemoryBackend;
+pub use payload::{MAX_PAYLOAD_DEPTH, Payload};
 pub use query::{Filter, MAX_PAGE, Order, Page, PullQuery, ResolvedQuery};
 pub use rate_limit::RateLimit;
 pub use tenant::{MAX_TENANT_LEN, TenantId};

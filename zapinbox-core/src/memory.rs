@@ -16,7 +16,7 @@ use crate::backend::{
 use crate::cursor::Position;
 use crate::{
     AckOutcome, ClaimQuery, ClaimStep, DeleteOutcome, Delivery, Error, Event, EventId, EventStatus,
-    Fingerprint, Ingested, LeaseToken, Leased, Order, Page, PullQuery, Purged, QueueConfig,
+    Filter, Fingerprint, Ingested, LeaseToken, Leased, Order, Page, PullQuery, Purged, QueueConfig,
     Redrive, ReleaseOutcome, Result, RetryPolicy, TenantId, TenantStats, Timestamp, ValidEvent,
     check_lease,
 };
@@ -144,7 +144,9 @@ impl MemoryBackend {
         }
         let stored = Stored {
             event: event.into_event(tenant.clone(), id),
-            delivery: Delivery::available_from(id.created_at()),
+            // Available from now on this clock, not from the id's stamp:
+            // after the clock steps back, the id keeps the later time.
+            delivery: Delivery::available_from(now),
         };
         t.events.insert(position, stored);
         t.positions.insert(id, position);
@@ -277,6 +279,21 @@ impl Leases for MemoryBackend {
             }
         }
         Ok(claimed)
+    }
+
+    async fn claimable_at(&self, tenant: &TenantId, filter: &Filter) -> Result<Option<Timestamp>> {
+        let now = self.config.clock.now();
+        let policy = &self.config.retry;
+        let state = self.lock();
+        let Some(t) = state.tenants.get(tenant) else {
+            return Ok(None);
+        };
+        Ok(t.events
+            .values()
+            .filter(|s| s.delivery.settle(now, policy).status == EventStatus::Pending)
+            .filter(|s| filter.matches(&s.event))
+            .map(|s| s.delivery.visible_at)
+            .min())
     }
 
     async fn extend(

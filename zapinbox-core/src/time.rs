@@ -175,6 +175,14 @@ impl ManualClock {
         self.nanos.fetch_add(by, Ordering::SeqCst);
     }
 
+    /// Sets the clock to `at`, which may be earlier than now: a wall clock
+    /// stepped back by time synchronisation. Ids made after it still sort
+    /// after earlier ones.
+    pub fn set(&self, at: Timestamp) {
+        self.nanos
+            .store(at.0.saturating_mul(1_000_000), Ordering::SeqCst);
+    }
+
     /// The current time.
     pub fn now(&self) -> Timestamp {
         Timestamp(self.nanos.load(Ordering::SeqCst) / 1_000_000)

@@ -20,6 +20,11 @@ pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Runs a handler over one tenant's events with bounded concurrency.
 ///
+/// While nothing is claimable the worker polls
+/// [`Inbox::claimable_at`], which the rate limit does not count, and claims
+/// only when an event is there; a claim refused by the rate limit waits the
+/// `retry_after` it was given.
+///
 /// Each claimed event goes to the handler under a lease that the worker
 /// renews while the handler runs (once a third of it has passed, on the
 /// inbox clock). `Ok` acks the event; `Err` or a panic releases it to be
@@ -87,6 +92,17 @@ pub struct WorkerReport {
     /// Leases lost while the handler ran (it took longer than the lease and
     /// could not extend it): another worker may have handled them too.
     pub lost: u64,
+    /// Claims refused by the tenant's rate limit; after each the worker
+    /// waited the `retry_after` it was given.
+    pub rate_limited: u64,
+}
+
+/// What one poll for work found.
+enum Poll {
+    /// These events, now leased to this worker (maybe none).
+    Claimed(Vec<Leased>),
+    /// Nothing claimable yet: look again after this long.
+    Wait(Duration),
 }
 
 /// How one claimed event ended.
@@ -174,19 +190,30 @@ impl Worker {
         let mut report = WorkerReport::default();
         let mut shutdown = std::pin::pin!(shutdown);
         let mut failure = None;
+        // Idle: nothing known to be claimable, so ask (a free read) before
+        // claiming (a rate-limited write).
+        let mut idle = true;
         loop {
             let free = self.concurrency.saturating_sub(tasks.len());
-            let mut claimed_any = false;
+            let mut wait = self.poll_interval;
             // Claim in batches: wait until half the slots are free.
             if free > 0 && (tasks.is_empty() || free * 2 >= self.concurrency) {
-                let query = self.claim.clone().limit(free as u32);
-                match self.inbox.claim(&self.tenant, query).await {
-                    Ok(batch) => {
-                        claimed_any = !batch.is_empty();
+                match self.poll(idle, free).await {
+                    Ok(Poll::Claimed(batch)) => {
+                        idle = batch.is_empty();
+                        if !idle && tasks.len() + batch.len() < self.concurrency {
+                            wait = Duration::ZERO;
+                        }
                         for leased in batch {
                             report.claimed += 1;
                             tasks.spawn(self.handle(leased, Arc::clone(&handler), aborted.clone()));
                         }
+                    }
+                    Ok(Poll::Wait(until)) => wait = until,
+                    Err(Error::RateLimited { retry_after }) => {
+                        report.rate_limited += 1;
+                        tracing::debug!(?retry_after, "claim rate limited; backing off");
+                        wait = retry_after.max(self.poll_interval);
                     }
                     Err(e) if e.is_retryable() => {
                         tracing::warn!(error = %e, "claim failed; trying again");
@@ -197,11 +224,6 @@ impl Worker {
                     }
                 }
             }
-            let wait = if claimed_any && tasks.len() < self.concurrency {
-                Duration::ZERO
-            } else {
-                self.poll_interval
-            };
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
@@ -215,6 +237,32 @@ impl Worker {
             Some(e) => Err(e),
             None => Ok(report),
         }
+    }
+
+    /// Claims up to `free` events; while idle, only once the inbox says one
+    /// is claimable, so an idle worker spends none of its tenant's rate
+    /// limit and sleeps until a retried event's backoff ends.
+    async fn poll(&self, idle: bool, free: usize) -> Result<Poll> {
+        if idle {
+            let next = self
+                .inbox
+                .claimable_at(&self.tenant, &self.claim.filter)
+                .await?;
+            let now = self.inbox.clock().now();
+            match next {
+                None => return Ok(Poll::Wait(self.poll_interval)),
+                Some(at) if at > now => {
+                    let until = at.saturating_duration_since(now);
+                    return Ok(Poll::Wait(until.min(self.poll_interval)));
+                }
+                Some(_) => {}
+            }
+        }
+        let query = self.claim.clone().limit(free as u32);
+        self.inbox
+            .claim(&self.tenant, query)
+            .await
+            .map(Poll::Claimed)
     }
 
     /// Lets running handlers finish within the grace period, then releases

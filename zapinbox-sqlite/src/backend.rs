@@ -7,9 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use zapinbox_core::{
     AckOutcome, Acknowledge, Backend, ClaimQuery, Delete, DeleteOutcome, Error, Event, EventId,
-    EventStatus, Idempotency, InboxPull, Ingest, Ingested, LeaseToken, Leased, Leases, Page,
-    PullQuery, Purged, QueueConfig, Redrive, ReleaseOutcome, Result, Retention, Stats, TenantId,
-    TenantStats, Timestamp, ValidEvent, check_lease,
+    EventStatus, Filter, Idempotency, InboxPull, Ingest, Ingested, LeaseToken, Leased, Leases,
+    Page, PullQuery, Purged, QueueConfig, Redrive, ReleaseOutcome, Result, Retention, Stats,
+    TenantId, TenantStats, Timestamp, ValidEvent, check_lease,
 };
 
 use tokio::sync::watch;
@@ -408,6 +408,15 @@ impl Leases for SqliteBackend {
             .write(move |conn, clock| {
                 ops::lease::claim(conn, clock.now(), &tenant, &query, &policy)
             })
+            .await
+    }
+
+    async fn claimable_at(&self, tenant: &TenantId, filter: &Filter) -> Result<Option<Timestamp>> {
+        let (tenant, filter) = (tenant.clone(), filter.clone());
+        let (now, policy) = (self.inner.config.clock.now(), self.inner.config.retry);
+        self.inner
+            .readers
+            .read(move |conn| ops::lease::claimable_at(conn, &tenant, &filter, (now, &policy)))
             .await
     }
 

@@ -1,8 +1,10 @@
 //! Reading and writing event rows.
 
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use zapinbox_core::{
-    Delivery, Event, EventId, EventStatus, Position, Result, RetryPolicy, TenantId, Timestamp,
+    Delivery, Event, EventId, EventStatus, Payload, Position, Result, RetryPolicy, TenantId,
+    Timestamp,
 };
 
 use crate::error::{corrupt, storage};
@@ -31,9 +33,15 @@ pub(crate) fn stored_from_row(
 ) -> Result<(Position, Event, Delivery)> {
     let seq: i64 = row.get(0).map_err(storage)?;
     let id = EventId::from_bytes(row.get(1).map_err(storage)?);
-    let payload: String = row.get(5).map_err(storage)?;
-    let payload =
-        serde_json::from_str(&payload).map_err(|e| corrupt(format!("payload of {id}: {e}")))?;
+    // Not parsed: the text was checked when it was stored, and a payload
+    // that cannot be decoded fails only its own decoding, not this read.
+    let payload = match row.get_ref(5).map_err(storage)? {
+        ValueRef::Text(bytes) => match std::str::from_utf8(bytes) {
+            Ok(text) => Payload::from_stored(text),
+            Err(_) => return Err(corrupt(format!("payload of {id} is not UTF-8"))),
+        },
+        _ => return Err(corrupt(format!("payload of {id} is not text"))),
+    };
     let delivery = delivery_at(row, 8, id)?;
     let mut event = Event::new(tenant.clone(), id, payload);
     event.source = row.get(2).map_err(storage)?;

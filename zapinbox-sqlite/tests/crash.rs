@@ -143,8 +143,9 @@ async fn sigkill_loses_no_acknowledged_event() {
                 .await
                 .expect("every row reads back");
             for event in &page.events {
+                let payload = event.payload.as_value().expect("whole payloads only");
                 assert!(
-                    event.payload["task"].is_u64() && event.payload["n"].is_u64(),
+                    payload["task"].is_u64() && payload["n"].is_u64(),
                     "whole rows only"
                 );
                 assert!(stored.insert(event.id), "no event twice");

@@ -170,7 +170,12 @@ async fn two_processes_share_one_file() {
         .iter()
         .filter(|e| e.idempotency_key.is_some())
         .count();
-    let by = |who: &str| events.iter().filter(|e| e.payload["by"] == who).count();
+    let by = |who: &str| {
+        events
+            .iter()
+            .filter(|e| e.payload.as_value().is_ok_and(|p| p["by"] == who))
+            .count()
+    };
     assert_eq!(keyed, PER_PROCESS, "one event per shared key");
     assert_eq!((by("parent"), by("child")), (PER_PROCESS, PER_PROCESS));
     let conn = rusqlite::Connection::open(&path).expect("raw");

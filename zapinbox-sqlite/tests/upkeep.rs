@@ -118,8 +118,10 @@ async fn the_wal_is_checkpointed_past_its_limit() {
     let settings = rusqlite::Connection::open(&path).expect("raw");
     drop(settings);
     let inbox = Inbox::new(backend.clone());
-    let events = (0..3000).map(payload).collect();
-    inbox.ingest_batch(&tenant(), events).await.expect("ingest");
+    for batch in 0..3 {
+        let events = (batch * 1000..(batch + 1) * 1000).map(payload).collect();
+        inbox.ingest_batch(&tenant(), events).await.expect("ingest");
+    }
     eventually(
         "maintenance checkpoints and truncates the WAL",
         async || {

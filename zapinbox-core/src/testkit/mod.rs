@@ -89,6 +89,12 @@ macro_rules! conformance_tests {
             unicode_round_trips,
             oversized_payload_is_rejected,
             bad_input_changes_nothing,
+            deep_payloads_are_refused_and_the_tenant_keeps_flowing,
+            requests_over_the_batch_limits_are_refused,
+            finishing_work_is_never_rate_limited,
+            events_after_the_clock_steps_back_are_claimable_at_once,
+            claimable_at_says_when_a_claim_finds_work,
+            idle_worker_spares_the_rate_limit_and_backs_off,
             rate_limit_is_per_tenant,
             state_survives_reopen,
             concurrent_claimers_never_share_an_event,
@@ -101,7 +107,7 @@ macro_rules! conformance_tests {
             expired_last_lease_is_dead_whatever_claims_run,
             browse_lists_leased_events_as_leased,
             ack_by_id_wins_over_a_lease,
-                        claim_respects_filter_limit_and_tenant,
+            claim_respects_filter_limit_and_tenant,
             claims_take_the_earliest_available_first,
             workers_handle_every_event_once,
             worker_retries_then_dead_letters,
@@ -166,7 +172,8 @@ pub fn numbered(n: usize) -> NewEvent {
 
 /// The `n` field of an event's payload.
 pub fn number_of(event: &Event) -> Option<u64> {
-    event.payload.get("n").and_then(Value::as_u64)
+    let payload = event.payload.as_value().ok()?;
+    payload.get("n").and_then(Value::as_u64)
 }
 
 /// Every pending event of `tenant` matching `query`, following cursors.

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use zapinbox_core::{
-    Clock, Error, EventId, Fingerprint, Ingested, Result, TenantId, Timestamp, ValidEvent,
+    Clock, Error, EventId, Fingerprint, Ingested, Payload, Result, TenantId, Timestamp, ValidEvent,
 };
 
 use crate::error::{corrupt, storage};
@@ -18,19 +18,18 @@ pub(crate) struct NewRow {
     topic: Option<String>,
     client_id: Option<String>,
     idempotency: Option<(String, Fingerprint)>,
-    payload_json: String,
+    payload: Payload,
 }
 
 impl From<ValidEvent> for NewRow {
     fn from(event: ValidEvent) -> Self {
-        let (event, payload_json, fingerprint) = event.into_parts();
         NewRow {
+            idempotency: event.idempotency_key.zip(event.fingerprint),
+            payload: event.payload,
             source: event.source,
             event_type: event.event_type,
             topic: event.topic,
             client_id: event.client_id,
-            idempotency: event.idempotency_key.zip(fingerprint),
-            payload_json,
         }
     }
 }
@@ -66,7 +65,7 @@ fn ingest_one(
     conn.prepare_cached(
         "INSERT INTO events (id, tenant, source, event_type, topic, client_id, idempotency_key,
                              payload, created_at, visible_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -77,8 +76,9 @@ fn ingest_one(
             row.topic,
             row.client_id,
             row.idempotency.as_ref().map(|(key, _)| key),
-            row.payload_json,
+            row.payload.as_str(),
             millis(id.created_at()),
+            millis(now),
         ])
     })
     .map_err(storage)?;

@@ -3,13 +3,13 @@
 
 use rusqlite::{Connection, named_params};
 use zapinbox_core::{
-    ClaimQuery, ClaimStep, Delivery, Error, EventId, LeaseToken, Leased, Redrive, Result,
+    ClaimQuery, ClaimStep, Delivery, Error, EventId, Filter, LeaseToken, Leased, Redrive, Result,
     RetryPolicy, TenantId, Timestamp,
 };
 
 use crate::error::storage;
 use crate::row::{
-    EVENT_COLUMNS, UNSETTLED, change_delivery, millis, save_delivery, stored_from_row,
+    EVENT_COLUMNS, UNSETTLED, change_delivery, millis, save_delivery, stored_from_row, timestamp,
 };
 
 /// Claims up to `query.limit` claimable events, the earliest available
@@ -81,6 +81,40 @@ pub(crate) fn claim(
         }
     }
     Ok(claimed)
+}
+
+/// When the earliest pending event passing `filter` becomes claimable
+/// (see `Leases::claimable_at`).
+pub(crate) fn claimable_at(
+    conn: &Connection,
+    tenant: &TenantId,
+    filter: &Filter,
+    (now, policy): (Timestamp, &RetryPolicy),
+) -> Result<Option<Timestamp>> {
+    let sql = format!(
+        "SELECT min(visible_at) FROM events
+         WHERE tenant = :tenant AND status = 0 AND NOT {UNSETTLED}
+           AND (:topic IS NULL OR topic = :topic)
+           AND (:type IS NULL OR event_type = :type)
+           AND (:source IS NULL OR source = :source)
+           AND (:since IS NULL OR created_at >= :since)"
+    );
+    let mut stmt = conn.prepare_cached(&sql).map_err(storage)?;
+    let earliest: Option<i64> = stmt
+        .query_row(
+            named_params! {
+                ":tenant": tenant.as_str(),
+                ":topic": filter.topic,
+                ":type": filter.event_type,
+                ":source": filter.source,
+                ":since": filter.since.map(millis),
+                ":max_attempts": policy.max_attempts,
+                ":now": millis(now),
+            },
+            |r| r.get(0),
+        )
+        .map_err(storage)?;
+    Ok(earliest.map(timestamp))
 }
 
 /// Runs `f` on the settled delivery state of the event `token` leases and

@@ -1,7 +1,7 @@
 use serde_json::json;
 
 use crate::testkit::{Harness, fresh_tenant, number_of, numbered, open_inbox, pull_all};
-use crate::{Error, NewEvent, PullQuery};
+use crate::{Error, EventId, Inbox, Limits, NewEvent, PullQuery, Redrive};
 
 /// A batch stores all its events in order, or none: one invalid event or
 /// one idempotency conflict fails the whole batch. Each event gets its own
@@ -70,5 +70,68 @@ pub async fn batch_is_all_or_nothing(harness: &dyn Harness) {
             .await
             .expect("empty batch")
             .is_empty()
+    );
+}
+
+/// One call cannot hold the backend without bound: a batch of more than
+/// `Limits::max_batch_events` (default 1 000) events or
+/// `Limits::max_batch_bytes` (default 16 MiB) of payload, and a redrive or
+/// purge naming more than `Limits::max_ids` (default 1 000) ids, are
+/// `LimitExceeded` naming the limit, and nothing is stored or changed.
+pub async fn requests_over_the_batch_limits_are_refused(harness: &dyn Harness) {
+    let (inbox, _) = open_inbox(harness).await;
+    let tenant = fresh_tenant();
+    let defaults = Limits::default();
+    assert_eq!(
+        (
+            defaults.max_batch_events,
+            defaults.max_batch_bytes,
+            defaults.max_ids
+        ),
+        (1000, 16 * 1024 * 1024, 1000)
+    );
+    fn over<T>(r: &crate::Result<T>, name: &str, actual: u64, limit: u64) -> bool {
+        let ok = matches!(r, Err(Error::LimitExceeded { what, actual: a, limit: l })
+            if what.contains(name) && *a == actual && *l == limit);
+        let message = r
+            .as_ref()
+            .err()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        ok && message.contains(name) && message.contains(&limit.to_string())
+    }
+    let r = inbox
+        .ingest_batch(&tenant, (0..1001).map(numbered).collect())
+        .await;
+    assert!(over(&r, "max_batch_events", 1001, 1000), "{r:?}");
+    let full = inbox
+        .ingest_batch(&tenant, (0..1000).map(numbered).collect())
+        .await
+        .expect("a batch of exactly the limit");
+    assert_eq!(full.len(), 1000);
+
+    let small = Inbox::builder(inbox.backend().clone())
+        .limits(Limits::default().with_max_batch_bytes(100))
+        .build();
+    let sized = |n: usize| NewEvent::new(json!({ "p": "x".repeat(n) }));
+    // Two payloads of 50 bytes fit; a third byte-long payload does not.
+    small
+        .ingest_batch(&tenant, vec![sized(42), sized(42)])
+        .await
+        .expect("exactly 100 bytes");
+    let r = small
+        .ingest_batch(&tenant, vec![sized(42), sized(42), sized(1)])
+        .await;
+    assert!(over(&r, "max_batch_bytes", 109, 100), "{r:?}");
+
+    let ids: Vec<EventId> = (0..1001).map(|_| inbox.clock().next_id()).collect();
+    let r = inbox.redrive(&tenant, Redrive::Ids(ids.clone())).await;
+    assert!(over(&r, "max_ids", 1001, 1000), "{r:?}");
+    let r = inbox.purge_dead_letters(&tenant, Redrive::Ids(ids)).await;
+    assert!(over(&r, "max_ids", 1001, 1000), "{r:?}");
+    assert_eq!(
+        pull_all(&inbox, &tenant, PullQuery::new()).await.len(),
+        1002,
+        "only the batches within the limits were stored"
     );
 }

@@ -1,7 +1,9 @@
 use serde_json::{Value, json};
 
 use crate::testkit::{Harness, fresh_tenant, numbered, open_inbox, pull_all};
-use crate::{Error, Inbox, NewEvent, PullQuery, TenantId};
+use crate::{
+    ClaimQuery, Error, Inbox, Limits, MAX_PAYLOAD_DEPTH, NewEvent, PullQuery, Result, TenantId,
+};
 
 /// Text of every kind round-trips exactly: emoji, CJK, right-to-left, NUL
 /// and other control characters inside the payload, line separators,
@@ -146,4 +148,107 @@ async fn assert_unchanged(inbox: &Inbox, tenant: &TenantId, kept: crate::EventId
         inbox.find_by_key(tenant, "kept").await.expect("find"),
         Some(kept)
     );
+}
+
+/// `{"a":{"a":…1…}}`, `depth` objects deep, built without recursion.
+fn nested_value(depth: usize) -> Value {
+    let mut value = json!(1);
+    for _ in 0..depth {
+        let mut map = serde_json::Map::new();
+        map.insert("a".to_owned(), value);
+        value = Value::Object(map);
+    }
+    value
+}
+
+/// The same as JSON text.
+fn nested_text(depth: usize) -> String {
+    format!("{}1{}", r#"{"a":"#.repeat(depth), "}".repeat(depth))
+}
+
+fn assert_too_deep<T: std::fmt::Debug>(r: Result<T>, limit: usize, what: &str) {
+    match r {
+        Err(Error::InvalidInput(message)) => assert!(
+            message.contains(&limit.to_string()) && message.contains("max_payload_depth"),
+            "{what}: the message names the limit: {message}"
+        ),
+        other => panic!("{what}: expected InvalidInput, got {other:?}"),
+    }
+}
+
+/// A payload nested deeper than `Limits::max_payload_depth` (default 64,
+/// at most 127: what the decoder reads back) is refused with `InvalidInput`
+/// naming the limit, however deep, as a value or as text, alone or in a
+/// batch, and nothing is stored; the host does not overflow its stack on
+/// 100 000 levels. What is accepted reads back and decodes, and the
+/// tenant's other events keep flowing through pull, get, claim and ack.
+pub async fn deep_payloads_are_refused_and_the_tenant_keeps_flowing(harness: &dyn Harness) {
+    let (inbox, _) = open_inbox(harness).await;
+    let tenant = fresh_tenant();
+    let limit = inbox.limits().max_payload_depth;
+    assert_eq!(limit, 64, "the default limit");
+    let ingest = async |inbox: &Inbox, event: NewEvent| {
+        inbox.ingest(&tenant, event).await.map(|stored| stored.id)
+    };
+    let first = ingest(&inbox, numbered(1)).await.expect("a plain event");
+    let at_limit = ingest(&inbox, NewEvent::new(nested_value(limit)))
+        .await
+        .expect("a value at the limit");
+    let at_limit_text = ingest(&inbox, NewEvent::from_json(nested_text(limit)))
+        .await
+        .expect("text at the limit");
+    for depth in [limit + 1, 127, 128, 129, 1_000, 100_000] {
+        let r = ingest(&inbox, NewEvent::new(nested_value(depth))).await;
+        assert_too_deep(r, limit, &format!("a value {depth} deep"));
+        let r = ingest(&inbox, NewEvent::from_json(nested_text(depth))).await;
+        assert_too_deep(r, limit, &format!("text {depth} deep"));
+        let batch = vec![numbered(2), NewEvent::from_json(nested_text(depth))];
+        let r = inbox.ingest_batch(&tenant, batch).await;
+        assert!(
+            matches!(&r, Err(Error::InvalidInput(m)) if m.contains("item 1")),
+            "{depth} deep in a batch: {r:?}"
+        );
+    }
+    let deep = Inbox::builder(inbox.backend().clone())
+        .limits(Limits::default().with_max_payload_depth(10_000))
+        .build();
+    assert_eq!(deep.limits().max_payload_depth, MAX_PAYLOAD_DEPTH);
+    let deepest = ingest(&deep, NewEvent::from_json(nested_text(MAX_PAYLOAD_DEPTH)))
+        .await
+        .expect("127 levels with the limit raised");
+    let r = ingest(
+        &deep,
+        NewEvent::from_json(nested_text(MAX_PAYLOAD_DEPTH + 1)),
+    )
+    .await;
+    assert_too_deep(r, MAX_PAYLOAD_DEPTH, "128 levels with the limit raised");
+    let last = ingest(&inbox, numbered(3))
+        .await
+        .expect("a plain event after");
+
+    let expected = vec![first, at_limit, at_limit_text, deepest, last];
+    let listed = pull_all(&inbox, &tenant, PullQuery::new()).await;
+    assert_eq!(listed.iter().map(|e| e.id).collect::<Vec<_>>(), expected);
+    assert_eq!(listed[1].payload, nested_value(limit));
+    assert_eq!(listed[2].payload, nested_value(limit));
+    assert_eq!(listed[3].payload, nested_value(MAX_PAYLOAD_DEPTH));
+    let got = inbox
+        .get(&tenant, deepest)
+        .await
+        .expect("get")
+        .expect("kept");
+    got.payload
+        .as_value()
+        .expect("the deepest accepted payload decodes");
+    let claimed = inbox
+        .claim(&tenant, ClaimQuery::new().limit(10))
+        .await
+        .expect("claim");
+    let mut claimed_ids: Vec<_> = claimed.iter().map(|l| l.event.id).collect();
+    claimed_ids.sort();
+    assert_eq!(claimed_ids, expected, "claims take every event");
+    for leased in claimed {
+        inbox.ack_lease(&tenant, leased.token).await.expect("ack");
+    }
+    assert!(pull_all(&inbox, &tenant, PullQuery::new()).await.is_empty());
 }

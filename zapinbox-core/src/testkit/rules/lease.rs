@@ -550,3 +550,91 @@ pub async fn claim_respects_filter_limit_and_tenant(harness: &dyn Harness) {
     assert_eq!(parsed, leased[1].token);
     assert!("nonsense".parse::<crate::LeaseToken>().is_err());
 }
+
+/// An event is claimable from the moment it is ingested by the clock that
+/// ingested it, not from its id's timestamp: after the clock steps back, a
+/// new event's id still sorts after the earlier ones (so its timestamp is
+/// later than now), yet a claim takes it at once. `claimable_at` agrees.
+pub async fn events_after_the_clock_steps_back_are_claimable_at_once(harness: &dyn Harness) {
+    let (inbox, clock) = open_inbox_with(harness, config()).await;
+    let tenant = fresh_tenant();
+    let start = clock.now();
+    let before = inbox.ingest(&tenant, numbered(1)).await.expect("ingest").id;
+    clock.set(start.saturating_sub(Duration::from_secs(60)));
+    let after = inbox.ingest(&tenant, numbered(2)).await.expect("ingest");
+    assert!(after.id > before, "ids keep increasing");
+    assert!(after.created_at >= start, "the id keeps the later time");
+    let filter = crate::Filter::default();
+    let next = inbox.claimable_at(&tenant, &filter).await.expect("peek");
+    assert!(
+        next.is_some_and(|at| at <= clock.now()),
+        "claimable now: {next:?} at {}",
+        clock.now()
+    );
+    // Leases longer than the step, so nothing runs out when it is undone.
+    let claim = ClaimQuery::new().limit(10).lease(SECOND * 600);
+    let claimed = inbox.claim(&tenant, claim.clone()).await.expect("claim");
+    assert!(
+        claimed.iter().any(|l| l.event.id == after.id),
+        "the event ingested after the step back is claimable at once: {claimed:?}"
+    );
+    clock.set(start);
+    let rest = inbox.claim(&tenant, claim).await.expect("claim");
+    let mut all: Vec<EventId> = claimed.iter().chain(&rest).map(|l| l.event.id).collect();
+    all.sort();
+    assert_eq!(all, vec![before, after.id], "each claimed once");
+}
+
+/// `claimable_at` tells an idle poller when to claim: `None` with nothing
+/// pending, now for a new event, the end of the backoff for a released
+/// one, and it follows the filter.
+pub async fn claimable_at_says_when_a_claim_finds_work(harness: &dyn Harness) {
+    let (inbox, clock) = open_inbox_with(harness, config()).await;
+    let tenant = fresh_tenant();
+    let all = crate::Filter::default();
+    let next = |filter: crate::Filter| {
+        let (inbox, tenant) = (inbox.clone(), tenant.clone());
+        async move { inbox.claimable_at(&tenant, &filter).await.expect("peek") }
+    };
+    assert_eq!(next(all.clone()).await, None, "nothing pending");
+    inbox
+        .ingest(&tenant, numbered(1).with_topic("a"))
+        .await
+        .expect("ingest");
+    assert_eq!(next(all.clone()).await, Some(clock.now()));
+    let other = crate::Filter {
+        topic: Some("b".into()),
+        ..crate::Filter::default()
+    };
+    assert_eq!(next(other).await, None, "follows the filter");
+    let leased = inbox
+        .claim(&tenant, ClaimQuery::new())
+        .await
+        .expect("claim")
+        .pop()
+        .expect("one");
+    let retry = inbox
+        .release(&tenant, leased.token, Some(SECOND * 5))
+        .await
+        .expect("release");
+    let ReleaseOutcome::Retry { at } = retry else {
+        panic!("expected a retry, got {retry:?}")
+    };
+    assert_eq!(next(all.clone()).await, Some(at), "after the backoff");
+    assert!(
+        inbox
+            .claim(&tenant, ClaimQuery::new())
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    clock.advance(SECOND * 5);
+    assert_eq!(
+        inbox
+            .claim(&tenant, ClaimQuery::new())
+            .await
+            .expect("claim")
+            .len(),
+        1
+    );
+}

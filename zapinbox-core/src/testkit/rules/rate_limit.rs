@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use crate::testkit::{Harness, fresh_tenant, numbered, open_inbox};
-use crate::{Error, Inbox, PullQuery, RateLimit};
+use crate::{ClaimQuery, Error, Filter, Inbox, PullQuery, RateLimit, Redrive};
 
 /// Each tenant has its own bucket; a refused call says when to retry and
 /// changes nothing; time refills the bucket.
@@ -30,7 +30,7 @@ pub async fn rate_limit_is_per_tenant(harness: &dyn Harness) {
     let r = inbox.pull(&busy, PullQuery::new()).await;
     assert!(
         matches!(r, Err(Error::RateLimited { .. })),
-        "every call counts: {r:?}"
+        "reads count too: {r:?}"
     );
     assert!(Error::RateLimited { retry_after }.is_retryable());
 
@@ -48,4 +48,76 @@ pub async fn rate_limit_is_per_tenant(harness: &dyn Harness) {
     clock.advance(retry_after);
     let page = inbox.pull(&busy, PullQuery::new()).await.expect("refilled");
     assert_eq!(page.events.len(), 5, "the refused ingest stored nothing");
+}
+
+/// With the tenant's budget spent, calls that bring in or hand out work are
+/// refused, and calls that finish work the caller holds are not: ack,
+/// delete, extend, release, requeue and ack_lease always pass, as does the
+/// idle poll `claimable_at`.
+pub async fn finishing_work_is_never_rate_limited(harness: &dyn Harness) {
+    let (open, _) = open_inbox(harness).await;
+    let tenant = fresh_tenant();
+    let inbox = Inbox::builder(open.backend().clone())
+        .rate_limit(RateLimit::per_minute(2))
+        .build();
+    let stored = inbox
+        .ingest_batch(&tenant, (0..4).map(numbered).collect())
+        .await
+        .expect("within the limit");
+    let mut leased = inbox
+        .claim(&tenant, ClaimQuery::new().limit(3))
+        .await
+        .expect("within the limit");
+    let limited = |what: &str, r: crate::Result<()>| {
+        assert!(
+            matches!(r, Err(Error::RateLimited { .. })),
+            "{what} is limited: {r:?}"
+        );
+    };
+    limited("ingest", inbox.ingest(&tenant, numbered(9)).await.map(drop));
+    limited(
+        "pull",
+        inbox.pull(&tenant, PullQuery::new()).await.map(drop),
+    );
+    limited(
+        "claim",
+        inbox.claim(&tenant, ClaimQuery::new()).await.map(drop),
+    );
+    limited("get", inbox.get(&tenant, stored[3].id).await.map(drop));
+    limited(
+        "redrive",
+        inbox.redrive(&tenant, Redrive::All).await.map(drop),
+    );
+
+    let (c, b, a) = (
+        leased.pop().expect("three"),
+        leased.pop().expect("three"),
+        leased.pop().expect("three"),
+    );
+    inbox
+        .extend(&tenant, a.token, Duration::from_secs(60))
+        .await
+        .expect("extend passes");
+    inbox
+        .requeue(&tenant, a.token)
+        .await
+        .expect("requeue passes");
+    inbox.ack(&tenant, a.event.id).await.expect("ack passes");
+    inbox
+        .release(&tenant, b.token, None)
+        .await
+        .expect("release passes");
+    inbox
+        .ack_lease(&tenant, c.token)
+        .await
+        .expect("ack_lease passes");
+    inbox
+        .delete(&tenant, stored[3].id)
+        .await
+        .expect("delete passes");
+    let next = inbox
+        .claimable_at(&tenant, &Filter::default())
+        .await
+        .expect("claimable_at passes");
+    assert!(next.is_some(), "the released event is still pending");
 }

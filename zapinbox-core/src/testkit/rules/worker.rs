@@ -276,3 +276,65 @@ pub async fn worker_renews_the_lease_while_the_handler_runs(harness: &dyn Harnes
         "{report:?}"
     );
 }
+
+/// An idle worker spends none of its tenant's rate limit (it polls
+/// `claimable_at`, not `claim`), so producers keep their whole budget; a
+/// claim refused by the limit makes the worker wait the `retry_after` it
+/// was given instead of trying again at every poll.
+pub async fn idle_worker_spares_the_rate_limit_and_backs_off(harness: &dyn Harness) {
+    let (open, clock) = open_inbox_with(harness, config()).await;
+    let tenant = fresh_tenant();
+    let inbox = crate::Inbox::builder(open.backend().clone())
+        .rate_limit(crate::RateLimit::per_minute(2))
+        .build();
+    let (stop, stopped) = watch::channel(false);
+    let worker = Worker::new(inbox.clone(), tenant.clone()).poll_interval(Duration::from_millis(2));
+    let run = tokio::spawn(worker.run(
+        |_| async { Ok::<(), HandlerError>(()) },
+        until(stopped.clone()),
+    ));
+    // About a hundred idle polls.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    for n in 0..2 {
+        inbox
+            .ingest(&tenant, numbered(n))
+            .await
+            .expect("the idle worker left the whole budget");
+    }
+    // The worker now finds work, but the budget is spent: one refusal,
+    // then it waits about 30 s (the clock stands still), far past the
+    // end of this test.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    stop.send_replace(true);
+    let report = tokio::time::timeout(PATIENCE, run)
+        .await
+        .expect("the worker stops")
+        .expect("task")
+        .expect("worker");
+    assert_eq!(
+        (report.claimed, report.rate_limited),
+        (0, 1),
+        "one refused claim, then a wait: {report:?}"
+    );
+    clock.advance(Duration::from_secs(60));
+    let (stop, stopped) = watch::channel(false);
+    let worker = Worker::new(inbox.clone(), tenant.clone()).poll_interval(Duration::from_millis(2));
+    let run = tokio::spawn(worker.run(|_| async { Ok::<(), HandlerError>(()) }, until(stopped)));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !open
+        .pull(&tenant, PullQuery::new())
+        .await
+        .expect("pull")
+        .events
+        .is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker catches up"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.send_replace(true);
+    let report = run.await.expect("task").expect("worker");
+    assert_eq!(report.acked, 2, "{report:?}");
+}
