@@ -46,6 +46,10 @@ pub struct DatabaseStats {
     pub free_bytes: u64,
     /// Transactions committed since open.
     pub commits: u64,
+    /// Group commits rolled back and run again without a request that
+    /// failed after writing (a storage failure or a bug), since open.
+    /// Conflicts and refusals never cause one.
+    pub replays: u64,
     /// The last maintenance purge that removed anything.
     pub last_purge: Option<PurgeRecord>,
     /// The last checkpoint maintenance ran.
@@ -263,6 +267,7 @@ impl SqliteBackend {
             free_bytes: free * page_size,
             used_bytes: pages.saturating_sub(free) * page_size,
             commits: self.commits(),
+            replays: self.inner.writer.replays(),
             last_purge: log.last_purge,
             last_checkpoint: log.last_checkpoint,
         };

@@ -48,6 +48,8 @@ mod backend;
 mod backup;
 mod connection;
 mod error;
+#[cfg(test)]
+mod faults;
 mod maintenance;
 mod ops;
 mod pool;

@@ -10,9 +10,15 @@
 //! validation, conflict or not-found error, by construction of the
 //! operations) simply answers its error; one that fails after writing (a
 //! storage error, a panic) makes the writer roll the batch back and run
-//! the others again without it. Either way one request's error never
-//! changes another's outcome. If COMMIT itself fails, every caller in the
-//! batch gets that error.
+//! the others again without it, at most [`MAX_REPLAYS`] times a batch.
+//! Either way one request's error never changes another's outcome.
+//!
+//! Some errors make SQLite roll back the whole transaction itself
+//! (SQLITE_FULL, IOERR, NOMEM, BUSY, INTERRUPT may): the connection is then
+//! back in autocommit, every earlier request's writes are gone, and a later
+//! request would run, and be durable, on its own. After every failed
+//! request the writer checks for this and fails the whole batch. If COMMIT
+//! itself fails, every caller in the batch gets that error too.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,14 +39,21 @@ const MAX_BATCH: usize = 1024;
 /// Requests waiting for the writer before callers wait for room.
 const QUEUE: usize = 8192;
 
+/// Most times one batch is rolled back and run again without a request
+/// that failed after writing. Such failures are storage errors, which
+/// tend to repeat (a full disk): past this, the rest of the batch fails
+/// with the last one rather than replay once per request.
+const MAX_REPLAYS: usize = 2;
+
 /// A write operation. It may run more than once (after a rollback of its
 /// batch), so it reads its inputs and depends only on the database.
 type Op<T> = Box<dyn Fn(&Connection, &Clock) -> Result<T> + Send>;
 
 /// One queued request, type-erased so one channel carries them all.
 trait Job: Send {
-    /// Runs the operation and keeps its result; returns whether it failed.
-    fn run(&mut self, conn: &Connection, clock: &Clock) -> bool;
+    /// Runs the operation and keeps its result; returns its error, if any,
+    /// as the batch would report it.
+    fn run(&mut self, conn: &Connection, clock: &Clock) -> Option<CommitFailure>;
 
     /// Answers the caller: its own result if its batch committed (or it was
     /// set aside with its own error), the commit's failure otherwise.
@@ -54,15 +67,18 @@ struct Typed<T> {
 }
 
 impl<T: Send + 'static> Job for Typed<T> {
-    fn run(&mut self, conn: &Connection, clock: &Clock) -> bool {
+    fn run(&mut self, conn: &Connection, clock: &Clock) -> Option<CommitFailure> {
         // A panicking operation fails its own request, not the writer
         // thread and everyone after it.
         let op = &self.op;
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op(conn, clock)))
             .unwrap_or_else(|_| Err(Error::permanent("a write operation panicked")));
-        let failed = result.is_err();
+        let failure = result
+            .as_ref()
+            .err()
+            .map(|e| CommitFailure::from_error("a request in the batch", e));
         self.result = Some(result);
-        failed
+        failure
     }
 
     fn answer(self: Box<Self>, commit: Result<(), &CommitFailure>) {
@@ -90,6 +106,23 @@ impl CommitFailure {
         }
     }
 
+    fn rolled_back_by_sqlite(self) -> Self {
+        CommitFailure {
+            message: format!("SQLite rolled back the whole batch after {}", self.message),
+            ..self
+        }
+    }
+
+    fn replayed_too_often(self, failures: usize) -> Self {
+        CommitFailure {
+            message: format!(
+                "the batch failed after {failures} requests failed in it; the last: {}",
+                self.message
+            ),
+            ..self
+        }
+    }
+
     fn to_error(&self) -> Error {
         Error::Backend {
             retryable: self.retryable,
@@ -110,23 +143,30 @@ enum Message {
 pub(crate) struct Writer {
     queue: mpsc::Sender<Message>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
-    commits: Arc<AtomicU64>,
+    counters: Arc<Counters>,
+}
+
+/// What the writer thread has done, readable from any thread.
+#[derive(Default)]
+struct Counters {
+    commits: AtomicU64,
+    replays: AtomicU64,
 }
 
 impl Writer {
     /// Starts the writer thread on `conn`.
     pub(crate) fn spawn(conn: Connection, clock: Clock) -> Result<Arc<Writer>> {
         let (queue, rx) = mpsc::channel(QUEUE);
-        let commits = Arc::new(AtomicU64::new(0));
-        let counter = Arc::clone(&commits);
+        let counters = Arc::new(Counters::default());
+        let shared = Arc::clone(&counters);
         let thread = std::thread::Builder::new()
             .name("zapinbox-sqlite-writer".into())
-            .spawn(move || run(conn, clock, rx, &counter))
+            .spawn(move || run(conn, clock, rx, &shared))
             .map_err(|e| Error::permanent(format!("cannot start the writer thread: {e}")))?;
         Ok(Arc::new(Writer {
             queue,
             thread: std::sync::Mutex::new(Some(thread)),
-            commits,
+            counters,
         }))
     }
 
@@ -169,7 +209,13 @@ impl Writer {
 
     /// Transactions committed so far.
     pub(crate) fn commits(&self) -> u64 {
-        self.commits.load(Ordering::Relaxed)
+        self.counters.commits.load(Ordering::Relaxed)
+    }
+
+    /// Batches rolled back and run again without a request that failed
+    /// after writing.
+    pub(crate) fn replays(&self) -> u64 {
+        self.counters.replays.load(Ordering::Relaxed)
     }
 
     /// Stops the thread once everything queued before this call is
@@ -191,7 +237,7 @@ fn closed() -> Error {
     Error::permanent("the SQLite inbox is closed")
 }
 
-fn run(mut conn: Connection, clock: Clock, mut rx: mpsc::Receiver<Message>, commits: &AtomicU64) {
+fn run(mut conn: Connection, clock: Clock, mut rx: mpsc::Receiver<Message>, counters: &Counters) {
     let mut last_batch = 1;
     loop {
         let first = match rx.blocking_recv() {
@@ -209,7 +255,7 @@ fn run(mut conn: Connection, clock: Clock, mut rx: mpsc::Receiver<Message>, comm
             closing: false,
             direct: Vec::new(),
         };
-        last_batch = commit_batch(&mut conn, &clock, vec![first], &mut gather, commits);
+        last_batch = commit_batch(&mut conn, &clock, vec![first], &mut gather, counters);
         for job in std::mem::take(&mut gather.direct) {
             run_direct(&conn, &clock, job);
         }
@@ -284,18 +330,25 @@ fn commit_batch(
     clock: &Clock,
     mut jobs: Vec<Box<dyn Job>>,
     gather: &mut Gather<'_>,
-    commits: &AtomicU64,
+    counters: &Counters,
 ) -> usize {
     let _span = tracing::trace_span!("group_commit").entered();
     let mut set_aside = Vec::new();
     let outcome = loop {
         match run_batch(conn, clock, &mut jobs, gather) {
-            Ok(None) => {
+            Ok(()) => {
                 break exec(conn, "COMMIT").map_err(|e| CommitFailure::from_error("COMMIT", &e));
             }
-            // Rolled back: that request answers its own error, the rest run again.
-            Ok(Some(failed)) => set_aside.push(jobs.remove(failed)),
-            Err(failure) => break Err(failure),
+            // Rolled back: that request answers its own error, the rest
+            // run again, unless failures keep coming.
+            Err(Stop::FailedAfterWriting(failed, failure)) => {
+                set_aside.push(jobs.remove(failed));
+                if set_aside.len() > MAX_REPLAYS {
+                    break Err(failure.replayed_too_often(set_aside.len()));
+                }
+                counters.replays.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(Stop::Failed(failure)) => break Err(failure),
         }
     };
     if outcome.is_err() {
@@ -305,7 +358,7 @@ fn commit_batch(
     if committed {
         // Counted before anyone is answered: a caller that sees its answer
         // sees the count too.
-        commits.fetch_add(1, Ordering::Relaxed);
+        counters.commits.fetch_add(1, Ordering::Relaxed);
     }
     let held = jobs.len() + set_aside.len();
     tracing::trace!(
@@ -323,30 +376,46 @@ fn commit_batch(
     held
 }
 
+/// Why a batch's transaction stopped before COMMIT.
+enum Stop {
+    /// The job at this index failed after writing; the transaction was
+    /// rolled back.
+    FailedAfterWriting(usize, CommitFailure),
+    /// The whole batch failed: every caller gets this.
+    Failed(CommitFailure),
+}
+
 /// Opens a transaction and runs `jobs` in it, with what `gather` brings in
-/// meanwhile. Returns the index of the first job that failed after writing
-/// (the transaction is then rolled back), or `None` when the transaction is
-/// open with every job's changes.
+/// meanwhile, leaving it open with every job's changes; or says why it
+/// stopped.
 fn run_batch(
     conn: &mut Connection,
     clock: &Clock,
     jobs: &mut Vec<Box<dyn Job>>,
     gather: &mut Gather<'_>,
-) -> std::result::Result<Option<usize>, CommitFailure> {
+) -> std::result::Result<(), Stop> {
+    let failed = |stage: &str, e: Error| Stop::Failed(CommitFailure::from_error(stage, &e));
     end_open_transaction(conn);
-    exec(conn, "BEGIN IMMEDIATE").map_err(|e| CommitFailure::from_error("BEGIN", &e))?;
+    exec(conn, "BEGIN IMMEDIATE").map_err(|e| failed("BEGIN", e))?;
     let mut next = 0;
     loop {
         while let Some(job) = jobs.get_mut(next) {
             let before = conn.total_changes();
-            if job.run(conn, clock) && conn.total_changes() != before {
-                exec(conn, "ROLLBACK").map_err(|e| CommitFailure::from_error("ROLLBACK", &e))?;
-                return Ok(Some(next));
+            if let Some(failure) = job.run(conn, clock) {
+                if conn.is_autocommit() {
+                    // SQLite rolled the transaction back itself: what the
+                    // batch wrote so far is gone.
+                    return Err(Stop::Failed(failure.rolled_back_by_sqlite()));
+                }
+                if conn.total_changes() != before {
+                    exec(conn, "ROLLBACK").map_err(|e| failed("ROLLBACK", e))?;
+                    return Err(Stop::FailedAfterWriting(next, failure));
+                }
             }
             next += 1;
         }
         if !gather.more(jobs) {
-            return Ok(None);
+            return Ok(());
         }
     }
 }
@@ -524,6 +593,76 @@ mod tests {
         );
         let rows = w.write(|conn, _| Ok(logged(conn))).await.expect("read");
         assert_eq!(rows, vec![1, 2], "nothing of the failed request stayed");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replays_are_bounded_when_failures_keep_coming() {
+        let w = writer();
+        let (release, occupied) = occupy(&w).await;
+        // Each of these writes, then fails: a storage error that repeats.
+        let failing: Vec<_> = (0..6)
+            .map(|n| {
+                let job = send(&w, move |conn, _| {
+                    insert(conn, 100 + n)?;
+                    Err::<(), _>(Error::permanent("disk trouble"))
+                });
+                (n, job)
+            })
+            .collect();
+        queued(&w, 6).await;
+        let innocent = send(&w, |conn, _| insert(conn, 1));
+        queued(&w, 7).await;
+        drop(release);
+        occupied.await.expect("task");
+        for (_, job) in failing {
+            let r = job.await.expect("task");
+            assert!(matches!(r, Err(Error::Backend { .. })), "{r:?}");
+        }
+        let r = innocent.await.expect("task");
+        assert!(
+            matches!(&r, Err(e) if e.to_string().contains("disk trouble")),
+            "the batch failed with the last failure: {r:?}"
+        );
+        assert_eq!(w.replays(), MAX_REPLAYS as u64, "replays stop at the bound");
+        let rows = w.write(|conn, _| Ok(logged(conn))).await.expect("read");
+        assert!(
+            rows.is_empty(),
+            "nothing of the failed batch stayed: {rows:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transaction_sqlite_rolled_back_fails_the_whole_batch() {
+        let w = writer();
+        let (release, occupied) = occupy(&w).await;
+        let before = send(&w, |conn, _| insert(conn, 1));
+        queued(&w, 1).await;
+        // What SQLITE_FULL or IOERR do: the transaction is gone, the
+        // connection back in autocommit.
+        let fault = send(&w, |conn, _| {
+            conn.execute_batch("ROLLBACK").map_err(storage)?;
+            Err::<(), _>(Error::permanent("database or disk is full"))
+        });
+        queued(&w, 2).await;
+        let after = send(&w, |conn, _| insert(conn, 2));
+        queued(&w, 3).await;
+        drop(release);
+        occupied.await.expect("task");
+        for r in [
+            before.await.expect("task").map(drop),
+            fault.await.expect("task"),
+            after.await.expect("task").map(drop),
+        ] {
+            assert!(
+                matches!(&r, Err(e) if e.to_string().contains("rolled back the whole batch")),
+                "{r:?}"
+            );
+        }
+        let rows = w.write(|conn, _| Ok(logged(conn))).await.expect("read");
+        assert!(
+            rows.is_empty(),
+            "no request ran on its own after the rollback: {rows:?}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -185,3 +185,62 @@ async fn two_processes_share_one_file() {
     assert_eq!(integrity, "ok");
     backend.close().await.expect("close");
 }
+
+/// A batch whose idempotency key conflicts is refused before it writes
+/// anything, so 32 such batches sharing group commits with 32 good ones
+/// never make the writer roll back and replay the group (each replay ran
+/// every other request of the group again under the write lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicting_batches_never_replay_the_group() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let backend = SqliteBackend::builder(dir.path().join("inbox.db"))
+        .maintenance_interval(None)
+        .open()
+        .await
+        .expect("open");
+    let inbox = Inbox::new(backend.clone());
+    let tenant = TenantId::new("batches").expect("tenant");
+    inbox
+        .ingest(
+            &tenant,
+            NewEvent::new(json!({ "first": true })).with_idempotency_key("taken"),
+        )
+        .await
+        .expect("ingest");
+    let before = backend.stats().await.expect("stats");
+    let batches: Vec<_> = (0..64)
+        .map(|b| {
+            let (inbox, tenant) = (inbox.clone(), tenant.clone());
+            tokio::spawn(async move {
+                let mut events: Vec<_> = (0..3)
+                    .map(|n| NewEvent::new(json!({ "batch": b, "n": n })))
+                    .collect();
+                if b % 2 == 0 {
+                    events.push(NewEvent::new(json!({ "other": b })).with_idempotency_key("taken"));
+                }
+                inbox.ingest_batch(&tenant, events).await
+            })
+        })
+        .collect();
+    for (b, batch) in batches.into_iter().enumerate() {
+        let r = batch.await.expect("task");
+        if b % 2 == 0 {
+            assert!(matches!(r, Err(Error::IdempotencyConflict { .. })), "{r:?}");
+        } else {
+            assert_eq!(r.expect("a good batch").len(), 3);
+        }
+    }
+    let after = backend.stats().await.expect("stats");
+    assert_eq!(after.replays, before.replays, "no replay");
+    let commits = after.commits - before.commits;
+    assert!(
+        commits <= 32,
+        "64 batches shared commits: {commits} commits"
+    );
+    let stored = inbox
+        .pull(&tenant, PullQuery::new().limit(1000))
+        .await
+        .expect("pull");
+    assert_eq!(stored.events.len(), 1 + 32 * 3, "the good batches only");
+    backend.close().await.expect("close");
+}

@@ -1,5 +1,6 @@
 //! Storing events, with idempotency.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -34,8 +35,11 @@ impl From<ValidEvent> for NewRow {
     }
 }
 
-/// Stores `rows` in order. Any error leaves the batch for the writer to
-/// roll back (see `writer`), so a batch is all or nothing.
+/// Stores `rows` in order, all or none. Every idempotency key is checked
+/// before the first row is written, so a duplicate is answered and a
+/// conflict refused without writing: only a storage failure can fail the
+/// request after it wrote, which makes the writer roll back and replay its
+/// batch (see `writer`).
 pub(crate) fn ingest(
     conn: &Connection,
     clock: &Clock,
@@ -43,25 +47,76 @@ pub(crate) fn ingest(
     rows: &[NewRow],
     window: Duration,
 ) -> Result<Vec<Ingested>> {
+    let now = clock.now();
+    let plan = plan(conn, clock, now, tenant, rows)?;
+    let expires = now.saturating_add(window);
     rows.iter()
-        .map(|row| ingest_one(conn, clock, tenant, row, window))
+        .zip(plan)
+        .map(|(row, step)| match step {
+            Step::Store(id) => {
+                store(conn, now, expires, tenant, row, id)?;
+                Ok(Ingested::new(id, false))
+            }
+            Step::Duplicate(id) => Ok(Ingested::new(id, true)),
+        })
         .collect()
 }
 
-fn ingest_one(
+/// What ingest does with one row.
+enum Step {
+    /// Stores it under this new id.
+    Store(EventId),
+    /// Answers with the event stored before under its key.
+    Duplicate(EventId),
+}
+
+/// Decides every row before anything is written: a key seen in the window
+/// or earlier in the batch is a duplicate with the same content, a
+/// conflict with other content.
+fn plan(
     conn: &Connection,
     clock: &Clock,
+    now: Timestamp,
     tenant: &TenantId,
-    row: &NewRow,
-    window: Duration,
-) -> Result<Ingested> {
-    let now = clock.now();
-    if let Some((key, fingerprint)) = &row.idempotency {
-        if let Some(original) = remembered(conn, now, tenant, key, fingerprint)? {
-            return Ok(Ingested::new(original, true));
+    rows: &[NewRow],
+) -> Result<Vec<Step>> {
+    let mut in_batch: HashMap<&str, (EventId, &Fingerprint)> = HashMap::new();
+    let mut plan = Vec::with_capacity(rows.len());
+    for row in rows {
+        let Some((key, fingerprint)) = &row.idempotency else {
+            plan.push(Step::Store(clock.next_id()));
+            continue;
+        };
+        if let Some(&(original, first)) = in_batch.get(key.as_str()) {
+            if first != fingerprint {
+                return Err(Error::IdempotencyConflict {
+                    key: key.clone(),
+                    original,
+                });
+            }
+            plan.push(Step::Duplicate(original));
+        } else if let Some(original) = remembered(conn, now, tenant, key, fingerprint)? {
+            plan.push(Step::Duplicate(original));
+        } else {
+            let id = clock.next_id();
+            in_batch.insert(key, (id, fingerprint));
+            plan.push(Step::Store(id));
         }
     }
-    let id = clock.next_id();
+    Ok(plan)
+}
+
+/// Writes one event, and its key if it has one. New events are claimable
+/// from the writer's `now`: the id's timestamp may be later, when the id
+/// sequence carried on past a clock that stepped back.
+fn store(
+    conn: &Connection,
+    now: Timestamp,
+    expires: Timestamp,
+    tenant: &TenantId,
+    row: &NewRow,
+    id: EventId,
+) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO events (id, tenant, source, event_type, topic, client_id, idempotency_key,
                              payload, created_at, visible_at)
@@ -93,12 +148,12 @@ fn ingest_one(
                 key,
                 id.to_bytes(),
                 &fingerprint.0[..],
-                millis(now.saturating_add(window)),
+                millis(expires),
             ])
         })
         .map_err(storage)?;
     }
-    Ok(Ingested::new(id, false))
+    Ok(())
 }
 
 /// The original event under `key` if the key is still in its window: a
