@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use zapinbox_core::{
@@ -21,6 +21,7 @@ use crate::maintenance::{
 };
 use crate::ops;
 use crate::pool::ReadPool;
+use crate::rules::{self, SharedRules};
 use crate::schema;
 use crate::writer::Writer;
 
@@ -95,9 +96,19 @@ pub struct SqliteBuilder {
     maintenance_interval: Option<Duration>,
     purge_batch: usize,
     wal_limit: u64,
+    shared_rules: SharedRules,
 }
 
 impl SqliteBuilder {
+    /// What to do when the file's shared rules (retention, idempotency
+    /// window, `max_attempts`, stored by the first open) differ from this
+    /// builder's: refuse to open (the default), adopt the file's, or
+    /// replace them (see [`SharedRules`]).
+    pub fn shared_rules(mut self, mode: SharedRules) -> Self {
+        self.shared_rules = mode;
+        self
+    }
+
     /// How often the maintenance task runs (default every second, at least
     /// every 10 ms), or `None` to run none: then call `purge_expired`
     /// yourself.
@@ -141,7 +152,9 @@ impl SqliteBuilder {
         self
     }
 
-    /// Sets the clock and idempotency window.
+    /// Sets the clock, retry policy, retention and idempotency window.
+    /// Retention, the window and `max_attempts` are shared by every process
+    /// on the file (see [`SqliteBuilder::shared_rules`]).
     pub fn config(mut self, config: QueueConfig) -> Self {
         self.config = config;
         self
@@ -171,17 +184,31 @@ impl SqliteBuilder {
             busy_timeout: self.busy_timeout,
             wal_limit: self.wal_limit,
         };
-        let mut write_conn = connection::open(&self.path, Role::Writer, options)?;
-        schema::migrate(&mut write_conn)?;
+        // The busy handler does not cover every step of opening: switching
+        // a rollback-journal file to WAL answers "database is locked" at
+        // once while another process reads it. Each step is retried as a
+        // whole until the busy timeout has passed.
+        let deadline = Instant::now() + self.busy_timeout;
+        let (write_conn, config) = until_not_busy(deadline, || {
+            let mut conn = connection::open(&self.path, Role::Writer, options)?;
+            schema::migrate(&mut conn)?;
+            let mut config = self.config.clone();
+            rules::settle(&mut conn, &mut config, self.shared_rules)?;
+            Ok((conn, config))
+        })?;
         let readers = (0..self.read_connections)
-            .map(|_| connection::open(&self.path, Role::Reader, options))
+            .map(|_| {
+                until_not_busy(deadline, || {
+                    connection::open(&self.path, Role::Reader, options)
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
-        let writer = Writer::spawn(write_conn, self.config.clock.clone())?;
+        let writer = Writer::spawn(write_conn, config.clock.clone())?;
         tracing::debug!(path = %self.path.display(), durability = ?self.durability, "opened SQLite inbox");
         Ok(SqliteBackend {
             inner: Arc::new(Inner {
                 path: self.path,
-                config: self.config,
+                config,
                 writer,
                 readers: ReadPool::new(readers),
                 maintenance: self
@@ -198,6 +225,21 @@ impl SqliteBuilder {
                 purge_batch: self.purge_batch,
             }),
         })
+    }
+}
+
+/// Runs `step` until it succeeds, fails for another reason than a busy
+/// database, or `deadline` passes; waits 1 to 10 ms between tries, at
+/// random so that racing processes spread out.
+fn until_not_busy<T>(deadline: Instant, mut step: impl FnMut() -> Result<T>) -> Result<T> {
+    loop {
+        match step() {
+            Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                let pause = Duration::from_micros(rand::random_range(1_000..10_000));
+                std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+            }
+            done => return done,
+        }
     }
 }
 
@@ -219,6 +261,7 @@ impl SqliteBackend {
             maintenance_interval: Some(DEFAULT_MAINTENANCE.interval),
             purge_batch: DEFAULT_MAINTENANCE.purge_batch,
             wal_limit: DEFAULT_MAINTENANCE.wal_limit,
+            shared_rules: SharedRules::default(),
         }
     }
 
@@ -293,7 +336,9 @@ impl SqliteBackend {
 
     /// Writes a consistent copy of the database to `path` with SQLite's
     /// online backup API while traffic goes on. The copy holds every event
-    /// committed before the backup started, and opens as an inbox.
+    /// committed before the backup started, and opens as an inbox with the
+    /// same shared rules (open it with [`SharedRules::Adopt`] to take them
+    /// without restating them).
     pub async fn backup_to(&self, path: impl AsRef<Path>) -> Result<()> {
         let source = self.inner.path.clone();
         let target = path.as_ref().to_path_buf();

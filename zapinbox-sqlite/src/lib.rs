@@ -54,10 +54,12 @@ mod maintenance;
 mod ops;
 mod pool;
 mod row;
+mod rules;
 mod schema;
 mod writer;
 
 pub use backend::{DatabaseStats, SqliteBackend, SqliteBuilder};
 pub use connection::{ConnectionSettings, Durability, Role};
 pub use maintenance::{CheckpointRecord, PurgeRecord};
+pub use rules::SharedRules;
 pub use schema::SCHEMA_VERSION;

@@ -53,6 +53,13 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_acked ON events (acked_at) WHERE status = 1;
     CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);
     "#,
+    // v4: the rules every process on the file shares (see `rules`).
+    r#"
+    CREATE TABLE rules (
+        name  TEXT    NOT NULL PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -9,7 +9,7 @@ use serde_json::json;
 use zapinbox_core::{
     ClaimQuery, EventId, Inbox, ManualClock, NewEvent, PullQuery, QueueConfig, TenantId, Timestamp,
 };
-use zapinbox_sqlite::SqliteBackend;
+use zapinbox_sqlite::{SharedRules, SqliteBackend};
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -352,6 +352,7 @@ async fn under_constant_traffic_the_file_and_wal_level_off() {
     assert_eq!(integrity, "ok");
     let restored = SqliteBackend::builder(&copy)
         .maintenance_interval(None)
+        .shared_rules(SharedRules::Adopt)
         .open()
         .await
         .expect("the backup opens as an inbox");
