@@ -53,7 +53,8 @@ pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 /// let worker = Worker::new(inbox.clone(), tenant).concurrency(8);
 /// let run = tokio::spawn(worker.run(
 ///     |leased| async move {
-///         println!("sending to {}", leased.event.payload["email"]);
+///         let mail: serde_json::Value = leased.event.payload()?;
+///         println!("sending to {}", mail["email"]);
 ///         Ok(())
 ///     },
 ///     async { let _ = stopped.await; },

@@ -244,3 +244,95 @@ async fn conflicting_batches_never_replay_the_group() {
     assert_eq!(stored.events.len(), 1 + 32 * 3, "the good batches only");
     backend.close().await.expect("close");
 }
+
+/// Payloads stored before the nesting limit existed (200 levels deep), or
+/// damaged outside zapinbox, fail only their own decoding: the page, the
+/// claim and the get around them work, and they can be listed, claimed,
+/// dead-lettered and deleted like any event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_stored_payloads_fail_only_their_own_decoding() {
+    use zapinbox_core::{ClaimQuery, EventId, QueueConfig, ReleaseOutcome, RetryPolicy, Timestamp};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("inbox.db");
+    let config = QueueConfig::default().with_retry(RetryPolicy::default().with_max_attempts(1));
+    let backend = SqliteBackend::builder(&path)
+        .config(config)
+        .open()
+        .await
+        .expect("open");
+    let inbox = Inbox::new(backend.clone());
+    let tenant = TenantId::new("damaged").expect("tenant");
+    let ingest = async |n: u32| {
+        inbox
+            .ingest(&tenant, NewEvent::new(json!({ "n": n })))
+            .await
+            .expect("ingest")
+            .id
+    };
+    let first = ingest(1).await;
+    let raw = rusqlite::Connection::open(&path).expect("raw");
+    let smuggle = |payload: String| {
+        let id = EventId::generate(Timestamp::from(std::time::SystemTime::now()));
+        raw.execute(
+            "INSERT INTO events (id, tenant, payload, created_at, visible_at)
+             VALUES (?1, 'damaged', ?2, ?3, ?3)",
+            rusqlite::params![id.to_bytes(), payload, id.created_at().as_millis() as i64],
+        )
+        .expect("a row written behind the inbox's back");
+        id
+    };
+    let deep = smuggle(format!("{}1{}", r#"{"a":"#.repeat(200), "}".repeat(200)));
+    let broken = smuggle(r#"{"a": [1, 2"#.to_owned());
+    let last = ingest(2).await;
+
+    let page = inbox
+        .pull(&tenant, PullQuery::new())
+        .await
+        .expect("the page reads");
+    let ids: Vec<EventId> = page.events.iter().map(|e| e.id).collect();
+    assert_eq!(ids, vec![first, deep, broken, last]);
+    for event in &page.events {
+        let decoded = event.payload.as_value();
+        if [deep, broken].contains(&event.id) {
+            assert!(matches!(decoded, Err(Error::Decode { .. })), "{decoded:?}");
+        } else {
+            decoded.expect("the events around them decode");
+        }
+    }
+    let got = inbox
+        .get(&tenant, broken)
+        .await
+        .expect("get")
+        .expect("kept");
+    assert_eq!(got.payload.as_str(), r#"{"a": [1, 2"#, "returned as stored");
+
+    let claimed = inbox
+        .claim(&tenant, ClaimQuery::new().limit(10))
+        .await
+        .expect("the claim reads");
+    assert_eq!(claimed.len(), 4);
+    for leased in claimed {
+        if [deep, broken].contains(&leased.event.id) {
+            let outcome = inbox
+                .release(&tenant, leased.token, None)
+                .await
+                .expect("release");
+            assert_eq!(outcome, ReleaseOutcome::DeadLettered);
+        } else {
+            inbox.ack_lease(&tenant, leased.token).await.expect("ack");
+        }
+    }
+    let dead = inbox
+        .dead_letters(&tenant, PullQuery::new())
+        .await
+        .expect("dead letters");
+    assert_eq!(
+        dead.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![deep, broken]
+    );
+    inbox.delete(&tenant, deep).await.expect("delete");
+    inbox.delete(&tenant, broken).await.expect("delete");
+    assert!(inbox.get(&tenant, deep).await.expect("get").is_none());
+    backend.close().await.expect("close");
+}

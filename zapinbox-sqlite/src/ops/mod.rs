@@ -1,5 +1,7 @@
 //! One file per operation: plain functions on a connection, given `now`.
-//! Writes run on the writer thread inside a savepoint; reads on the pool.
+//! Writes run on the writer thread inside its group-commit transaction,
+//! and refuse what they refuse before they write anything; reads run on
+//! the pool.
 
 pub(crate) mod ack;
 pub(crate) mod delete;
