@@ -23,13 +23,13 @@ use zapinbox::{
 };
 
 const ORDERS: u64 = 24;
+const POISON: u64 = 13;
 
 /// The payload of an order event, decoded on demand.
 #[derive(Deserialize)]
 struct Order {
     order: u64,
 }
-const POISON: u64 = 13;
 
 #[tokio::main]
 async fn main() -> zapinbox::Result<()> {

@@ -70,13 +70,15 @@ pub trait Idempotency: Send + Sync {
 #[async_trait]
 pub trait Leases: Send + Sync {
     /// Claims up to `query.limit` claimable events, the earliest available
-    /// first (a new event is available from its creation, a retried one
-    /// from the end of its backoff), then in commit order.
+    /// first (a new event is available from its ingest, by the backend's
+    /// clock; a retried one from the end of its backoff), then in commit
+    /// order.
     async fn claim(&self, tenant: &TenantId, query: ClaimQuery) -> Result<Vec<Leased>>;
 
     /// When the earliest event that a claim with `filter` could take becomes
-    /// claimable: a time at or before now means a claim now finds one;
-    /// `None` means no pending event matches. A read: it changes nothing,
+    /// claimable: a time at or before now means a claim now most likely
+    /// finds one (an event on its last attempt is dead-lettered when its
+    /// lease ends instead); `None` means no pending event matches. A read: it changes nothing,
     /// so an idle worker can poll it instead of claiming.
     async fn claimable_at(&self, tenant: &TenantId, filter: &Filter) -> Result<Option<Timestamp>>;
 

@@ -48,7 +48,9 @@ pub enum ClaimStep {
 }
 
 impl Delivery {
-    /// A new pending event, claimable from `at` (its creation).
+    /// A new pending event, claimable from `at`: when it was ingested, by
+    /// the clock of the backend that stored it (not its id's timestamp,
+    /// which runs ahead after the clock steps back).
     pub fn available_from(at: Timestamp) -> Self {
         Delivery {
             visible_at: at,

@@ -16,14 +16,17 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// The request was malformed: a field too long or empty, a payload that is
-    /// not a JSON object, a cursor that was tampered with or belongs elsewhere.
+    /// not a JSON object, is not valid JSON or nests too deeply, a cursor that
+    /// was tampered with or belongs elsewhere, settings a backend refuses.
     #[error("invalid input: {0}")]
     InvalidInput(String),
 
-    /// The payload's compact JSON encoding is larger than the limit.
-    #[error("payload is {size} bytes, over the limit of {limit} bytes")]
+    /// The payload's JSON text is larger than the limit
+    /// ([`Limits::max_payload_bytes`](crate::Limits::max_payload_bytes)).
+    #[error("payload is {size} bytes, over the limit of {limit} bytes (Limits::max_payload_bytes)")]
     PayloadTooLarge {
-        /// Size of the compact JSON encoding of the payload, in bytes.
+        /// Size of the payload's JSON text (compact, when it was given as
+        /// a value), in bytes.
         size: usize,
         /// The configured limit, in bytes.
         limit: usize,
@@ -96,7 +99,8 @@ pub enum Error {
         /// What was counted, naming the limit: for example `batch events
         /// (Limits::max_batch_events)`.
         what: &'static str,
-        /// What the request had.
+        /// What the request had (for a total counted item by item, the
+        /// total at the item that passed the limit).
         actual: u64,
         /// The limit.
         limit: u64,

@@ -106,15 +106,12 @@ impl NewEvent {
     /// Checks the event against `limits` and encodes its payload once, for
     /// storage and for the idempotency fingerprint.
     pub fn validate(self, limits: &Limits) -> Result<ValidEvent> {
-        if let Err(e) = self.check_fields(limits) {
-            self.discard();
-            return Err(e);
-        }
+        self.check_fields(limits)?;
         let NewEvent {
             source,
             event_type,
             topic,
-            payload,
+            mut payload,
             idempotency_key,
             client_id,
         } = self;
@@ -123,20 +120,19 @@ impl NewEvent {
             limits.max_payload_bytes,
             idempotency_key.is_some(),
         )?;
-        let mut event = ValidEvent {
+        // Only a key needs the content compared: no hash without one.
+        let fields = [&source, &event_type, &topic, &client_id];
+        let idempotency = idempotency_key
+            .zip(checked.value)
+            .map(|(key, value)| (key, Fingerprint::of(fields, &value)));
+        Ok(ValidEvent {
             source,
             event_type,
             topic,
             client_id,
-            idempotency_key,
+            idempotency,
             payload: checked.payload,
-            fingerprint: None,
-        };
-        // Only a key needs the content compared: no hash without one.
-        if let Some(value) = checked.value {
-            event.fingerprint = Some(Fingerprint::of(&event, &value));
-        }
-        Ok(event)
+        })
     }
 
     fn check_fields(&self, limits: &Limits) -> Result<()> {
@@ -156,12 +152,6 @@ impl NewEvent {
             limits.check_idempotency_key(key)?;
         }
         Ok(())
-    }
-
-    /// Drops a refused event without recursing into its payload, however
-    /// deeply it nests.
-    pub(crate) fn discard(self) {
-        self.payload.discard();
     }
 }
 
@@ -287,10 +277,23 @@ impl Limits {
 
 /// An event that passed validation, its payload encoded once.
 ///
-/// Backends take only validated events, so nothing invalid reaches storage.
+/// Backends take only validated events, so nothing invalid reaches storage:
+/// the fields can be read, not changed.
+#[derive(Clone, Debug)]
+pub struct ValidEvent {
+    source: Option<String>,
+    event_type: Option<String>,
+    topic: Option<String>,
+    client_id: Option<String>,
+    idempotency: Option<(String, Fingerprint)>,
+    payload: Payload,
+}
+
+/// A validated event taken apart, for a backend that stores its fields
+/// separately.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
-pub struct ValidEvent {
+pub struct EventParts {
     /// Where the event came from.
     pub source: Option<String>,
     /// What happened.
@@ -299,16 +302,39 @@ pub struct ValidEvent {
     pub topic: Option<String>,
     /// Who produced it.
     pub client_id: Option<String>,
-    /// The idempotency key, if any.
-    pub idempotency_key: Option<String>,
+    /// The idempotency key and the fingerprint of the content it was
+    /// given with, which decides duplicate (same) or conflict (different).
+    pub idempotency: Option<(String, Fingerprint)>,
     /// The payload, checked: a JSON object within the limits.
     pub payload: Payload,
-    /// The content fingerprint that decides duplicate (same) or conflict
-    /// (different), present when the event has a key.
-    pub fingerprint: Option<Fingerprint>,
 }
 
 impl ValidEvent {
+    /// Where the event came from.
+    pub fn source(&self) -> Option<&str> {
+        self.source.as_deref()
+    }
+
+    /// What happened.
+    pub fn event_type(&self) -> Option<&str> {
+        self.event_type.as_deref()
+    }
+
+    /// Its stream.
+    pub fn topic(&self) -> Option<&str> {
+        self.topic.as_deref()
+    }
+
+    /// Who produced it.
+    pub fn client_id(&self) -> Option<&str> {
+        self.client_id.as_deref()
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &Payload {
+        &self.payload
+    }
+
     /// The payload as JSON text.
     pub fn payload_json(&self) -> &str {
         self.payload.as_str()
@@ -316,15 +342,25 @@ impl ValidEvent {
 
     /// The idempotency key, if any.
     pub fn idempotency_key(&self) -> Option<&str> {
-        self.idempotency_key.as_deref()
+        self.idempotency.as_ref().map(|(key, _)| key.as_str())
     }
 
     /// The idempotency key and its content fingerprint, if the event has a
     /// key.
     pub fn idempotency(&self) -> Option<(&str, &Fingerprint)> {
-        self.idempotency_key
-            .as_deref()
-            .zip(self.fingerprint.as_ref())
+        self.idempotency.as_ref().map(|(key, f)| (key.as_str(), f))
+    }
+
+    /// The fields, by value.
+    pub fn into_parts(self) -> EventParts {
+        EventParts {
+            source: self.source,
+            event_type: self.event_type,
+            topic: self.topic,
+            client_id: self.client_id,
+            idempotency: self.idempotency,
+            payload: self.payload,
+        }
     }
 
     /// The stored event this becomes under `id`.
@@ -333,7 +369,7 @@ impl ValidEvent {
         event.source = self.source;
         event.event_type = self.event_type;
         event.topic = self.topic;
-        event.idempotency_key = self.idempotency_key;
+        event.idempotency_key = self.idempotency.map(|(key, _)| key);
         event.client_id = self.client_id;
         event
     }
@@ -345,9 +381,11 @@ impl ValidEvent {
 pub struct Fingerprint(pub [u8; 32]);
 
 impl Fingerprint {
-    fn of(e: &ValidEvent, payload: &Value) -> Self {
+    /// Over `source`, `event_type`, `topic` and `client_id`, then the
+    /// payload.
+    fn of(fields: [&Option<String>; 4], payload: &Value) -> Self {
         let mut h = Sha256::new();
-        for field in [&e.source, &e.event_type, &e.topic, &e.client_id] {
+        for field in fields {
             match field {
                 Some(s) => {
                     h.update([1]);

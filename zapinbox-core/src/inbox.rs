@@ -91,14 +91,17 @@ pub struct InboxBuilder {
 }
 
 impl InboxBuilder {
-    /// Sets the size limits on incoming events (default: 512 KiB payloads).
+    /// Sets the limits on what one request may carry (default:
+    /// [`Limits::default`]: 512 KiB and 64 levels a payload, 1 000 events
+    /// and 16 MiB a batch).
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
     }
 
-    /// Limits every tenant to `limit` calls (default: unlimited). Each call
-    /// costs one, a batch included.
+    /// Limits every tenant to `limit` calls (default: unlimited). Each
+    /// limited call costs one, a batch included; calls that finish work
+    /// are never limited (see [`Inbox`]).
     pub fn rate_limit(mut self, limit: RateLimit) -> Self {
         self.rate_limit = Some(limit);
         self
@@ -167,10 +170,7 @@ impl Inbox {
     /// if it differs.
     #[instrument(skip_all, fields(tenant = %tenant, op = "ingest"))]
     pub async fn ingest(&self, tenant: &TenantId, event: NewEvent) -> Result<Ingested> {
-        if let Err(e) = self.inner.rate.check(tenant) {
-            event.discard();
-            return Err(e);
-        }
+        self.inner.rate.check(tenant)?;
         let event = event.validate(&self.inner.limits)?;
         self.inner.backend.ingest(tenant, event).await
     }
@@ -186,37 +186,23 @@ impl Inbox {
         events: Vec<NewEvent>,
     ) -> Result<Vec<Ingested>> {
         let limits = &self.inner.limits;
-        let admitted = self.inner.rate.check(tenant).and_then(|()| {
-            Limits::check_count(
-                "batch events (Limits::max_batch_events)",
-                events.len(),
-                limits.max_batch_events,
-            )
-        });
-        if let Err(e) = admitted {
-            events.into_iter().for_each(NewEvent::discard);
-            return Err(e);
-        }
+        self.inner.rate.check(tenant)?;
+        Limits::check_count(
+            "batch events (Limits::max_batch_events)",
+            events.len(),
+            limits.max_batch_events,
+        )?;
         let mut valid = Vec::with_capacity(events.len());
         let mut bytes = 0usize;
-        let mut events = events.into_iter().enumerate();
-        while let Some((i, event)) = events.next() {
-            let checked = event.validate(limits).and_then(|event| {
-                bytes = bytes.saturating_add(event.payload.len());
-                Limits::check_count(
-                    "batch payload bytes (Limits::max_batch_bytes)",
-                    bytes,
-                    limits.max_batch_bytes,
-                )
-                .map(|()| event)
-            });
-            match checked {
-                Ok(event) => valid.push(event),
-                Err(err) => {
-                    events.for_each(|(_, rest)| rest.discard());
-                    return Err(at_index(i, err));
-                }
-            }
+        for (i, event) in events.into_iter().enumerate() {
+            let event = event.validate(limits).map_err(|e| at_index(i, e))?;
+            bytes = bytes.saturating_add(event.payload().len());
+            Limits::check_count(
+                "batch payload bytes (Limits::max_batch_bytes)",
+                bytes,
+                limits.max_batch_bytes,
+            )?;
+            valid.push(event);
         }
         self.inner.backend.ingest_batch(tenant, valid).await
     }
@@ -273,8 +259,9 @@ impl Inbox {
     }
 
     /// When the earliest event a claim with `filter` could take becomes
-    /// claimable (at or before now: a claim finds one now), or `None` if no
-    /// pending event matches. A cheap read, not rate limited: poll this
+    /// claimable (at or before now: a claim most likely finds one now; an
+    /// event on its last attempt is dead-lettered when its lease ends
+    /// instead), or `None` if no pending event matches. A cheap read, not rate limited: poll this
     /// while idle, and claim when it says so.
     #[instrument(skip_all, fields(tenant = %tenant, op = "claimable_at"))]
     pub async fn claimable_at(

@@ -54,7 +54,9 @@ pub use backend::{
 pub use cursor::{Cursor, Position};
 pub use delivery::{ClaimStep, Delivery};
 pub use error::{Error, Result};
-pub use event::{Event, EventStatus, Fingerprint, Ingested, Limits, NewEvent, ValidEvent};
+pub use event::{
+    Event, EventParts, EventStatus, Fingerprint, Ingested, Limits, NewEvent, ValidEvent,
+};
 pub use id::EventId;
 pub use inbox::{Inbox, InboxBuilder, IntoBackend};
 pub use lease::{

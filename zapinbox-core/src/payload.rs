@@ -39,35 +39,65 @@ pub const MAX_PAYLOAD_DEPTH: usize = 127;
 /// assert_eq!(payload.as_str(), r#"{"order":42}"#);
 /// # Ok(()) }
 /// ```
+///
+/// Payloads serialize as raw JSON with `serde_json` (an event as JSON shows
+/// its payload as the object it is); other serde formats are not supported.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Payload(Arc<str>);
+pub struct Payload(Stored);
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Stored {
+    Json(Arc<str>),
+    /// What storage held could not even be read as text; the reason.
+    Damaged(Arc<str>),
+}
 
 impl Payload {
     /// A payload from text a backend stored after validation. The text is
     /// not checked again: if it was damaged outside zapinbox, decoding this
     /// payload fails, and nothing else does.
     pub fn from_stored(text: impl Into<Arc<str>>) -> Self {
-        Payload(text.into())
+        Payload(Stored::Json(text.into()))
     }
 
-    /// The JSON text.
+    /// A payload that storage could not give back as text at all (bytes
+    /// that are not UTF-8, say): it has no text, and every decode fails
+    /// with `reason`, so the event around it can still be read, listed and
+    /// deleted.
+    pub fn damaged(reason: impl Into<Arc<str>>) -> Self {
+        Payload(Stored::Damaged(reason.into()))
+    }
+
+    /// The JSON text (empty for a damaged payload).
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            Stored::Json(text) => text,
+            Stored::Damaged(_) => "",
+        }
     }
 
     /// Length of the JSON text in bytes.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.as_str().len()
     }
 
-    /// Whether the text is empty (never, for an accepted payload).
+    /// Whether there is no text (never, for an accepted payload).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.as_str().is_empty()
     }
 
-    /// Decodes the payload into `T`.
+    /// Decodes the payload into `T`: [`Error::Decode`] if it does not fit
+    /// or was damaged in storage.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_str(&self.0).map_err(|e| Error::Decode {
+        let text = match &self.0 {
+            Stored::Json(text) => text,
+            Stored::Damaged(reason) => {
+                return Err(Error::Decode {
+                    reason: reason.to_string(),
+                });
+            }
+        };
+        serde_json::from_str(text).map_err(|e| Error::Decode {
             reason: e.to_string(),
         })
     }
@@ -88,13 +118,16 @@ impl PartialEq<Value> for Payload {
 
 impl fmt::Debug for Payload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Payload({})", self.0)
+        match &self.0 {
+            Stored::Json(text) => write!(f, "Payload({text})"),
+            Stored::Damaged(reason) => write!(f, "Payload(damaged: {reason})"),
+        }
     }
 }
 
 impl fmt::Display for Payload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -102,7 +135,8 @@ impl Serialize for Payload {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
         // Checked here, where it is cheap next to the writing itself: text
         // damaged in storage must not become broken JSON in a response.
-        let raw: &RawValue = serde_json::from_str(&self.0).map_err(serde::ser::Error::custom)?;
+        let raw: &RawValue =
+            serde_json::from_str(self.as_str()).map_err(serde::ser::Error::custom)?;
         raw.serialize(serializer)
     }
 }
@@ -110,7 +144,7 @@ impl Serialize for Payload {
 impl<'de> Deserialize<'de> for Payload {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         let raw = Box::<RawValue>::deserialize(deserializer)?;
-        Ok(Payload(Arc::from(raw.get())))
+        Ok(Payload::from_stored(raw.get()))
     }
 }
 
@@ -121,6 +155,18 @@ pub(crate) enum Body {
     Value(Value),
     /// JSON text, not yet checked.
     Text(String),
+}
+
+/// Drops a value however deeply it nests (see [`dismantle`]): an event
+/// refused for its depth, or dropped unsent, must not overflow the stack.
+impl Drop for Body {
+    fn drop(&mut self) {
+        if let Body::Value(value) = self {
+            if matches!(value, Value::Array(_) | Value::Object(_)) {
+                dismantle(std::mem::take(value));
+            }
+        }
+    }
 }
 
 impl Serialize for Body {
@@ -152,72 +198,135 @@ pub(crate) struct Checked {
 }
 
 impl Body {
-    /// Checks that the body is a JSON object no deeper than `max_depth` and
+    /// Checks that the body is a JSON object without repeated keys, no
+    /// deeper than `max_depth` (clamped to 1..=[`MAX_PAYLOAD_DEPTH`]) and
     /// no larger than `max_bytes` as text. Nothing here recurses before the
     /// depth is known to be within the limit, so no input can exhaust the
     /// stack. `keep_value` asks for the decoded value back (for the
     /// idempotency fingerprint).
     pub(crate) fn check(
-        self,
+        &mut self,
         max_depth: usize,
         max_bytes: usize,
         keep_value: bool,
     ) -> Result<Checked> {
+        let max_depth = max_depth.clamp(1, MAX_PAYLOAD_DEPTH);
         match self {
             Body::Value(value) => {
                 if !value.is_object() {
-                    let kind = json_kind(&value);
-                    dismantle(value);
-                    return Err(not_an_object(kind));
+                    return Err(not_an_object(json_kind(value)));
                 }
-                if !value_within(&value, max_depth) {
-                    dismantle(value);
+                if !value_within(value, max_depth) {
                     return Err(too_deep(max_depth));
                 }
-                let text = serde_json::to_string(&value)
+                let text = serde_json::to_string(value)
                     .map_err(|e| Error::invalid(format!("payload cannot be encoded: {e}")))?;
                 check_size(&text, max_bytes)?;
+                // Out of the body: within the limit, it drops as usual.
+                let value = std::mem::take(value);
                 Ok(Checked {
-                    payload: Payload(Arc::from(text)),
+                    payload: Payload::from_stored(text),
                     value: keep_value.then_some(value),
                 })
             }
             Body::Text(text) => {
                 let trimmed = text.trim_matches(JSON_WHITESPACE);
+                check_size(trimmed, max_bytes)?;
                 if !text_within(trimmed, max_depth) {
                     return Err(too_deep(max_depth));
                 }
-                check_size(trimmed, max_bytes)?;
                 // Decoded in full, not merely scanned: a lone surrogate
                 // escape or a number out of range passes a scan and would
-                // fail every later decode.
-                let value: Value = serde_json::from_str(trimmed).map_err(malformed)?;
-                let value = keep_value.then_some(value);
-                if !trimmed.starts_with('{') {
-                    let kind = match trimmed.as_bytes().first() {
-                        Some(b'[') => "an array",
-                        Some(b'"') => "a string",
-                        Some(b't' | b'f') => "a boolean",
-                        Some(b'n') => "null",
-                        _ => "a number",
-                    };
-                    return Err(not_an_object(kind));
+                // fail every later decode. Repeated keys are refused: the
+                // decoder keeps the last, a typed decode refuses them, and
+                // other readers may keep the first.
+                let Strict(value) = serde_json::from_str(trimmed).map_err(malformed)?;
+                if !value.is_object() {
+                    return Err(not_an_object(json_kind(&value)));
                 }
-                let payload = if trimmed.len() == text.len() {
-                    Payload(Arc::from(text))
-                } else {
-                    Payload(Arc::from(trimmed))
-                };
-                Ok(Checked { payload, value })
+                Ok(Checked {
+                    payload: Payload::from_stored(trimmed),
+                    value: keep_value.then_some(value),
+                })
             }
         }
     }
+}
 
-    /// Drops the body without recursing (see [`dismantle`]).
-    pub(crate) fn discard(self) {
-        if let Body::Value(value) = self {
-            dismantle(value);
+/// A JSON value decoded with every object's keys checked for repeats.
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> std::result::Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> std::result::Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> std::result::Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<Value, E> {
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("number out of range"))
+    }
+
+    fn visit_str<E>(self, v: &str) -> std::result::Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> std::result::Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> std::result::Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(item)) = seq.next_element()? {
+            items.push(item);
         }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "the key {key:?} appears twice in one object"
+                )));
+            }
+            let Strict(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
     }
 }
 
@@ -263,15 +372,17 @@ pub(crate) fn json_kind(v: &Value) -> &'static str {
 fn value_within(value: &Value, max_depth: usize) -> bool {
     let mut stack = vec![(value, 1usize)];
     while let Some((v, depth)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match v {
-            Value::Array(items) => Box::new(items.iter()),
-            Value::Object(map) => Box::new(map.values()),
-            _ => continue,
-        };
+        if !matches!(v, Value::Array(_) | Value::Object(_)) {
+            continue;
+        }
         if depth > max_depth {
             return false;
         }
-        stack.extend(children.map(|child| (child, depth + 1)));
+        match v {
+            Value::Array(items) => stack.extend(items.iter().map(|c| (c, depth + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|c| (c, depth + 1))),
+            _ => {}
+        }
     }
     true
 }
@@ -354,6 +465,8 @@ mod tests {
         let checked = Body::Text(" {\"b\": 1,  \"a\":2}\n".into())
             .check(8, 1024, true)
             .expect("valid");
+        let damaged = Payload::damaged("not UTF-8");
+        assert!(matches!(damaged.as_value(), Err(Error::Decode { .. })));
         assert_eq!(checked.payload.as_str(), "{\"b\": 1,  \"a\":2}");
         assert_eq!(checked.value, Some(json!({ "a": 2, "b": 1 })));
         let bad_text = [
@@ -367,6 +480,8 @@ mod tests {
             r#"{"a":"\udc00"}"#,
             r#"{"a":1e400}"#,
             "{\"a\":\"x\ny\"}",
+            r#"{"a":1,"a":2}"#,
+            r#"{"o":{"k":[{"x":1,"x":1}]}}"#,
         ];
         for bad in bad_text {
             let r = Body::Text(bad.into()).check(8, 1024, false);
@@ -385,6 +500,9 @@ mod tests {
             value = Value::Object(map);
         }
         let r = Body::Value(value).check(64, usize::MAX, false);
+        assert!(matches!(r, Err(Error::InvalidInput(_))), "{r:?}");
+        // Past the decoder's limit whatever the configured one says.
+        let r = Body::Text(nested_text(MAX_PAYLOAD_DEPTH + 1)).check(usize::MAX, usize::MAX, false);
         assert!(matches!(r, Err(Error::InvalidInput(_))), "{r:?}");
     }
 

@@ -140,7 +140,8 @@ impl SqliteBuilder {
     }
 
     /// How long a write waits for another process's transaction before it
-    /// fails with a retryable error (default 5 s).
+    /// fails with a retryable error (default 5 s). Opening waits as long
+    /// for other processes opening or migrating the file.
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
         self.busy_timeout = timeout;
         self
@@ -188,7 +189,8 @@ impl SqliteBuilder {
         // a rollback-journal file to WAL answers "database is locked" at
         // once while another process reads it. Each step is retried as a
         // whole until the busy timeout has passed.
-        let deadline = Instant::now() + self.busy_timeout;
+        const A_YEAR: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+        let deadline = Instant::now() + self.busy_timeout.min(A_YEAR);
         let (write_conn, config) = until_not_busy(deadline, || {
             let mut conn = connection::open(&self.path, Role::Writer, options)?;
             schema::migrate(&mut conn)?;

@@ -48,7 +48,7 @@
 //!   included. They share one set of rules, stored in the file by the first
 //!   open: retention, the idempotency window and `max_attempts` (see
 //!   [`SharedRules`]).
-
+//!
 //! # Durability
 //!
 //! [`Durability::Full`] (the default) fsyncs every commit: an ingested event

@@ -1,10 +1,11 @@
 //! Reading and writing event rows.
 
+use rusqlite::ToSql;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use zapinbox_core::{
-    Delivery, Event, EventId, EventStatus, Payload, Position, Result, RetryPolicy, TenantId,
-    Timestamp,
+    Delivery, Event, EventId, EventStatus, Filter, Payload, Position, Result, RetryPolicy,
+    TenantId, Timestamp,
 };
 
 use crate::error::{corrupt, storage};
@@ -17,6 +18,30 @@ pub(crate) const EVENT_COLUMNS: &str = "seq, id, source, event_type, topic, payl
 /// The delivery columns, in the order [`delivery_at`] reads them.
 pub(crate) const DELIVERY_COLUMNS: &str =
     "status, attempts, visible_at, lease_token, lease_expires_at, acked_at";
+
+/// SQL that is true where a row passes a `Filter`. Binds `:topic`, `:type`,
+/// `:source` and `:since` (see [`filtered`]).
+pub(crate) const FILTERED: &str = "(:topic IS NULL OR topic = :topic)
+           AND (:type IS NULL OR event_type = :type)
+           AND (:source IS NULL OR source = :source)
+           AND (:since IS NULL OR created_at >= :since)";
+
+/// The named parameters of [`FILTERED`] for `filter` (with `since`, its
+/// `since` as stored), then `rest`.
+pub(crate) fn filtered<'a>(
+    filter: &'a Filter,
+    since: &'a Option<i64>,
+    rest: &[(&'a str, &'a dyn ToSql)],
+) -> Vec<(&'a str, &'a dyn ToSql)> {
+    let mut params: Vec<(&str, &dyn ToSql)> = vec![
+        (":topic", &filter.topic),
+        (":type", &filter.event_type),
+        (":source", &filter.source),
+        (":since", since),
+    ];
+    params.extend_from_slice(rest);
+    params
+}
 
 /// SQL that is true where `Delivery::settle` dead-letters a pending row:
 /// its last allowed lease has run out. Binds `:max_attempts` and `:now`.
@@ -38,9 +63,12 @@ pub(crate) fn stored_from_row(
     let payload = match row.get_ref(5).map_err(storage)? {
         ValueRef::Text(bytes) => match std::str::from_utf8(bytes) {
             Ok(text) => Payload::from_stored(text),
-            Err(_) => return Err(corrupt(format!("payload of {id} is not UTF-8"))),
+            Err(e) => Payload::damaged(format!("the stored payload is not UTF-8: {e}")),
         },
-        _ => return Err(corrupt(format!("payload of {id} is not text"))),
+        other => Payload::damaged(format!(
+            "the stored payload is {:?}, not text",
+            other.data_type()
+        )),
     };
     let delivery = delivery_at(row, 8, id)?;
     let mut event = Event::new(tenant.clone(), id, payload);

@@ -401,12 +401,18 @@ fn run_batch(
     loop {
         while let Some(job) = jobs.get_mut(next) {
             let before = conn.total_changes();
-            if let Some(failure) = job.run(conn, clock) {
-                if conn.is_autocommit() {
-                    // SQLite rolled the transaction back itself: what the
-                    // batch wrote so far is gone.
-                    return Err(Stop::Failed(failure.rolled_back_by_sqlite()));
-                }
+            let failure = job.run(conn, clock);
+            if conn.is_autocommit() {
+                // SQLite rolled the transaction back itself: what the batch
+                // wrote so far is gone, and what comes next would run, and
+                // last, on its own.
+                let failure = failure.unwrap_or_else(|| CommitFailure {
+                    retryable: false,
+                    message: "a request ended the transaction".into(),
+                });
+                return Err(Stop::Failed(failure.rolled_back_by_sqlite()));
+            }
+            if let Some(failure) = failure {
                 if conn.total_changes() != before {
                     exec(conn, "ROLLBACK").map_err(|e| failed("ROLLBACK", e))?;
                     return Err(Stop::FailedAfterWriting(next, failure));

@@ -24,13 +24,14 @@ pub(crate) struct NewRow {
 
 impl From<ValidEvent> for NewRow {
     fn from(event: ValidEvent) -> Self {
+        let parts = event.into_parts();
         NewRow {
-            idempotency: event.idempotency_key.zip(event.fingerprint),
-            payload: event.payload,
-            source: event.source,
-            event_type: event.event_type,
-            topic: event.topic,
-            client_id: event.client_id,
+            idempotency: parts.idempotency,
+            payload: parts.payload,
+            source: parts.source,
+            event_type: parts.event_type,
+            topic: parts.topic,
+            client_id: parts.client_id,
         }
     }
 }

@@ -9,7 +9,8 @@ use zapinbox_core::{
 
 use crate::error::storage;
 use crate::row::{
-    EVENT_COLUMNS, UNSETTLED, change_delivery, millis, save_delivery, stored_from_row, timestamp,
+    EVENT_COLUMNS, FILTERED, UNSETTLED, change_delivery, filtered, millis, save_delivery,
+    stored_from_row, timestamp,
 };
 
 /// Claims up to `query.limit` claimable events, the earliest available
@@ -25,11 +26,7 @@ pub(crate) fn claim(
     // leased or backing-off ones.
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM events
-         WHERE tenant = :tenant AND status = 0 AND visible_at <= :now
-           AND (:topic IS NULL OR topic = :topic)
-           AND (:type IS NULL OR event_type = :type)
-           AND (:source IS NULL OR source = :source)
-           AND (:since IS NULL OR created_at >= :since)
+         WHERE tenant = :tenant AND status = 0 AND visible_at <= :now AND {FILTERED}
          ORDER BY visible_at, seq LIMIT :limit"
     );
     let f = &query.filter;
@@ -42,15 +39,15 @@ pub(crate) fn claim(
             let mut stmt = conn.prepare_cached(&sql).map_err(storage)?;
             let rows = stmt
                 .query_map(
-                    named_params! {
-                        ":tenant": tenant.as_str(),
-                        ":now": millis(now),
-                        ":topic": f.topic,
-                        ":type": f.event_type,
-                        ":source": f.source,
-                        ":since": f.since.map(millis),
-                        ":limit": (limit - claimed.len()) as i64,
-                    },
+                    &*filtered(
+                        f,
+                        &f.since.map(millis),
+                        named_params! {
+                            ":tenant": tenant.as_str(),
+                            ":now": millis(now),
+                            ":limit": (limit - claimed.len()) as i64,
+                        },
+                    ),
                     |row| Ok(stored_from_row(tenant, row, now, policy)),
                 )
                 .map_err(storage)?;
@@ -93,24 +90,20 @@ pub(crate) fn claimable_at(
 ) -> Result<Option<Timestamp>> {
     let sql = format!(
         "SELECT min(visible_at) FROM events
-         WHERE tenant = :tenant AND status = 0 AND NOT {UNSETTLED}
-           AND (:topic IS NULL OR topic = :topic)
-           AND (:type IS NULL OR event_type = :type)
-           AND (:source IS NULL OR source = :source)
-           AND (:since IS NULL OR created_at >= :since)"
+         WHERE tenant = :tenant AND status = 0 AND NOT {UNSETTLED} AND {FILTERED}"
     );
     let mut stmt = conn.prepare_cached(&sql).map_err(storage)?;
     let earliest: Option<i64> = stmt
         .query_row(
-            named_params! {
-                ":tenant": tenant.as_str(),
-                ":topic": filter.topic,
-                ":type": filter.event_type,
-                ":source": filter.source,
-                ":since": filter.since.map(millis),
-                ":max_attempts": policy.max_attempts,
-                ":now": millis(now),
-            },
+            &*filtered(
+                filter,
+                &filter.since.map(millis),
+                named_params! {
+                    ":tenant": tenant.as_str(),
+                    ":max_attempts": policy.max_attempts,
+                    ":now": millis(now),
+                },
+            ),
             |r| r.get(0),
         )
         .map_err(storage)?;

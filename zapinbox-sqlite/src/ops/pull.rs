@@ -7,7 +7,7 @@ use zapinbox_core::{
 };
 
 use crate::error::storage;
-use crate::row::{EVENT_COLUMNS, UNSETTLED, millis, seq, stored_from_row};
+use crate::row::{EVENT_COLUMNS, FILTERED, UNSETTLED, filtered, millis, seq, stored_from_row};
 
 /// One page of `tenant`'s events in `status` as of `now` (pending for pull,
 /// dead letters for their listing); reads one row past the limit to know
@@ -39,28 +39,24 @@ pub(crate) fn list(
     };
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM events
-         WHERE tenant = :tenant AND {in_status} AND {bound}
-           AND (:topic IS NULL OR topic = :topic)
-           AND (:type IS NULL OR event_type = :type)
-           AND (:source IS NULL OR source = :source)
-           AND (:since IS NULL OR created_at >= :since)
+         WHERE tenant = :tenant AND {in_status} AND {bound} AND {FILTERED}
          ORDER BY seq {order} LIMIT :limit",
     );
     let f = &query.filter;
     let mut stmt = conn.prepare_cached(&sql).map_err(storage)?;
     let rows = stmt
         .query_map(
-            named_params! {
-                ":tenant": tenant.as_str(),
-                ":start": start,
-                ":topic": f.topic,
-                ":type": f.event_type,
-                ":source": f.source,
-                ":since": f.since.map(millis),
-                ":limit": resolved.limit as i64 + 1,
-                ":max_attempts": policy.max_attempts,
-                ":now": millis(now),
-            },
+            &*filtered(
+                f,
+                &f.since.map(millis),
+                named_params! {
+                    ":tenant": tenant.as_str(),
+                    ":start": start,
+                    ":limit": resolved.limit as i64 + 1,
+                    ":max_attempts": policy.max_attempts,
+                    ":now": millis(now),
+                },
+            ),
             |row| Ok(stored_from_row(tenant, row, now, policy)),
         )
         .map_err(storage)?;

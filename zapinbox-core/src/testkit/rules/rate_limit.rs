@@ -88,6 +88,25 @@ pub async fn finishing_work_is_never_rate_limited(harness: &dyn Harness) {
         "redrive",
         inbox.redrive(&tenant, Redrive::All).await.map(drop),
     );
+    limited(
+        "find_by_key",
+        inbox.find_by_key(&tenant, "k").await.map(drop),
+    );
+    limited(
+        "dead_letters",
+        inbox
+            .dead_letters(&tenant, PullQuery::new())
+            .await
+            .map(drop),
+    );
+    limited(
+        "purge_dead_letters",
+        inbox
+            .purge_dead_letters(&tenant, Redrive::All)
+            .await
+            .map(drop),
+    );
+    limited("tenant_stats", inbox.tenant_stats(&tenant).await.map(drop));
 
     let (c, b, a) = (
         leased.pop().expect("three"),

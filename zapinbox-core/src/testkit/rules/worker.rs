@@ -278,8 +278,8 @@ pub async fn worker_renews_the_lease_while_the_handler_runs(harness: &dyn Harnes
 }
 
 /// An idle worker spends none of its tenant's rate limit (it polls
-/// `claimable_at`, not `claim`), so producers keep their whole budget; a
-/// claim refused by the limit makes the worker wait the `retry_after` it
+/// `claimable_at`, not `claim`), so other callers keep their whole budget;
+/// a claim refused by the limit makes the worker wait the `retry_after` it
 /// was given instead of trying again at every poll.
 pub async fn idle_worker_spares_the_rate_limit_and_backs_off(harness: &dyn Harness) {
     let (open, clock) = open_inbox_with(harness, config()).await;
@@ -293,17 +293,20 @@ pub async fn idle_worker_spares_the_rate_limit_and_backs_off(harness: &dyn Harne
         |_| async { Ok::<(), HandlerError>(()) },
         until(stopped.clone()),
     ));
-    // About a hundred idle polls.
+    // About a hundred idle polls, then the whole budget is still there.
     tokio::time::sleep(Duration::from_millis(250)).await;
-    for n in 0..2 {
+    for _ in 0..2 {
         inbox
-            .ingest(&tenant, numbered(n))
+            .pull(&tenant, PullQuery::new())
             .await
             .expect("the idle worker left the whole budget");
     }
-    // The worker now finds work, but the budget is spent: one refusal,
-    // then it waits about 30 s (the clock stands still), far past the
-    // end of this test.
+    // Work arrives past the limit (the unlimited inbox): the worker's
+    // claim is refused once, then it waits about 30 s (the clock stands
+    // still), far past the end of this test.
+    for n in 0..2 {
+        open.ingest(&tenant, numbered(n)).await.expect("ingest");
+    }
     tokio::time::sleep(Duration::from_millis(250)).await;
     stop.send_replace(true);
     let report = tokio::time::timeout(PATIENCE, run)
