@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use zapinbox_core::{
     AckOutcome, Acknowledge, Backend, ClaimQuery, Delete, DeleteOutcome, Error, Event, EventId,
-    EventStatus, Filter, Idempotency, InboxPull, Ingest, Ingested, LeaseToken, Leased, Leases,
-    Page, PullQuery, Purged, QueueConfig, Redrive, ReleaseOutcome, Result, Retention, Stats,
-    TenantId, TenantStats, Timestamp, ValidEvent, check_lease,
+    EventParts, EventStatus, Filter, Idempotency, InboxPull, Ingest, Ingested, LeaseToken, Leased,
+    Leases, Page, PullQuery, Purged, QueueConfig, Redrive, ReleaseOutcome, Result, Retention,
+    Stats, TenantId, TenantStats, Timestamp, ValidEvent, check_lease,
 };
 
 use tokio::sync::watch;
@@ -565,7 +565,8 @@ impl Ingest for SqliteBackend {
     ) -> Result<Vec<Ingested>> {
         let tenant = tenant.clone();
         let window = self.inner.config.idempotency_window;
-        let events: Vec<ops::ingest::NewRow> = events.into_iter().map(Into::into).collect();
+        // Only strings go to the writer thread.
+        let events: Vec<EventParts> = events.into_iter().map(ValidEvent::into_parts).collect();
         self.inner
             .writer
             .write(move |conn, clock| ops::ingest::ingest(conn, clock, &tenant, &events, window))

@@ -5,36 +5,11 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use zapinbox_core::{
-    Clock, Error, EventId, Fingerprint, Ingested, Payload, Result, TenantId, Timestamp, ValidEvent,
+    Clock, Error, EventId, EventParts, Fingerprint, Ingested, Result, TenantId, Timestamp,
 };
 
 use crate::error::{corrupt, storage};
 use crate::row::millis;
-
-/// What the writer needs of a new event: its strings, nothing else (the
-/// payload's JSON tree is dropped on the caller's thread, not the writer's).
-pub(crate) struct NewRow {
-    source: Option<String>,
-    event_type: Option<String>,
-    topic: Option<String>,
-    client_id: Option<String>,
-    idempotency: Option<(String, Fingerprint)>,
-    payload: Payload,
-}
-
-impl From<ValidEvent> for NewRow {
-    fn from(event: ValidEvent) -> Self {
-        let parts = event.into_parts();
-        NewRow {
-            idempotency: parts.idempotency,
-            payload: parts.payload,
-            source: parts.source,
-            event_type: parts.event_type,
-            topic: parts.topic,
-            client_id: parts.client_id,
-        }
-    }
-}
 
 /// Stores `rows` in order, all or none. Every idempotency key is checked
 /// before the first row is written, so a duplicate is answered and a
@@ -45,7 +20,7 @@ pub(crate) fn ingest(
     conn: &Connection,
     clock: &Clock,
     tenant: &TenantId,
-    rows: &[NewRow],
+    rows: &[EventParts],
     window: Duration,
 ) -> Result<Vec<Ingested>> {
     let now = clock.now();
@@ -79,7 +54,7 @@ fn plan(
     clock: &Clock,
     now: Timestamp,
     tenant: &TenantId,
-    rows: &[NewRow],
+    rows: &[EventParts],
 ) -> Result<Vec<Step>> {
     let mut in_batch: HashMap<&str, (EventId, &Fingerprint)> = HashMap::new();
     let mut plan = Vec::with_capacity(rows.len());
@@ -115,7 +90,7 @@ fn store(
     now: Timestamp,
     expires: Timestamp,
     tenant: &TenantId,
-    row: &NewRow,
+    row: &EventParts,
     id: EventId,
 ) -> Result<()> {
     conn.prepare_cached(
