@@ -497,42 +497,48 @@ impl Backend for MemoryBackend {
 
 #[async_trait]
 impl Retention for MemoryBackend {
+    /// Oldest first, as SQLite does: acked events by when they were acked
+    /// (then commit order), keys by when they expire (then tenant and key).
     async fn purge_expired(&self, limit: usize) -> Result<Purged> {
         let limit = limit.max(1);
         let now = self.config.clock.now();
         let (retention, policy) = (self.config.retention, &self.config.retry);
         let mut state = self.lock();
-        let (mut events, mut keys) = (0, 0);
-        for t in state.tenants.values_mut() {
-            let expired: Vec<Position> = t
-                .events
-                .iter()
-                .filter(|(_, s)| s.delivery.settle(now, policy).is_expired(now, retention))
-                .map(|(pos, _)| *pos)
-                .take(limit - events)
-                .collect();
-            for pos in expired {
-                if let Some(stored) = t.events.remove(&pos) {
-                    t.positions.remove(&stored.event.id);
-                    events += 1;
+        let mut events: Vec<(Timestamp, Position, TenantId)> = Vec::new();
+        let mut keys: Vec<(Timestamp, TenantId, String)> = Vec::new();
+        for (tenant, t) in &state.tenants {
+            for (pos, stored) in &t.events {
+                let d = stored.delivery.settle(now, policy);
+                if let (true, Some(at)) = (d.is_expired(now, retention), d.acked_at) {
+                    events.push((at, *pos, tenant.clone()));
                 }
             }
-            let gone: Vec<String> = t
-                .keys
-                .iter()
-                .filter(|(_, rec)| rec.expires_at <= now)
-                .map(|(key, _)| key.clone())
-                .take(limit - keys)
-                .collect();
-            keys += gone.len();
-            for key in gone {
-                t.keys.remove(&key);
+            for (key, rec) in &t.keys {
+                if rec.expires_at <= now {
+                    keys.push((rec.expires_at, tenant.clone(), key.clone()));
+                }
+            }
+        }
+        events.sort_unstable();
+        keys.sort_unstable();
+        events.truncate(limit);
+        keys.truncate(limit);
+        for (_, pos, tenant) in &events {
+            if let Some(t) = state.tenants.get_mut(tenant) {
+                if let Some(stored) = t.events.remove(pos) {
+                    t.positions.remove(&stored.event.id);
+                }
+            }
+        }
+        for (_, tenant, key) in &keys {
+            if let Some(t) = state.tenants.get_mut(tenant) {
+                t.keys.remove(key);
             }
         }
         Ok(Purged::new(
-            events as u64,
-            keys as u64,
-            events >= limit || keys >= limit,
+            events.len() as u64,
+            keys.len() as u64,
+            events.len() >= limit || keys.len() >= limit,
         ))
     }
 

@@ -174,7 +174,11 @@ pub struct Page {
     /// first, nothing is skipped or repeated). `None` only for an empty
     /// page read from the beginning.
     pub next_cursor: Option<Cursor>,
-    /// Whether more matching events existed when this page was read.
+    /// Whether more matching events may exist past this page: always when
+    /// it is full and more were found, and also when the backend stopped
+    /// looking before the page was full (a page costs bounded work, so a
+    /// page with a rare filter can hold fewer events than asked for, even
+    /// none). Follow `next_cursor` while this is true.
     pub has_more: bool,
 }
 
@@ -182,12 +186,36 @@ impl Page {
     /// Builds a page from up to `limit + 1` events in order, each with its
     /// backend position: the extra one only tells that more exist.
     pub fn from_positions(
-        mut rows: Vec<(Position, Event)>,
+        rows: Vec<(Position, Event)>,
         resolved: ResolvedQuery,
         tenant: &TenantId,
         backend: &str,
         order: Order,
     ) -> Page {
+        Self::from_scan(rows, resolved, None, tenant, backend, order)
+    }
+
+    /// Like [`Page::from_positions`], for a backend that bounds the work
+    /// of one page: `scanned_to` is where it stopped looking, before the
+    /// page was full. The page then says `has_more` and resumes from there,
+    /// so a caller following cursors still sees every event once.
+    pub fn from_scan(
+        mut rows: Vec<(Position, Event)>,
+        resolved: ResolvedQuery,
+        scanned_to: Option<Position>,
+        tenant: &TenantId,
+        backend: &str,
+        order: Order,
+    ) -> Page {
+        if rows.len() <= resolved.limit {
+            if let Some(scanned_to) = scanned_to {
+                return Page {
+                    next_cursor: Some(Cursor::encode(tenant, backend, order, scanned_to)),
+                    events: rows.into_iter().map(|(_, e)| e).collect(),
+                    has_more: true,
+                };
+            }
+        }
         let has_more = rows.len() > resolved.limit;
         rows.truncate(resolved.limit);
         let resume = rows.last().map(|(pos, _)| *pos).or(resolved.start);

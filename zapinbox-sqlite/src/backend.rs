@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use zapinbox_core::{
     AckOutcome, Acknowledge, Backend, ClaimQuery, Delete, DeleteOutcome, Error, Event, EventId,
-    EventParts, EventStatus, Filter, Idempotency, InboxPull, Ingest, Ingested, LeaseToken, Leased,
-    Leases, Page, PullQuery, Purged, QueueConfig, Redrive, ReleaseOutcome, Result, Retention,
-    Stats, TenantId, TenantStats, Timestamp, ValidEvent, check_lease,
+    EventParts, Filter, Idempotency, InboxPull, Ingest, Ingested, LeaseToken, Leased, Leases, Page,
+    PullQuery, Purged, QueueConfig, Redrive, ReleaseOutcome, Result, Retention, Stats, TenantId,
+    TenantStats, Timestamp, ValidEvent, check_lease,
 };
 
 use tokio::sync::watch;
@@ -20,12 +20,16 @@ use crate::maintenance::{
     self, CheckpointRecord, MaintenanceLog, MaintenanceOptions, PurgeRecord, SharedLog,
 };
 use crate::ops;
+use crate::ops::pull::Listing;
 use crate::pool::ReadPool;
 use crate::rules::{self, SharedRules};
 use crate::schema;
 use crate::writer::Writer;
 
 const NAME: &str = "sqlite";
+
+/// Most read-then-claim rounds one claim makes (see `Leases::claim`).
+const CLAIM_ROUNDS: usize = 4;
 
 const DEFAULT_MAINTENANCE: MaintenanceOptions = MaintenanceOptions {
     interval: Duration::from_secs(1),
@@ -415,7 +419,7 @@ impl SqliteBackend {
 }
 
 impl SqliteBackend {
-    async fn list(&self, tenant: &TenantId, query: PullQuery, status: EventStatus) -> Result<Page> {
+    async fn list(&self, tenant: &TenantId, query: PullQuery, listing: Listing) -> Result<Page> {
         let resolved = query.resolve(tenant, NAME)?;
         let tenant = tenant.clone();
         let (now, policy) = (self.inner.config.clock.now(), self.inner.config.retry);
@@ -423,7 +427,7 @@ impl SqliteBackend {
             .readers
             .read(move |conn| {
                 let at = (now, &policy);
-                ops::pull::list(conn, &tenant, status, &query, resolved, at, NAME)
+                ops::pull::list(conn, &tenant, listing, &query, resolved, at, NAME)
             })
             .await
     }
@@ -451,16 +455,47 @@ impl SqliteBackend {
 
 #[async_trait]
 impl Leases for SqliteBackend {
+    /// Candidates are read on a read connection, then claimed by the
+    /// writer, which checks each again: a claim that finds nothing never
+    /// reaches the writer, and the writer never scans for one.
     async fn claim(&self, tenant: &TenantId, query: ClaimQuery) -> Result<Vec<Leased>> {
         query.check()?;
-        let tenant = tenant.clone();
+        let limit = query.limit as usize;
         let policy = self.inner.config.retry;
-        self.inner
-            .writer
-            .write(move |conn, clock| {
-                ops::lease::claim(conn, clock.now(), &tenant, &query, &policy)
-            })
-            .await
+        let mut claimed = Vec::with_capacity(limit);
+        // Another claim may take candidates between the read and the
+        // write, and some may turn out to be dead letters: look again a
+        // few times while more may be there.
+        for _ in 0..CLAIM_ROUNDS {
+            let want = (limit - claimed.len()) * 2;
+            let now = self.inner.config.clock.now();
+            let (reader_tenant, filter) = (tenant.clone(), query.filter.clone());
+            let candidates = self
+                .inner
+                .readers
+                .read(move |conn| {
+                    ops::lease::claim_candidates(conn, now, &reader_tenant, &filter, want)
+                })
+                .await?;
+            if candidates.is_empty() {
+                break;
+            }
+            let last_of_them = candidates.len() < want;
+            let round = query.clone().limit((limit - claimed.len()) as u32);
+            let tenant = tenant.clone();
+            let (got, used_up) = self
+                .inner
+                .writer
+                .write(move |conn, clock| {
+                    ops::lease::claim(conn, clock.now(), &tenant, &candidates, &round, &policy)
+                })
+                .await?;
+            claimed.extend(got);
+            if claimed.len() >= limit || last_of_them || !used_up {
+                break;
+            }
+        }
+        Ok(claimed)
     }
 
     async fn claimable_at(&self, tenant: &TenantId, filter: &Filter) -> Result<Option<Timestamp>> {
@@ -526,7 +561,7 @@ impl Leases for SqliteBackend {
     }
 
     async fn dead_letters(&self, tenant: &TenantId, query: PullQuery) -> Result<Page> {
-        self.list(tenant, query, EventStatus::DeadLettered).await
+        self.list(tenant, query, Listing::DeadLetters).await
     }
 
     async fn redrive(&self, tenant: &TenantId, which: Redrive) -> Result<u64> {
@@ -577,7 +612,7 @@ impl Ingest for SqliteBackend {
 #[async_trait]
 impl InboxPull for SqliteBackend {
     async fn pull(&self, tenant: &TenantId, query: PullQuery) -> Result<Page> {
-        self.list(tenant, query, EventStatus::Pending).await
+        self.list(tenant, query, Listing::Pending).await
     }
 
     async fn get(&self, tenant: &TenantId, id: EventId) -> Result<Option<Event>> {

@@ -12,7 +12,7 @@ fn run(ops: Vec<zapinbox_core::testkit::model::Op>) {
         .enable_all()
         .build()
         .expect("runtime");
-    let harness = harness::SqliteHarness::new();
+    let harness = harness::SqliteHarness::without_maintenance();
     runtime.block_on(compare_with_model(&harness, &ops));
 }
 

@@ -55,6 +55,10 @@ pub enum Op {
     DeadLetters(u8),
     /// Redrive the `event`-th id, or every dead letter.
     Redrive(u8, Option<usize>),
+    /// Count the tenant's events in each state.
+    Stats(u8),
+    /// Purge what is past retention, at most this many of each.
+    Purge(u8),
     /// Close both backends and open their storage again.
     Restart,
 }
@@ -99,6 +103,8 @@ pub fn op() -> impl Strategy<Value = Op> {
         1 => (0..3u8, 0..32usize).prop_map(|(t, k)| Op::Requeue(t, k)),
         1 => (0..3u8).prop_map(Op::DeadLetters),
         1 => (0..3u8, prop::option::of(0..64usize)).prop_map(|(t, e)| Op::Redrive(t, e)),
+        2 => (0..3u8).prop_map(Op::Stats),
+        1 => (1..4u8).prop_map(Op::Purge),
         1 => Just(Op::Restart),
     ]
 }
@@ -279,6 +285,14 @@ impl<'a> Side<'a> {
                     None => Redrive::All,
                 };
                 let r = self.inbox.redrive(&tenant(*t), which).await;
+                self.describe(r)
+            }
+            Op::Stats(t) => {
+                let r = self.inbox.tenant_stats(&tenant(*t)).await;
+                self.describe(r)
+            }
+            Op::Purge(limit) => {
+                let r = self.inbox.purge_expired(usize::from(*limit)).await;
                 self.describe(r)
             }
             Op::Restart => {

@@ -1,75 +1,354 @@
-//! Listing events of one status in commit order.
+//! Listing pending events or dead letters in commit order, at a cost that
+//! follows what a page returns, not the size of the tenant's backlog.
 
-use rusqlite::{Connection, named_params};
+use rusqlite::{Connection, ToSql, named_params};
 use zapinbox_core::{
-    EventStatus, Order, Page, Position, PullQuery, ResolvedQuery, Result, RetryPolicy, TenantId,
+    Event, Filter, Order, Page, Position, PullQuery, ResolvedQuery, Result, RetryPolicy, TenantId,
     Timestamp,
 };
 
 use crate::error::storage;
-use crate::row::{EVENT_COLUMNS, FILTERED, UNSETTLED, filtered, millis, seq, stored_from_row};
+use crate::row::{
+    EVENT_COLUMNS, UNSETTLED, filter_sql, filtered, millis, position, seq, stored_from_row,
+};
 
-/// One page of `tenant`'s events in `status` as of `now` (pending for pull,
-/// dead letters for their listing); reads one row past the limit to know
-/// whether another page exists.
+/// Most index entries one page looks at when more than one of topic, type
+/// and source are asked for: an index serves one of them, the others are
+/// checked row by row. Past it the page ends early, with a cursor and
+/// `has_more`, so no page holds a reader for long, whatever the filter.
+pub(crate) const SCAN_BUDGET: i64 = 4096;
+
+/// Which events a listing shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Listing {
+    /// Pending events (pull).
+    Pending,
+    /// Dead letters, including pending events whose last lease ran out
+    /// (`Delivery::settle`), written down or not.
+    DeadLetters,
+}
+
+/// Where a page may look, in commit order.
+struct Window {
+    order: Order,
+    /// Exclusive start.
+    start: i64,
+    /// The lowest row that can pass `since`.
+    floor: Option<i64>,
+    /// Where the scan budget ran out: the last row to look at.
+    end: Option<i64>,
+}
+
+impl Window {
+    fn sql(&self) -> String {
+        let mut sql = String::from(match self.order {
+            Order::Asc => " AND seq > :start",
+            Order::Desc => " AND seq < :start",
+        });
+        if self.floor.is_some() {
+            sql.push_str(" AND seq >= :floor");
+        }
+        if self.end.is_some() {
+            sql.push_str(match self.order {
+                Order::Asc => " AND seq <= :end",
+                Order::Desc => " AND seq >= :end",
+            });
+        }
+        sql
+    }
+
+    fn params(&self) -> Vec<(&'static str, &dyn ToSql)> {
+        let mut params: Vec<(&str, &dyn ToSql)> = vec![(":start", &self.start)];
+        if let Some(floor) = &self.floor {
+            params.push((":floor", floor));
+        }
+        if let Some(end) = &self.end {
+            params.push((":end", end));
+        }
+        params
+    }
+
+    fn order_sql(&self) -> &'static str {
+        match self.order {
+            Order::Asc => "ASC",
+            Order::Desc => "DESC",
+        }
+    }
+}
+
+/// One page of `tenant`'s events as of `now`; reads one row past the limit
+/// to know whether another page exists.
 pub(crate) fn list(
     conn: &Connection,
     tenant: &TenantId,
-    status: EventStatus,
+    listing: Listing,
     query: &PullQuery,
     resolved: ResolvedQuery,
-    (now, policy): (Timestamp, &RetryPolicy),
+    at: (Timestamp, &RetryPolicy),
     backend: &str,
 ) -> Result<Page> {
-    // A pending row whose last lease ran out is a dead letter already
-    // (Delivery::settle), whether or not that was written down yet.
-    let in_status = match status {
-        EventStatus::Pending => format!("status = 0 AND NOT {UNSETTLED}"),
-        EventStatus::DeadLettered => format!("(status = 2 OR {UNSETTLED})"),
-        EventStatus::Acked => "status = 1".to_owned(),
-    };
-    let (bound, order) = match query.order {
-        Order::Asc => ("seq > :start", "ASC"),
-        Order::Desc => ("seq < :start", "DESC"),
-    };
     let start = match (query.order, resolved.start) {
         (_, Some(pos)) => seq(pos),
         (Order::Asc, None) => 0,
         (Order::Desc, None) => i64::MAX,
     };
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events
-         WHERE tenant = :tenant AND {in_status} AND {bound} AND {FILTERED}
-         ORDER BY seq {order} LIMIT :limit",
-    );
+    let mut window = Window {
+        order: query.order,
+        start,
+        floor: None,
+        end: None,
+    };
+    let page = |rows, scanned_to: Option<i64>| {
+        let scanned_to = scanned_to.map(position);
+        Page::from_scan(rows, resolved, scanned_to, tenant, backend, query.order)
+    };
+    let limit = resolved.limit as i64 + 1;
     let f = &query.filter;
+    let rows = match listing {
+        Listing::Pending => {
+            if let Some(since) = f.since {
+                match since_floor(conn, tenant, since)? {
+                    Some(floor) => window.floor = Some(floor),
+                    // Nothing pending is that recent.
+                    None => return Ok(page(Vec::new(), None)),
+                }
+            }
+            if indexed_fields(f) > 1 {
+                window.end = scan_end(conn, tenant, f, &window)?;
+            }
+            let status = format!("status = 0 AND NOT {UNSETTLED}");
+            let index = pending_index(f);
+            select(conn, tenant, (&status, index), f, &window, limit, at)?
+        }
+        Listing::DeadLetters => {
+            // Two small sets, each on its own index: written-down dead
+            // letters, and pending rows whose last lease has run out.
+            let dead = ("status = 2", "events_by_tenant_status");
+            let mut rows = select(conn, tenant, dead, f, &window, limit, at)?;
+            let unsettled = format!("status = 0 AND {UNSETTLED}");
+            let last_attempts = (unsettled.as_str(), "events_pending_attempts");
+            rows.extend(select(conn, tenant, last_attempts, f, &window, limit, at)?);
+            match query.order {
+                Order::Asc => rows.sort_unstable_by_key(|(pos, _)| *pos),
+                Order::Desc => rows.sort_unstable_by_key(|(pos, _)| std::cmp::Reverse(*pos)),
+            }
+            rows.truncate(limit as usize);
+            rows
+        }
+    };
+    Ok(page(rows, window.end))
+}
+
+/// The index a pending listing follows: its topic's, type's or source's
+/// (in that order of preference), else the tenant's.
+fn pending_index(filter: &Filter) -> &'static str {
+    if filter.topic.is_some() {
+        "events_pending_topic"
+    } else if filter.event_type.is_some() {
+        "events_pending_type"
+    } else if filter.source.is_some() {
+        "events_pending_source"
+    } else {
+        "events_by_tenant_status"
+    }
+}
+
+/// The statement of a listing: rows of `tenant` in `status` (SQL),
+/// following `index`, passing `filter`, inside `window`, in its order.
+fn listing_sql((status, index): (&str, &str), filter: &Filter, window: &Window) -> String {
+    // The index is named, not left to the planner: without statistics it
+    // would take the tenant's index for every filter.
+    format!(
+        "SELECT {EVENT_COLUMNS} FROM events INDEXED BY {index}
+         WHERE tenant = :tenant AND {status}{}{}
+         ORDER BY seq {} LIMIT :limit",
+        window.sql(),
+        filter_sql(filter),
+        window.order_sql(),
+    )
+}
+
+/// Up to `limit` rows of `tenant` in `status` (SQL, with the index to
+/// follow) passing `filter` inside `window`, in its order.
+fn select(
+    conn: &Connection,
+    tenant: &TenantId,
+    (status, index): (&str, &str),
+    filter: &Filter,
+    window: &Window,
+    limit: i64,
+    (now, policy): (Timestamp, &RetryPolicy),
+) -> Result<Vec<(Position, Event)>> {
+    let sql = listing_sql((status, index), filter, window);
     let mut stmt = conn.prepare_cached(&sql).map_err(storage)?;
+    let since = filter.since.map(millis);
+    let (now_ms, tenant_str) = (millis(now), tenant.as_str());
+    let mut rest: Vec<(&str, &dyn ToSql)> = vec![(":tenant", &tenant_str), (":limit", &limit)];
+    if status.contains(UNSETTLED) {
+        rest.push((":max_attempts", &policy.max_attempts));
+        rest.push((":now", &now_ms));
+    }
+    rest.extend(window.params());
+    let params = filtered(filter, &since, &rest);
     let rows = stmt
-        .query_map(
-            &*filtered(
-                f,
-                &f.since.map(millis),
-                named_params! {
-                    ":tenant": tenant.as_str(),
-                    ":start": start,
-                    ":limit": resolved.limit as i64 + 1,
-                    ":max_attempts": policy.max_attempts,
-                    ":now": millis(now),
-                },
-            ),
-            |row| Ok(stored_from_row(tenant, row, now, policy)),
-        )
+        .query_map(&*params, |row| {
+            Ok(stored_from_row(tenant, row, now, policy))
+        })
         .map_err(storage)?;
-    let mut events: Vec<(Position, _)> = Vec::with_capacity(resolved.limit + 1);
+    let mut events = Vec::new();
     for row in rows {
         let (position, event, _) = row.map_err(storage)??;
         events.push((position, event));
     }
-    Ok(Page::from_positions(
-        events,
-        resolved,
-        tenant,
-        backend,
-        query.order,
-    ))
+    Ok(events)
+}
+
+/// How many of topic, type and source `filter` asks for: one has an
+/// index to follow; more leave the rest to be checked row by row.
+fn indexed_fields(filter: &Filter) -> usize {
+    [&filter.topic, &filter.event_type, &filter.source]
+        .iter()
+        .filter(|f| f.is_some())
+        .count()
+}
+
+/// The lowest pending row of `tenant` created at or after `since`, found
+/// on the creation index in time proportional to how many are that recent.
+fn since_floor(conn: &Connection, tenant: &TenantId, since: Timestamp) -> Result<Option<i64>> {
+    conn.prepare_cached(SINCE_FLOOR)
+        .and_then(|mut stmt| {
+            stmt.query_row(
+                named_params! { ":tenant": tenant.as_str(), ":since": millis(since) },
+                |r| r.get(0),
+            )
+        })
+        .map_err(storage)
+}
+
+pub(crate) const SINCE_FLOOR: &str = "SELECT min(seq) FROM events
+     WHERE tenant = :tenant AND status = 0 AND created_at >= :since";
+
+/// Where a page of `filter` must stop looking: the pending row
+/// [`SCAN_BUDGET`] entries into the index of its first field, or `None`
+/// if fewer remain.
+fn scan_end(
+    conn: &Connection,
+    tenant: &TenantId,
+    filter: &Filter,
+    window: &Window,
+) -> Result<Option<i64>> {
+    let (column, param, value) = match (&filter.topic, &filter.event_type) {
+        (Some(topic), _) => ("topic", ":topic", topic),
+        (None, Some(event_type)) => ("event_type", ":type", event_type),
+        // Two fields asked for: topic or type is one of them.
+        (None, None) => return Ok(None),
+    };
+    let bounds = Window {
+        end: None,
+        ..*window
+    };
+    let sql = format!(
+        "SELECT seq FROM events INDEXED BY {}
+         WHERE tenant = :tenant AND status = 0 AND {column} = {param}{}
+         ORDER BY seq {} LIMIT 1 OFFSET :budget",
+        pending_index(filter),
+        bounds.sql(),
+        bounds.order_sql(),
+    );
+    let mut stmt = conn.prepare_cached(&sql).map_err(storage)?;
+    let tenant_str = tenant.as_str();
+    let mut params: Vec<(&str, &dyn ToSql)> = vec![
+        (":tenant", &tenant_str),
+        (param, value),
+        (":budget", &SCAN_BUDGET),
+    ];
+    params.extend(bounds.params());
+    use rusqlite::OptionalExtension;
+    stmt.query_row(&*params, |r| r.get(0))
+        .optional()
+        .map_err(storage)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::query_plan as plan;
+
+    /// The statement a pending listing runs.
+    fn pending_sql(filter: &Filter, order: Order, floor: bool) -> String {
+        let window = Window {
+            order,
+            start: 0,
+            floor: floor.then_some(0),
+            end: None,
+        };
+        let status = format!("status = 0 AND NOT {UNSETTLED}");
+        listing_sql((&status, pending_index(filter)), filter, &window)
+    }
+
+    fn db() -> Connection {
+        let mut conn = Connection::open_in_memory().expect("open");
+        crate::schema::migrate(&mut conn).expect("migrate");
+        conn
+    }
+
+    #[test]
+    fn each_filter_reads_its_own_index_in_commit_order_both_ways() {
+        let conn = db();
+        let cases = [
+            (PullQuery::new(), "events_by_tenant_status"),
+            (PullQuery::new().topic("t"), "events_pending_topic"),
+            (PullQuery::new().event_type("t"), "events_pending_type"),
+            (PullQuery::new().source("s"), "events_pending_source"),
+        ]
+        .map(|(query, index)| (query.filter, index));
+        for (filter, index) in cases {
+            for order in [Order::Asc, Order::Desc] {
+                let steps = plan(&conn, &pending_sql(&filter, order, false));
+                assert!(steps.contains(index), "{filter:?} {order:?}: {steps}");
+                assert!(!steps.contains("TEMP B-TREE"), "no sort: {steps}");
+            }
+        }
+    }
+
+    #[test]
+    fn since_finds_its_floor_on_the_creation_index() {
+        let conn = db();
+        let floor = plan(&conn, SINCE_FLOOR);
+        assert!(
+            floor.contains("COVERING INDEX events_pending_created"),
+            "{floor}"
+        );
+        let filter = PullQuery::new().since(Timestamp::EPOCH).filter;
+        for order in [Order::Asc, Order::Desc] {
+            let steps = plan(&conn, &pending_sql(&filter, order, true));
+            assert!(steps.contains("events_by_tenant_status"), "{steps}");
+            assert!(!steps.contains("TEMP B-TREE"), "no sort: {steps}");
+        }
+    }
+
+    #[test]
+    fn dead_letters_read_only_dead_letters_and_last_attempts() {
+        let conn = db();
+        let window = Window {
+            order: Order::Asc,
+            start: 0,
+            floor: None,
+            end: None,
+        };
+        let all = Filter::default();
+        let dead = listing_sql(("status = 2", "events_by_tenant_status"), &all, &window);
+        let dead = plan(&conn, &dead);
+        assert!(
+            dead.contains("events_by_tenant_status (tenant=? AND status=? AND seq>?)"),
+            "{dead}"
+        );
+        let unsettled = format!("status = 0 AND {UNSETTLED}");
+        let last = listing_sql((&unsettled, "events_pending_attempts"), &all, &window);
+        let steps = plan(&conn, &last);
+        assert!(
+            steps.contains("events_pending_attempts (tenant=? AND attempts>?)"),
+            "{steps}"
+        );
+    }
 }

@@ -14,12 +14,23 @@ use zapinbox_sqlite::SqliteBackend;
 
 pub struct SqliteHarness {
     dir: TempDir,
+    maintenance: bool,
 }
 
 impl SqliteHarness {
     pub fn new() -> Self {
         SqliteHarness {
             dir: tempfile::tempdir().expect("a temporary directory"),
+            maintenance: true,
+        }
+    }
+
+    /// A harness whose backends run no maintenance task: purges happen
+    /// only when asked for, as in the in-memory model.
+    pub fn without_maintenance() -> Self {
+        SqliteHarness {
+            maintenance: false,
+            ..Self::new()
         }
     }
 
@@ -31,10 +42,11 @@ impl SqliteHarness {
 #[async_trait]
 impl Harness for SqliteHarness {
     async fn open(&self, config: QueueConfig) -> Result<Arc<dyn Backend>> {
-        let backend = SqliteBackend::builder(self.path())
-            .config(config)
-            .open()
-            .await?;
+        let mut builder = SqliteBackend::builder(self.path()).config(config);
+        if !self.maintenance {
+            builder = builder.maintenance_interval(None);
+        }
+        let backend = builder.open().await?;
         Ok(Arc::new(backend))
     }
 }
