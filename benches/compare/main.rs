@@ -10,6 +10,7 @@
 //! throughput against concurrency to `target/bench-ingest.svg`.
 
 mod backends;
+mod neighbours;
 mod raw;
 mod report;
 mod rss;
@@ -37,6 +38,8 @@ pub struct Scale {
     pub runs: usize,
     /// How long the soak runs.
     pub soak: Duration,
+    /// Pending events of the big tenant beside a small one.
+    pub big_tenant: usize,
 }
 
 /// The median of `values` (the middle one, or the lower middle).
@@ -58,6 +61,7 @@ impl Scale {
             rss_points: [20_000, 100_000],
             runs: 1,
             soak: Duration::from_secs(6),
+            big_tenant: 20_000,
         }
     }
 
@@ -70,6 +74,7 @@ impl Scale {
             rss_points: [100_000, 1_000_000],
             runs: 3,
             soak: Duration::from_secs(60),
+            big_tenant: 1_000_000,
         }
     }
 }
@@ -103,6 +108,9 @@ fn main() {
         }
         if workloads::selected("soak") {
             report.extend(soak::run(scale).await);
+        }
+        if workloads::selected("big tenant") {
+            report.extend(neighbours::run(scale).await);
         }
         if std::env::var_os("ZAPINBOX_BENCH_ONLY").is_none() {
             report.extend(rss::measure(scale, &raw));

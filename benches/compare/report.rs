@@ -82,6 +82,20 @@ const TARGETS: &[Target] = &[
         at_least: 0.8,
     },
     Target {
+        what: "small tenant's ingest p99 beside a big tenant's worst traffic, vs 5 ms",
+        backend: "sqlite",
+        workload: "big tenant beside a small one",
+        figure: "small tenant: ingest p99 ms, beside the big one's worst",
+        at_least: 1.0,
+    },
+    Target {
+        what: "small tenant's pull p99 beside a big tenant's worst traffic, vs 5 ms",
+        backend: "sqlite",
+        workload: "big tenant beside a small one",
+        figure: "small tenant: pull p99 ms, beside the big one's worst",
+        at_least: 1.0,
+    },
+    Target {
         what: "claim + ack, 8 workers, vs raw select + update in batches of 100",
         backend: "sqlite",
         workload: "claim 100 + ack each, 8 workers",

@@ -108,6 +108,12 @@ pub(crate) fn list(
         Listing::Pending => {
             if let Some(since) = f.since {
                 match since_floor(conn, tenant, since)? {
+                    // Ascending, the floor is the start if it is later:
+                    // given two lower bounds, SQLite would range over one
+                    // and check the other row by row.
+                    Some(floor) if query.order == Order::Asc => {
+                        window.start = window.start.max(floor - 1);
+                    }
                     Some(floor) => window.floor = Some(floor),
                     // Nothing pending is that recent.
                     None => return Ok(page(Vec::new(), None)),
@@ -320,9 +326,18 @@ mod tests {
             "{floor}"
         );
         let filter = PullQuery::new().since(Timestamp::EPOCH).filter;
-        for order in [Order::Asc, Order::Desc] {
-            let steps = plan(&conn, &pending_sql(&filter, order, true));
-            assert!(steps.contains("events_by_tenant_status"), "{steps}");
+        // Ascending, the floor becomes the start; descending, it bounds the
+        // range from below, so neither walks the rows older than `since`.
+        for (order, floor, range) in [
+            (Order::Asc, false, "(tenant=? AND status=? AND seq>?)"),
+            (
+                Order::Desc,
+                true,
+                "(tenant=? AND status=? AND seq>? AND seq<?)",
+            ),
+        ] {
+            let steps = plan(&conn, &pending_sql(&filter, order, floor));
+            assert!(steps.contains(range), "{order:?}: {steps}");
             assert!(!steps.contains("TEMP B-TREE"), "no sort: {steps}");
         }
     }
