@@ -11,6 +11,7 @@
 
 mod backends;
 mod neighbours;
+mod processes;
 mod raw;
 mod report;
 mod rss;
@@ -40,6 +41,8 @@ pub struct Scale {
     pub soak: Duration,
     /// Pending events of the big tenant beside a small one.
     pub big_tenant: usize,
+    /// How long writers in several processes write.
+    pub writers: Duration,
 }
 
 /// The median of `values` (the middle one, or the lower middle).
@@ -62,6 +65,7 @@ impl Scale {
             runs: 1,
             soak: Duration::from_secs(6),
             big_tenant: 20_000,
+            writers: Duration::from_secs(2),
         }
     }
 
@@ -75,6 +79,7 @@ impl Scale {
             runs: 3,
             soak: Duration::from_secs(60),
             big_tenant: 1_000_000,
+            writers: Duration::from_secs(10),
         }
     }
 }
@@ -82,6 +87,13 @@ impl Scale {
 fn main() {
     if let Some(result) = rss::child_entry() {
         // This process was started to measure memory; it printed its figures.
+        std::process::exit(i32::from(result.is_err()));
+    }
+    if let Some(result) = processes::child_entry() {
+        // This process was one of several writers; it printed its figures.
+        if let Err(e) = &result {
+            eprintln!("writer process failed: {e}");
+        }
         std::process::exit(i32::from(result.is_err()));
     }
     // `cargo bench` passes --bench; anything else (`cargo test
@@ -111,6 +123,12 @@ fn main() {
         }
         if workloads::selected("big tenant") {
             report.extend(neighbours::run(scale).await);
+        }
+        if workloads::selected("writers in") {
+            let rows = tokio::task::spawn_blocking(move || processes::run(scale))
+                .await
+                .expect("writer processes");
+            report.extend(rows);
         }
         if std::env::var_os("ZAPINBOX_BENCH_ONLY").is_none() {
             report.extend(rss::measure(scale, &raw));

@@ -96,6 +96,20 @@ const TARGETS: &[Target] = &[
         at_least: 1.0,
     },
     Target {
+        what: "longest stall of 2 writer processes, vs 250 ms",
+        backend: "sqlite",
+        workload: "writers in 2 processes",
+        figure: "longest stall ms",
+        at_least: 1.0,
+    },
+    Target {
+        what: "longest stall of 4 writer processes, vs 250 ms",
+        backend: "sqlite",
+        workload: "writers in 4 processes",
+        figure: "longest stall ms",
+        at_least: 1.0,
+    },
+    Target {
         what: "claim + ack, 8 workers, vs raw select + update in batches of 100",
         backend: "sqlite",
         workload: "claim 100 + ack each, 8 workers",

@@ -63,6 +63,10 @@ impl Latencies {
     pub fn p99_ms(&self) -> f64 {
         self.quantile_ms(0.99)
     }
+
+    pub fn max_ms(&self) -> f64 {
+        self.quantile_ms(1.0)
+    }
 }
 
 fn tenant() -> TenantId {

@@ -120,16 +120,16 @@ impl MemoryBackend {
     ) -> Result<Ingested> {
         let t = state.tenants.entry(tenant.clone()).or_default();
         let idempotency = event.idempotency().map(|(k, f)| (k.to_owned(), *f));
-        if let Some((key, fingerprint)) = &idempotency {
-            if let Some(rec) = t.keys.get(key).filter(|r| r.expires_at > now) {
-                if rec.fingerprint != *fingerprint {
-                    return Err(Error::IdempotencyConflict {
-                        key: key.clone(),
-                        original: rec.id,
-                    });
-                }
-                return Ok(Ingested::new(rec.id, true));
+        if let Some((key, fingerprint)) = &idempotency
+            && let Some(rec) = t.keys.get(key).filter(|r| r.expires_at > now)
+        {
+            if rec.fingerprint != *fingerprint {
+                return Err(Error::IdempotencyConflict {
+                    key: key.clone(),
+                    original: rec.id,
+                });
             }
+            return Ok(Ingested::new(rec.id, true));
         }
         let id = self.config.clock.next_id();
         let position = state.next_position + 1;
@@ -524,10 +524,10 @@ impl Retention for MemoryBackend {
         events.truncate(limit);
         keys.truncate(limit);
         for (_, pos, tenant) in &events {
-            if let Some(t) = state.tenants.get_mut(tenant) {
-                if let Some(stored) = t.events.remove(pos) {
-                    t.positions.remove(&stored.event.id);
-                }
+            if let Some(t) = state.tenants.get_mut(tenant)
+                && let Some(stored) = t.events.remove(pos)
+            {
+                t.positions.remove(&stored.event.id);
             }
         }
         for (_, tenant, key) in &keys {

@@ -161,10 +161,10 @@ pub(crate) enum Body {
 /// refused for its depth, or dropped unsent, must not overflow the stack.
 impl Drop for Body {
     fn drop(&mut self) {
-        if let Body::Value(value) = self {
-            if matches!(value, Value::Array(_) | Value::Object(_)) {
-                dismantle(std::mem::take(value));
-            }
+        if let Body::Value(value) = self
+            && matches!(value, Value::Array(_) | Value::Object(_))
+        {
+            dismantle(std::mem::take(value));
         }
     }
 }

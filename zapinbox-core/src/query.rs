@@ -207,14 +207,14 @@ impl Page {
         backend: &str,
         order: Order,
     ) -> Page {
-        if rows.len() <= resolved.limit {
-            if let Some(scanned_to) = scanned_to {
-                return Page {
-                    next_cursor: Some(Cursor::encode(tenant, backend, order, scanned_to)),
-                    events: rows.into_iter().map(|(_, e)| e).collect(),
-                    has_more: true,
-                };
-            }
+        if rows.len() <= resolved.limit
+            && let Some(scanned_to) = scanned_to
+        {
+            return Page {
+                next_cursor: Some(Cursor::encode(tenant, backend, order, scanned_to)),
+                events: rows.into_iter().map(|(_, e)| e).collect(),
+                has_more: true,
+            };
         }
         let has_more = rows.len() > resolved.limit;
         rows.truncate(resolved.limit);

@@ -15,6 +15,7 @@ use zapinbox_core::{
 use tokio::sync::watch;
 
 use crate::backup;
+use crate::busy;
 use crate::connection::{self, ConnectionOptions, ConnectionSettings, Durability, Role};
 use crate::maintenance::{
     self, CheckpointRecord, MaintenanceLog, MaintenanceOptions, PurgeRecord, SharedLog,
@@ -197,10 +198,14 @@ impl SqliteBuilder {
         let deadline = Instant::now() + self.busy_timeout.min(A_YEAR);
         let (write_conn, config) = until_not_busy(deadline, || {
             let mut conn = connection::open(&self.path, Role::Writer, options)?;
-            schema::migrate(&mut conn)?;
+            // Migrating and storing the rules write: they wait for their
+            // turn like the writer thread does.
+            busy::install(&conn, self.busy_timeout, busy::Waiters::open(&self.path)?)?;
             let mut config = self.config.clone();
-            rules::settle(&mut conn, &mut config, self.shared_rules)?;
-            Ok((conn, config))
+            let written = schema::migrate(&mut conn)
+                .and_then(|()| rules::settle(&mut conn, &mut config, self.shared_rules));
+            busy::uninstall();
+            written.map(|()| (conn, config))
         })?;
         let readers = (0..self.read_connections)
             .map(|_| {
@@ -209,7 +214,12 @@ impl SqliteBuilder {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let writer = Writer::spawn(write_conn, config.clock.clone())?;
+        let waiters = busy::Waiters::open(&self.path)?;
+        let writer = Writer::spawn(
+            write_conn,
+            config.clock.clone(),
+            Some((self.busy_timeout, waiters)),
+        )?;
         tracing::debug!(path = %self.path.display(), durability = ?self.durability, "opened SQLite inbox");
         Ok(SqliteBackend {
             inner: Arc::new(Inner {

@@ -132,10 +132,18 @@ pub(crate) fn read_settings(conn: &Connection, role: Role) -> Result<ConnectionS
         rusqlite::types::Value::Text(s) => s,
         other => format!("{other:?}"),
     };
+    // The writer waits with a busy handler of its own, which replaces
+    // SQLite's timeout (the pragma then reads 0): report the handler's.
+    let busy_timeout_ms = match crate::busy::timeout_here() {
+        Some(timeout) if role == Role::Writer => {
+            i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX)
+        }
+        _ => int(pragma("busy_timeout")?),
+    };
     Ok(ConnectionSettings {
         role,
         journal_mode,
         synchronous: int(pragma("synchronous")?),
-        busy_timeout_ms: int(pragma("busy_timeout")?),
+        busy_timeout_ms,
     })
 }

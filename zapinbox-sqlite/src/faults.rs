@@ -45,7 +45,7 @@ async fn produce(inbox: Inbox, tenant: TenantId, producer: usize) -> Vec<Outcome
         let marker = format!("{producer}-{n}");
         // Half the producers use idempotency keys: a key row must never be
         // kept without its event, nor an event without its key.
-        let key = (producer % 2 == 0).then(|| format!("key-{marker}"));
+        let key = producer.is_multiple_of(2).then(|| format!("key-{marker}"));
         let mut event = NewEvent::new(json!({ "marker": marker, "pad": "x".repeat(1500) }));
         if let Some(key) = &key {
             event = event.with_idempotency_key(key.clone());

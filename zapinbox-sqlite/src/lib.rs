@@ -58,6 +58,7 @@
 
 mod backend;
 mod backup;
+mod busy;
 mod connection;
 mod error;
 #[cfg(test)]

@@ -30,6 +30,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 use zapinbox_core::{Clock, Error, Result};
 
+use crate::busy;
 use crate::error::storage;
 
 /// Most requests committed in one transaction: bounds the time a batch
@@ -154,14 +155,27 @@ struct Counters {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`.
-    pub(crate) fn spawn(conn: Connection, clock: Clock) -> Result<Arc<Writer>> {
+    /// Starts the writer thread on `conn`; with `busy`, it waits for other
+    /// processes' transactions in fair turns for at most that long (see
+    /// `busy`).
+    pub(crate) fn spawn(
+        conn: Connection,
+        clock: Clock,
+        busy: Option<(Duration, busy::Waiters)>,
+    ) -> Result<Arc<Writer>> {
         let (queue, rx) = mpsc::channel(QUEUE);
         let counters = Arc::new(Counters::default());
         let shared = Arc::clone(&counters);
         let thread = std::thread::Builder::new()
             .name("zapinbox-sqlite-writer".into())
-            .spawn(move || run(conn, clock, rx, &shared))
+            .spawn(move || {
+                if let Some((timeout, waiters)) = busy
+                    && let Err(e) = busy::install(&conn, timeout, waiters)
+                {
+                    tracing::warn!(error = %e, "fair busy handling not installed");
+                }
+                run(conn, clock, rx, &shared)
+            })
             .map_err(|e| Error::permanent(format!("cannot start the writer thread: {e}")))?;
         Ok(Arc::new(Writer {
             queue,
@@ -256,6 +270,7 @@ fn run(mut conn: Connection, clock: Clock, mut rx: mpsc::Receiver<Message>, coun
             direct: Vec::new(),
         };
         last_batch = commit_batch(&mut conn, &clock, vec![first], &mut gather, counters);
+        busy::give_way();
         for job in std::mem::take(&mut gather.direct) {
             run_direct(&conn, &clock, job);
         }
@@ -396,7 +411,9 @@ fn run_batch(
 ) -> std::result::Result<(), Stop> {
     let failed = |stage: &str, e: Error| Stop::Failed(CommitFailure::from_error(stage, &e));
     end_open_transaction(conn);
-    exec(conn, "BEGIN IMMEDIATE").map_err(|e| failed("BEGIN", e))?;
+    let begun = exec(conn, "BEGIN IMMEDIATE");
+    busy::done_waiting();
+    begun.map_err(|e| failed("BEGIN", e))?;
     let mut next = 0;
     loop {
         while let Some(job) = jobs.get_mut(next) {
@@ -412,11 +429,11 @@ fn run_batch(
                 });
                 return Err(Stop::Failed(failure.rolled_back_by_sqlite()));
             }
-            if let Some(failure) = failure {
-                if conn.total_changes() != before {
-                    exec(conn, "ROLLBACK").map_err(|e| failed("ROLLBACK", e))?;
-                    return Err(Stop::FailedAfterWriting(next, failure));
-                }
+            if let Some(failure) = failure
+                && conn.total_changes() != before
+            {
+                exec(conn, "ROLLBACK").map_err(|e| failed("ROLLBACK", e))?;
+                return Err(Stop::FailedAfterWriting(next, failure));
             }
             next += 1;
         }
@@ -458,7 +475,7 @@ mod tests {
              CREATE TABLE log (n INTEGER NOT NULL UNIQUE);",
         )
         .expect("schema");
-        Writer::spawn(conn, Clock::system()).expect("spawn")
+        Writer::spawn(conn, Clock::system(), None).expect("spawn")
     }
 
     fn insert(conn: &Connection, n: i64) -> Result<i64> {

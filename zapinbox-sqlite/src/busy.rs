@@ -1,0 +1,141 @@
+//! Fair turns at the write lock between processes sharing one file.
+//!
+//! SQLite's own busy timeout backs off to 100 ms between tries, and a
+//! process that commits every millisecond takes the lock again before a
+//! waiter looks: the waiter was shut out for seconds at a time. Here a
+//! waiting writer looks again every 0.1 to 0.6 ms, at random, and says that
+//! it waits by holding a shared lock on a side file (`<db>-writers`); a
+//! writer that has just committed checks that file and, if someone waits,
+//! pauses before its next transaction so that the waiter gets its turn.
+
+use std::cell::RefCell;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use zapinbox_core::{Error, Result};
+
+/// How long a writer that has just committed pauses when another waits:
+/// longer than the waiter's longest pause between tries.
+const YIELD: Duration = Duration::from_micros(700);
+
+/// The side file through which writers of one database see each other
+/// waiting.
+pub(crate) struct Waiters {
+    file: File,
+}
+
+impl Waiters {
+    /// Opens (creating) the side file of the database at `db`.
+    pub(crate) fn open(db: &Path) -> Result<Waiters> {
+        let mut path = db.as_os_str().to_owned();
+        path.push("-writers");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::permanent(format!("cannot open {path:?}: {e}")))?;
+        Ok(Waiters { file })
+    }
+
+    /// Whether another writer is waiting for the lock now.
+    fn someone_waits(&self) -> bool {
+        match self.file.try_lock() {
+            Ok(()) => {
+                let _ = self.file.unlock();
+                false
+            }
+            Err(TryLockError::WouldBlock) => true,
+            Err(TryLockError::Error(_)) => false,
+        }
+    }
+}
+
+/// The busy state of the writer thread that owns a write connection.
+struct Turn {
+    timeout: Duration,
+    waiters: Waiters,
+    waiting_since: Option<Instant>,
+    /// Whether this writer holds the shared lock that says it waits.
+    signalled: bool,
+}
+
+thread_local! {
+    static TURN: RefCell<Option<Turn>> = const { RefCell::new(None) };
+}
+
+/// Makes `conn` wait for the write lock in fair turns, on this thread,
+/// for at most `timeout`; `waiters` is its database's side file.
+pub(crate) fn install(conn: &Connection, timeout: Duration, waiters: Waiters) -> Result<()> {
+    TURN.with(|turn| {
+        *turn.borrow_mut() = Some(Turn {
+            timeout,
+            waiters,
+            waiting_since: None,
+            signalled: false,
+        });
+    });
+    conn.busy_handler(Some(on_busy))
+        .map_err(crate::error::storage)
+}
+
+/// The timeout of the fair busy handler on this thread, if one is
+/// installed (`PRAGMA busy_timeout` reads 0 once a handler replaces it).
+pub(crate) fn timeout_here() -> Option<Duration> {
+    TURN.with(|turn| turn.borrow().as_ref().map(|t| t.timeout))
+}
+
+/// SQLite's call when the lock is taken: `true` to try again.
+fn on_busy(_tries: i32) -> bool {
+    TURN.with(|turn| {
+        let mut turn = turn.borrow_mut();
+        let Some(turn) = turn.as_mut() else {
+            return false;
+        };
+        let since = *turn.waiting_since.get_or_insert_with(Instant::now);
+        if !turn.signalled {
+            // Says "waiting" for as long as the shared lock is held; the
+            // holder's momentary exclusive check may refuse it once.
+            turn.signalled = turn.waiters.file.try_lock_shared().is_ok();
+        }
+        if since.elapsed() >= turn.timeout {
+            return false;
+        }
+        let pause = Duration::from_micros(rand::random_range(100..600));
+        std::thread::sleep(pause);
+        true
+    })
+}
+
+/// Called once a transaction began (or failed to): no longer waiting.
+pub(crate) fn done_waiting() {
+    TURN.with(|turn| {
+        if let Some(turn) = turn.borrow_mut().as_mut() {
+            turn.waiting_since = None;
+            if std::mem::take(&mut turn.signalled) {
+                let _ = turn.waiters.file.unlock();
+            }
+        }
+    });
+}
+
+/// Removes this thread's busy state (after opening, on a borrowed thread),
+/// letting go of the "waiting" lock if it is still held.
+pub(crate) fn uninstall() {
+    done_waiting();
+    TURN.with(|turn| turn.borrow_mut().take());
+}
+
+/// Called after a commit: pauses if another writer waits for its turn.
+pub(crate) fn give_way() {
+    let waits = TURN.with(|turn| {
+        turn.borrow()
+            .as_ref()
+            .is_some_and(|t| t.waiters.someone_waits())
+    });
+    if waits {
+        std::thread::sleep(YIELD);
+    }
+}

@@ -1,0 +1,107 @@
+//! Two processes writing one file without pause take turns: neither is
+//! shut out until its busy timeout runs out, so no caller sees "database
+//! is locked". (Their longest stalls are measured by the benchmark
+//! "writers in N processes".)
+
+mod harness;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use zapinbox_core::{Inbox, NewEvent, TenantId};
+use zapinbox_sqlite::SqliteBackend;
+
+const CHILD_ENV: &str = "ZAPINBOX_WRITERS_CHILD_DB";
+const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
+const WRITE_FOR: Duration = Duration::from_millis(1500);
+
+/// Writes without pause from 8 tasks for [`WRITE_FOR`]; returns how many
+/// ingests succeeded and the errors of the others.
+async fn write_flat_out(path: &Path, who: &str) -> (usize, Vec<String>) {
+    let backend = SqliteBackend::builder(path)
+        .busy_timeout(BUSY_TIMEOUT)
+        .maintenance_interval(None)
+        .open()
+        .await
+        .expect("open");
+    let inbox = Inbox::new(backend.clone());
+    let tenant = TenantId::new(who).expect("tenant");
+    let until = Instant::now() + WRITE_FOR;
+    let tasks: Vec<_> = (0..8)
+        .map(|task| {
+            let (inbox, tenant) = (inbox.clone(), tenant.clone());
+            tokio::spawn(async move {
+                let (mut stored, mut errors) = (0, Vec::new());
+                while Instant::now() < until {
+                    let event = NewEvent::new(json!({ "task": task, "n": stored }));
+                    match inbox.ingest(&tenant, event).await {
+                        Ok(_) => stored += 1,
+                        Err(e) => errors.push(e.to_string()),
+                    }
+                }
+                (stored, errors)
+            })
+        })
+        .collect();
+    let (mut stored, mut errors) = (0, Vec::new());
+    for task in tasks {
+        let (n, errs) = task.await.expect("task");
+        stored += n;
+        errors.extend(errs);
+    }
+    backend.close().await.expect("close");
+    (stored, errors)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the other process's side: started by the test below with --ignored"]
+async fn child_process_entry_point() {
+    if let Some(path) = std::env::var_os(CHILD_ENV) {
+        let (stored, errors) = write_flat_out(Path::new(&path), "child").await;
+        println!("RESULT {stored} {} {:?}", errors.len(), errors.first());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_writing_without_pause_never_see_locked() {
+    let harness = harness::SqliteHarness::new();
+    let path = harness.path();
+    SqliteBackend::open(&path)
+        .await
+        .expect("create")
+        .close()
+        .await
+        .expect("close");
+    let child = harness::child_process()
+        .env(CHILD_ENV, &path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the other process");
+    let (stored, errors) = write_flat_out(&path, "parent").await;
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let result = stdout
+        .split("RESULT ")
+        .nth(1)
+        .and_then(|r| r.lines().next())
+        .unwrap_or_default()
+        .to_owned();
+    let mut parts = result.split(' ');
+    let child_stored: usize = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    let child_errors: usize = parts
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(usize::MAX);
+    assert_eq!(errors, Vec::<String>::new(), "this process");
+    assert_eq!(child_errors, 0, "the other process: {result}");
+    assert!(
+        stored > 0 && child_stored > 0,
+        "both made progress: {stored} and {child_stored}"
+    );
+}
