@@ -61,22 +61,30 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     "#,
     // v5: filtered reads and stats cost what they return, not the tenant's
-    // backlog. Pending rows only (acked ones wait for their purge), so
-    // acks shrink these indexes.
+    // backlog. Pending rows only (acked ones wait for their purge), and
+    // only those that have the field: an event without a topic costs no
+    // topic index entry.
     r#"
-    CREATE INDEX events_pending_topic ON events (tenant, topic, seq) WHERE status = 0;
-    CREATE INDEX events_pending_type ON events (tenant, event_type, seq) WHERE status = 0;
-    CREATE INDEX events_pending_source ON events (tenant, source, seq) WHERE status = 0;
+    CREATE INDEX events_pending_topic ON events (tenant, topic, seq)
+        WHERE status = 0 AND topic IS NOT NULL;
+    CREATE INDEX events_pending_type ON events (tenant, event_type, seq)
+        WHERE status = 0 AND event_type IS NOT NULL;
+    CREATE INDEX events_pending_source ON events (tenant, source, seq)
+        WHERE status = 0 AND source IS NOT NULL;
     CREATE INDEX events_pending_created ON events (tenant, created_at) WHERE status = 0;
     CREATE INDEX events_claimable_topic ON events (tenant, topic, visible_at, seq)
-        WHERE status = 0;
-    -- Pending rows at their last attempts: the ones a lease expiry turns
-    -- into dead letters (stats, dead letter listings).
-    CREATE INDEX events_pending_attempts ON events (tenant, attempts) WHERE status = 0;
+        WHERE status = 0 AND topic IS NOT NULL;
+    -- Pending rows that were claimed: among them, those at their last
+    -- attempt, which a lease expiry turns into dead letters (stats, dead
+    -- letter listings).
+    CREATE INDEX events_pending_attempts ON events (tenant, attempts)
+        WHERE status = 0 AND attempts > 0;
     CREATE INDEX events_leased ON events (tenant, lease_expires_at)
         WHERE status = 0 AND lease_expires_at IS NOT NULL;
-    -- Events of each tenant in each stored status, kept by the triggers
-    -- below in the same transaction as every write.
+    -- Events of each tenant in each stored status, in the same
+    -- transaction as every write: ingest adds its events once a request
+    -- (a trigger a row halved ingest), the triggers below follow every
+    -- change of status and every removal.
     CREATE TABLE tenant_counts (
         tenant        TEXT    NOT NULL PRIMARY KEY,
         pending       INTEGER NOT NULL DEFAULT 0,
@@ -86,14 +94,6 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO tenant_counts (tenant, pending, acked, dead_lettered)
         SELECT tenant, sum(status = 0), sum(status = 1), sum(status = 2)
         FROM events GROUP BY tenant;
-    CREATE TRIGGER events_counted_in AFTER INSERT ON events BEGIN
-        INSERT INTO tenant_counts (tenant, pending, acked, dead_lettered)
-        VALUES (new.tenant, new.status = 0, new.status = 1, new.status = 2)
-        ON CONFLICT (tenant) DO UPDATE SET
-            pending = pending + (new.status = 0),
-            acked = acked + (new.status = 1),
-            dead_lettered = dead_lettered + (new.status = 2);
-    END;
     CREATE TRIGGER events_counted_out AFTER DELETE ON events BEGIN
         UPDATE tenant_counts SET
             pending = pending - (old.status = 0),

@@ -26,16 +26,35 @@ pub(crate) fn ingest(
     let now = clock.now();
     let plan = plan(conn, clock, now, tenant, rows)?;
     let expires = now.saturating_add(window);
-    rows.iter()
+    let mut stored = 0;
+    let ingested = rows
+        .iter()
         .zip(plan)
         .map(|(row, step)| match step {
             Step::Store(id) => {
                 store(conn, now, expires, tenant, row, id)?;
+                stored += 1;
                 Ok(Ingested::new(id, false))
             }
             Step::Duplicate(id) => Ok(Ingested::new(id, true)),
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    if stored > 0 {
+        count_pending(conn, tenant, stored)?;
+    }
+    Ok(ingested)
+}
+
+/// Adds `n` new pending events to the tenant's counts (schema v5; the
+/// triggers there follow everything else).
+fn count_pending(conn: &Connection, tenant: &TenantId, n: i64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO tenant_counts (tenant, pending) VALUES (?1, ?2)
+         ON CONFLICT (tenant) DO UPDATE SET pending = pending + excluded.pending",
+    )
+    .and_then(|mut stmt| stmt.execute(params![tenant.as_str(), n]))
+    .map(|_| ())
+    .map_err(storage)
 }
 
 /// What ingest does with one row.
