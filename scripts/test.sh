@@ -45,6 +45,6 @@ done
 
 step "benchmark smoke run (report only, no timed assertions)"
 ZAPINBOX_BENCH_QUICK=1 cargo bench --quiet --bench compare > "$CARGO_TARGET_DIR/bench-quick.md" 2>/dev/null
-grep -E '^- (64|1 producer|claim|ceiling|soak|RSS|small tenant|longest stall)' "$CARGO_TARGET_DIR/bench-quick.md" || true
+grep -E '^- (64|1 producer|ingest_batch|pull|claim|Worker|ceiling|soak|RSS|small tenant|longest stall)' "$CARGO_TARGET_DIR/bench-quick.md" || true
 
 step "all checks passed"

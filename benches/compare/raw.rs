@@ -20,6 +20,9 @@ pub struct Raw {
     pub one_per_txn: Latencies,
     /// Rows a second, 1 000 rows per transaction.
     pub thousand_per_txn: f64,
+    /// Rows a second, 100 rows per transaction: what one `ingest_batch` of
+    /// 100 writes.
+    pub hundred_per_txn: f64,
     /// Rows a second, 64 rows per transaction: the most 64 callers that
     /// each wait for their own durable commit can share one.
     pub sixty_four_per_txn: f64,
@@ -31,6 +34,9 @@ pub struct Raw {
     /// Events a second claimed (select + update) and acked (update) in
     /// batches of 100, two transactions a batch.
     pub claim_ack_100: f64,
+    /// Events a second claimed and acked one at a time, two transactions
+    /// an event: what one worker with one handler does at best.
+    pub claim_ack_1: f64,
     /// A point lookup of an idempotency key.
     pub key_lookup: Latencies,
 }
@@ -61,6 +67,14 @@ pub async fn measure(scale: Scale) -> Raw {
                     1000,
                 )
             }),
+            hundred_per_txn: runs(scale, |i| {
+                per_txn(
+                    &conn,
+                    &format!("hundred-{i}"),
+                    scale.throughput_events.max(10_000),
+                    100,
+                )
+            }),
             sixty_four_per_txn: runs(scale, |i| {
                 per_txn(
                     &conn,
@@ -74,7 +88,10 @@ pub async fn measure(scale: Scale) -> Raw {
                 pages_of_100(&conn, &format!("pages-{i}"), scale.backlog)
             }),
             claim_ack_100: runs(scale, |i| {
-                claim_ack_100(&conn, &format!("claims-{i}"), scale.claim_events)
+                claim_ack(&conn, &format!("claims-{i}"), scale.claim_events, 100)
+            }),
+            claim_ack_1: runs(scale, |i| {
+                claim_ack(&conn, &format!("single-{i}"), scale.claim_events / 10, 1)
             }),
             key_lookup: key_lookup(&conn, scale.latency_ops),
         };
@@ -214,7 +231,7 @@ fn pages_of_100(conn: &Connection, tenant: &str, backlog: usize) -> f64 {
     read as f64 / started.elapsed().as_secs_f64()
 }
 
-fn claim_ack_100(conn: &Connection, tenant: &str, n: usize) -> f64 {
+fn claim_ack(conn: &Connection, tenant: &str, n: usize, batch: i64) -> f64 {
     bulk_insert(conn, tenant, n);
     let started = Instant::now();
     let mut done = 0;
@@ -224,10 +241,10 @@ fn claim_ack_100(conn: &Connection, tenant: &str, n: usize) -> f64 {
         let seqs: Vec<i64> = conn
             .prepare_cached(
                 "SELECT seq FROM events WHERE tenant = ?1 AND status = 0 AND visible_at <= ?2
-                 ORDER BY seq LIMIT 100",
+                 ORDER BY seq LIMIT ?3",
             )
             .expect("prepare")
-            .query_map(params![tenant, now], |r| r.get(0))
+            .query_map(params![tenant, now, batch], |r| r.get(0))
             .expect("query")
             .collect::<Result<_, _>>()
             .expect("rows");
@@ -313,6 +330,11 @@ impl Raw {
                 "events/s",
                 self.thousand_per_txn,
             ),
+            raw(
+                "insert, 100 rows per transaction",
+                "events/s",
+                self.hundred_per_txn,
+            ),
             Row::new(
                 "raw sqlite",
                 "insert, 64 rows per transaction",
@@ -335,6 +357,11 @@ impl Raw {
                 "select + update claim, update ack, batches of 100",
                 "events/s",
                 self.claim_ack_100,
+            ),
+            raw(
+                "select + update claim, update ack, one at a time",
+                "events/s",
+                self.claim_ack_1,
             ),
             raw(
                 "idempotency key point lookup",

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use serde_json::Value;
-use zapinbox::{ClaimQuery, Inbox, NewEvent, PullQuery, TenantId};
+use zapinbox::{ClaimQuery, HandlerError, Inbox, NewEvent, PullQuery, TenantId, Worker};
 
 use crate::backends::BenchBackend;
 use crate::raw::Raw;
@@ -201,8 +201,8 @@ pub async fn run(backend: &dyn BenchBackend, scale: Scale, raw: &Raw) -> Vec<Row
         let mut r = row("ingest_batch of 100", "events/s", rate);
         if baseline {
             r = r.against(
-                "insert, 1 000 rows per transaction",
-                raw.thousand_per_txn,
+                "insert, 100 rows per transaction",
+                raw.hundred_per_txn,
                 true,
             );
         }
@@ -240,6 +240,38 @@ pub async fn run(backend: &dyn BenchBackend, scale: Scale, raw: &Raw) -> Vec<Row
                 raw.claim_ack_100,
                 true,
             );
+        }
+        rows.push(r);
+    }
+
+    for handlers in [1, 8] {
+        let workload = format!("Worker, {handlers} no-op handlers");
+        if !selected(&workload) {
+            continue;
+        }
+        eprintln!("{name}: {workload}");
+        // One handler waits for two commits an event: fewer events.
+        let n = if handlers == 1 {
+            scale.claim_events / 10
+        } else {
+            scale.claim_events
+        };
+        let rate = median_of(scale.runs, || worker_run(backend, handlers, n)).await;
+        let mut r = row(&workload, "events/s", rate);
+        if baseline {
+            r = if handlers == 1 {
+                r.against(
+                    "select + update claim, update ack, one at a time",
+                    raw.claim_ack_1,
+                    true,
+                )
+            } else {
+                r.against(
+                    "select + update claim, update ack, batches of 100",
+                    raw.claim_ack_100,
+                    true,
+                )
+            };
         }
         rows.push(r);
     }
@@ -366,6 +398,34 @@ async fn pull_pages(backend: &dyn BenchBackend, backlog: usize) -> f64 {
     }
     assert_eq!(read, backlog);
     let rate = read as f64 / started.elapsed().as_secs_f64();
+    inbox.close().await.expect("close");
+    rate
+}
+
+/// A `Worker` with `handlers` no-op handlers works through `n` pre-loaded
+/// events; events a second until none is pending.
+async fn worker_run(backend: &dyn BenchBackend, handlers: usize, n: usize) -> f64 {
+    let fresh = Fresh::open(backend).await;
+    let inbox = &fresh.inbox;
+    fill(inbox, n).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let started = Instant::now();
+    let worker = Worker::new(inbox.clone(), tenant())
+        .concurrency(handlers)
+        .poll_interval(Duration::from_millis(1));
+    let run = tokio::spawn(
+        worker.run(|_| async { Ok::<(), HandlerError>(()) }, async move {
+            let mut stopped = stopped;
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }),
+    );
+    while inbox.tenant_stats(&tenant()).await.expect("stats").pending > 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    stop.send_replace(true);
+    let report = run.await.expect("worker task").expect("worker");
+    assert_eq!(report.acked as usize, n, "{report:?}");
     inbox.close().await.expect("close");
     rate
 }

@@ -102,6 +102,22 @@ pub trait Leases: Send + Sync {
     /// Acks with a lease: `LeaseLost` if another claim replaced it.
     async fn ack_lease(&self, tenant: &TenantId, token: LeaseToken) -> Result<AckOutcome>;
 
+    /// Acks many leases, each as [`Leases::ack_lease`] would, and answers
+    /// each. A backend that can should do them in one write (SQLite: one
+    /// request to its group commit); this default acks them one by one.
+    /// `Err` only when no answer can be given for any of them.
+    async fn ack_leases(
+        &self,
+        tenant: &TenantId,
+        tokens: Vec<LeaseToken>,
+    ) -> Result<Vec<Result<AckOutcome>>> {
+        let mut answers = Vec::with_capacity(tokens.len());
+        for token in tokens {
+            answers.push(self.ack_lease(tenant, token).await);
+        }
+        Ok(answers)
+    }
+
     /// Lists dead-lettered events, like [`InboxPull::pull`] lists pending ones.
     async fn dead_letters(&self, tenant: &TenantId, query: PullQuery) -> Result<Page>;
 

@@ -312,6 +312,23 @@ impl Inbox {
         self.inner.backend.ack_lease(tenant, token).await
     }
 
+    /// Acks many claimed events at once, each as [`Inbox::ack_lease`] would,
+    /// answering each: how a worker settles the work of many handlers in
+    /// one write. At most [`Limits::max_ids`] tokens. Not rate limited.
+    #[instrument(skip_all, fields(tenant = %tenant, op = "ack_leases", count = tokens.len()))]
+    pub async fn ack_leases(
+        &self,
+        tenant: &TenantId,
+        tokens: Vec<LeaseToken>,
+    ) -> Result<Vec<Result<AckOutcome>>> {
+        Limits::check_count(
+            "ids (Limits::max_ids)",
+            tokens.len(),
+            self.inner.limits.max_ids,
+        )?;
+        self.inner.backend.ack_leases(tenant, tokens).await
+    }
+
     /// Lists dead-lettered events (filters, order and cursors as in pull).
     #[instrument(skip_all, fields(tenant = %tenant, op = "dead_letters"))]
     pub async fn dead_letters(&self, tenant: &TenantId, query: PullQuery) -> Result<Page> {

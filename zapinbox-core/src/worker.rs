@@ -1,6 +1,7 @@
 //! `Worker`: runs a handler over claimed events, the way most users should
 //! consume an inbox.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -20,6 +21,11 @@ pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Runs a handler over one tenant's events with bounded concurrency.
 ///
+/// The worker claims up to `concurrency` events ahead of its handlers, so
+/// the next ones are leased and ready when a handler returns; on shutdown
+/// those are requeued at once, and if the process dies their leases run
+/// out like the running ones'.
+///
 /// While nothing is claimable the worker polls
 /// [`Inbox::claimable_at`], which the rate limit does not count, and claims
 /// only when an event is there; a claim refused by the rate limit waits the
@@ -27,7 +33,9 @@ pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 ///
 /// Each claimed event goes to the handler under a lease that the worker
 /// renews while the handler runs (once a third of it has passed, on the
-/// inbox clock). `Ok` acks the event; `Err` or a panic releases it to be
+/// inbox clock). `Ok` acks the event (the acks of handlers that finish
+/// together are written in one request, and a handler's slot is free as
+/// soon as it returns); `Err` or a panic releases it to be
 /// retried after the retry policy's backoff, and after the last attempt it
 /// is dead-lettered. A transient failure of the ack or release itself is
 /// retried while the lease lasts. On shutdown the worker stops claiming,
@@ -111,6 +119,8 @@ enum Found {
 
 /// How one claimed event ended.
 enum Outcome {
+    /// The handler succeeded: the event waits to be acked with others.
+    Handled(LeaseToken),
     Acked,
     Retried,
     DeadLettered,
@@ -119,13 +129,98 @@ enum Outcome {
 }
 
 impl WorkerReport {
-    fn count(&mut self, outcome: Outcome) {
+    /// Counts how an event ended, or hands a handled one to `acks`.
+    fn settle(&mut self, outcome: Outcome, acks: &mut Acks) {
         match outcome {
+            Outcome::Handled(token) => acks.waiting.push(token),
             Outcome::Acked => self.acked += 1,
             Outcome::Retried => self.retried += 1,
             Outcome::DeadLettered => self.dead_lettered += 1,
             Outcome::ReleasedOnShutdown => self.released_on_shutdown += 1,
             Outcome::Lost => self.lost += 1,
+        }
+    }
+}
+
+/// Most acks written in one request.
+const ACK_BATCH: usize = 256;
+
+/// The acks of handled events, written together: while one batch is being
+/// written, the next gathers, so a busy worker acks many events a write
+/// and a handler's slot is free as soon as it returns.
+struct Acks {
+    inbox: Inbox,
+    tenant: TenantId,
+    waiting: Vec<LeaseToken>,
+    writing: JoinSet<Vec<Outcome>>,
+}
+
+impl Acks {
+    fn new(inbox: Inbox, tenant: TenantId) -> Self {
+        Acks {
+            inbox,
+            tenant,
+            waiting: Vec::new(),
+            writing: JoinSet::new(),
+        }
+    }
+
+    /// Starts writing what waits, unless a batch is being written and too
+    /// few wait to start another.
+    fn flush(&mut self) {
+        if self.waiting.is_empty() || (!self.writing.is_empty() && self.waiting.len() < ACK_BATCH) {
+            return;
+        }
+        let take = self.waiting.len().min(ACK_BATCH);
+        let tokens: Vec<LeaseToken> = self.waiting.drain(..take).collect();
+        let (inbox, tenant) = (self.inbox.clone(), self.tenant.clone());
+        self.writing
+            .spawn(async move { ack_all(&inbox, &tenant, tokens).await });
+    }
+
+    /// Writes everything still waiting and counts every answer.
+    async fn finish(&mut self, report: &mut WorkerReport) {
+        loop {
+            self.flush();
+            match self.writing.join_next().await {
+                Some(done) => {
+                    for outcome in done.unwrap_or_default() {
+                        report.settle(outcome, self);
+                    }
+                }
+                None if self.waiting.is_empty() => return,
+                None => {}
+            }
+        }
+    }
+}
+
+/// Acks `tokens` in one request, trying again on a transient failure (at
+/// most 20 times); each answer becomes an outcome.
+async fn ack_all(inbox: &Inbox, tenant: &TenantId, tokens: Vec<LeaseToken>) -> Vec<Outcome> {
+    let mut tries = 0;
+    loop {
+        match inbox.ack_leases(tenant, tokens.clone()).await {
+            Ok(answers) => {
+                return answers
+                    .into_iter()
+                    .zip(&tokens)
+                    .map(|(answer, &token)| match answer {
+                        Ok(AckOutcome::Acked | AckOutcome::AlreadyAcked) => Outcome::Acked,
+                        Err(e) => lost_because(token, "handled, but the ack failed", &e),
+                    })
+                    .collect();
+            }
+            Err(e) if e.is_retryable() && tries < 20 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(10 * tries)).await;
+            }
+            Err(e) => {
+                return tokens
+                    .iter()
+                    .map(|&token| lost_because(token, "handled, but the ack failed", &e))
+                    .collect();
+            }
         }
     }
 }
@@ -201,24 +296,32 @@ impl Worker {
         let mut idle = true;
         // After a claim refused by the rate limit: no claim before this.
         let mut not_before = tokio::time::Instant::now();
+        let mut acks = Acks::new(self.inbox.clone(), self.tenant.clone());
+        // Claimed ahead, waiting for a free handler: at most `concurrency`,
+        // so the next events are there the moment a handler returns.
+        let mut ahead: VecDeque<Leased> = VecDeque::new();
         loop {
-            let free = self.concurrency.saturating_sub(tasks.len());
+            while tasks.len() < self.concurrency {
+                let Some(leased) = ahead.pop_front() else {
+                    break;
+                };
+                tasks.spawn(self.handle(leased, Arc::clone(&handler), aborted.clone()));
+            }
+            let room = (2 * self.concurrency).saturating_sub(tasks.len() + ahead.len());
             let mut wait = self.poll_interval;
             let now = tokio::time::Instant::now();
-            // Claim in batches: wait until half the slots are free.
+            // Claim in batches: wait until there is room for half a batch.
             if now < not_before {
                 wait = not_before - now;
-            } else if free > 0 && (tasks.is_empty() || free * 2 >= self.concurrency) {
-                match self.poll(idle, free).await {
+            } else if room > 0 && (tasks.is_empty() || room * 2 >= self.concurrency) {
+                match self.poll(idle, room).await {
                     Ok(Found::Claimed(batch)) => {
                         idle = batch.is_empty();
-                        if !idle && tasks.len() + batch.len() < self.concurrency {
+                        if !idle {
                             wait = Duration::ZERO;
                         }
-                        for leased in batch {
-                            report.claimed += 1;
-                            tasks.spawn(self.handle(leased, Arc::clone(&handler), aborted.clone()));
-                        }
+                        report.claimed += batch.len() as u64;
+                        ahead.extend(batch);
                     }
                     Ok(Found::Nothing { look_again_in }) => wait = look_again_in,
                     Err(Error::RateLimited { retry_after }) => {
@@ -236,15 +339,45 @@ impl Worker {
                     }
                 }
             }
+            acks.flush();
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                Some(done) = tasks.join_next(), if !tasks.is_empty() => report.count(finished(done)),
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    report.settle(finished(done), &mut acks);
+                }
+                Some(done) = acks.writing.join_next(), if !acks.writing.is_empty() => {
+                    for outcome in done.unwrap_or_default() {
+                        report.settle(outcome, &mut acks);
+                    }
+                }
                 () = tokio::time::sleep(wait) => {}
             }
         }
-        self.drain(&mut tasks, &abort, &mut report, failure.is_some())
+        // Never started: back at once, the attempt not counted.
+        for leased in ahead {
+            let token = leased.token;
+            let requeued = retrying(&self.inbox, leased.expires_at, || {
+                self.inbox.requeue(&self.tenant, token)
+            })
             .await;
+            report.settle(
+                match requeued {
+                    Ok(()) => Outcome::ReleasedOnShutdown,
+                    Err(e) => lost_because(token, "could not requeue on shutdown", &e),
+                },
+                &mut acks,
+            );
+        }
+        self.drain(
+            &mut tasks,
+            &abort,
+            &mut report,
+            &mut acks,
+            failure.is_some(),
+        )
+        .await;
+        acks.finish(&mut report).await;
         match failure {
             Some(e) => Err(e),
             None => Ok(report),
@@ -284,6 +417,7 @@ impl Worker {
         tasks: &mut JoinSet<Outcome>,
         abort: &watch::Sender<bool>,
         report: &mut WorkerReport,
+        acks: &mut Acks,
         now: bool,
     ) {
         let grace = if now {
@@ -296,7 +430,7 @@ impl Worker {
         loop {
             tokio::select! {
                 done = tasks.join_next() => match done {
-                    Some(done) => report.count(finished(done)),
+                    Some(done) => report.settle(finished(done), acks),
                     None => return,
                 },
                 () = &mut deadline, if !*abort.borrow() => {
@@ -357,12 +491,8 @@ impl Worker {
                 }
             };
             match result {
-                Ok(Ok(())) => {
-                    match retrying(&inbox, lease_ends, || inbox.ack_lease(&tenant, token)).await {
-                        Ok(AckOutcome::Acked | AckOutcome::AlreadyAcked) => Outcome::Acked,
-                        Err(e) => lost_because(token, "handled, but the ack failed", &e),
-                    }
-                }
+                // Acked with others by the worker (see `Acks`).
+                Ok(Ok(())) => Outcome::Handled(token),
                 Ok(Err(e)) => {
                     tracing::info!(event = %token.event(), error = %e, "handler failed; retrying later");
                     release(&inbox, &tenant, token, lease_ends).await

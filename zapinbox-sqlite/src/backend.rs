@@ -570,6 +570,27 @@ impl Leases for SqliteBackend {
         .await
     }
 
+    async fn ack_leases(
+        &self,
+        tenant: &TenantId,
+        tokens: Vec<LeaseToken>,
+    ) -> Result<Vec<Result<AckOutcome>>> {
+        let tenant = tenant.clone();
+        let policy = self.inner.config.retry;
+        self.inner
+            .writer
+            .write(move |conn, clock| {
+                let now = clock.now();
+                let answers = tokens.iter().map(|&token| {
+                    ops::lease::with_lease(conn, &tenant, token, (now, &policy), |d| {
+                        d.ack_lease(token.event(), token.nonce(), now)
+                    })
+                });
+                Ok(answers.collect())
+            })
+            .await
+    }
+
     async fn dead_letters(&self, tenant: &TenantId, query: PullQuery) -> Result<Page> {
         self.list(tenant, query, Listing::DeadLetters).await
     }

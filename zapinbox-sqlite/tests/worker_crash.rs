@@ -179,9 +179,20 @@ async fn killed_workers_events_go_to_another_worker() {
             "not before the killed worker's extended lease ran out ({at:?})"
         );
     }
+    // Besides its four running handlers, the doomed worker had claimed up
+    // to four more ahead: those come back as attempt 2 as well; every
+    // other event was claimed once.
+    let claimed_ahead = attempts
+        .iter()
+        .filter(|(id, (attempt, _))| !in_flight.contains(id) && *attempt == 2)
+        .count();
+    assert!(claimed_ahead <= 4, "{claimed_ahead} claimed ahead");
     for (id, (attempt, _)) in &attempts {
         if !in_flight.contains(id) {
-            assert_eq!(*attempt, 1, "the others were never claimed before");
+            assert!(
+                (1..=2).contains(attempt),
+                "claimed once, or ahead by the killed worker: {attempt}"
+            );
         }
     }
     for id in all {

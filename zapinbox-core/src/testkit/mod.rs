@@ -107,6 +107,7 @@ macro_rules! conformance_tests {
             expired_last_lease_is_dead_whatever_claims_run,
             browse_lists_leased_events_as_leased,
             ack_by_id_wins_over_a_lease,
+            ack_leases_answers_each_lease,
             claim_respects_filter_limit_and_tenant,
             claims_take_the_earliest_available_first,
             workers_handle_every_event_once,

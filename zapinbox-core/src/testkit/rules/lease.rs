@@ -638,3 +638,67 @@ pub async fn claimable_at_says_when_a_claim_finds_work(harness: &dyn Harness) {
         1
     );
 }
+
+/// `ack_leases` acks many claimed events in one call and answers each as
+/// `ack_lease` would: acked, already acked, or `LeaseLost` for a lease that
+/// is no longer held; one lost lease does not stop the others. More
+/// tokens than `Limits::max_ids` are refused whole.
+pub async fn ack_leases_answers_each_lease(harness: &dyn Harness) {
+    let (inbox, clock) = open_inbox_with(harness, config()).await;
+    let tenant = fresh_tenant();
+    let events = (0..4).map(numbered).collect();
+    inbox.ingest_batch(&tenant, events).await.expect("ingest");
+    let leased = inbox
+        .claim(&tenant, ClaimQuery::new().limit(4).lease(SECOND))
+        .await
+        .expect("claim");
+    assert_eq!(leased.len(), 4);
+    inbox
+        .ack_lease(&tenant, leased[0].token)
+        .await
+        .expect("acked alone first");
+    inbox
+        .delete(&tenant, leased[1].event.id)
+        .await
+        .expect("delete");
+    let tokens: Vec<_> = leased.iter().map(|l| l.token).collect();
+    let answers = inbox.ack_leases(&tenant, tokens).await.expect("ack_leases");
+    assert_eq!(answers.len(), 4);
+    assert!(
+        matches!(answers[0], Ok(AckOutcome::AlreadyAcked)),
+        "{:?}",
+        answers[0]
+    );
+    assert!(
+        matches!(answers[1], Err(Error::LeaseLost { .. })),
+        "deleted: {:?}",
+        answers[1]
+    );
+    for answer in &answers[2..] {
+        assert!(matches!(answer, Ok(AckOutcome::Acked)), "{answer:?}");
+    }
+    assert!(pull_all(&inbox, &tenant, PullQuery::new()).await.is_empty());
+    // Leases that ran out and were claimed again are lost to this holder.
+    inbox.ingest(&tenant, numbered(9)).await.expect("ingest");
+    let first = inbox
+        .claim(&tenant, ClaimQuery::new().lease(SECOND))
+        .await
+        .expect("claim")
+        .remove(0);
+    clock.advance(SECOND * 5);
+    inbox
+        .claim(&tenant, ClaimQuery::new())
+        .await
+        .expect("claimed again")
+        .remove(0);
+    let answers = inbox
+        .ack_leases(&tenant, vec![first.token])
+        .await
+        .expect("ack_leases");
+    assert!(
+        matches!(answers[0], Err(Error::LeaseLost { .. })),
+        "{answers:?}"
+    );
+    let r = inbox.ack_leases(&tenant, vec![first.token; 1001]).await;
+    assert!(matches!(r, Err(Error::LimitExceeded { .. })), "{r:?}");
+}
