@@ -72,7 +72,9 @@ pub trait Leases: Send + Sync {
     /// Claims up to `query.limit` claimable events, the earliest available
     /// first (a new event is available from its ingest, by the backend's
     /// clock; a retried one from the end of its backoff), then in commit
-    /// order.
+    /// order. It may return fewer, even none, while claimable events remain
+    /// (other claims took the ones it found): claim again, or poll
+    /// [`Leases::claimable_at`].
     async fn claim(&self, tenant: &TenantId, query: ClaimQuery) -> Result<Vec<Leased>>;
 
     /// When the earliest event that a claim with `filter` could take becomes

@@ -190,8 +190,8 @@ pub struct Limits {
     pub max_batch_events: usize,
     /// Most payload bytes in one `ingest_batch`, added up. Default 16 MiB.
     pub max_batch_bytes: usize,
-    /// Most ids in one `redrive` or `purge_dead_letters` by ids. Default
-    /// 1 000.
+    /// Most ids in one `redrive` or `purge_dead_letters` by ids, or leases
+    /// in one `ack_leases`. Default 1 000.
     pub max_ids: usize,
 }
 
@@ -247,7 +247,8 @@ impl Limits {
         self
     }
 
-    /// Sets the most ids one redrive or purge by ids may name.
+    /// Sets the most ids one redrive, purge by ids or `ack_leases` may
+    /// name.
     pub fn with_max_ids(mut self, ids: usize) -> Self {
         self.max_ids = ids;
         self

@@ -326,6 +326,9 @@ impl Inbox {
             tokens.len(),
             self.inner.limits.max_ids,
         )?;
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
         self.inner.backend.ack_leases(tenant, tokens).await
     }
 

@@ -169,10 +169,11 @@ pub struct ResolvedQuery {
 pub struct Page {
     /// The events, in the order asked for.
     pub events: Vec<Event>,
-    /// Where to continue: after this page's last event, or where this page
-    /// started if it is empty. Keep it to read what arrives later (oldest
-    /// first, nothing is skipped or repeated). `None` only for an empty
-    /// page read from the beginning.
+    /// Where to continue: after this page's last event, where the backend
+    /// stopped looking (see `has_more`), or where this page started if it
+    /// is empty. Keep it to read what arrives later (oldest first, nothing
+    /// is skipped or repeated). `None` only for an empty page read from the
+    /// beginning.
     pub next_cursor: Option<Cursor>,
     /// Whether more matching events may exist past this page: always when
     /// it is full and more were found, and also when the backend stopped

@@ -168,14 +168,29 @@ impl Acks {
     /// Starts writing what waits, unless a batch is being written and too
     /// few wait to start another.
     fn flush(&mut self) {
-        if self.waiting.is_empty() || (!self.writing.is_empty() && self.waiting.len() < ACK_BATCH) {
+        // Within the inbox's limit on ids in one call.
+        let batch = ACK_BATCH.min(self.inbox.limits().max_ids.max(1));
+        if self.waiting.is_empty() || (!self.writing.is_empty() && self.waiting.len() < batch) {
             return;
         }
-        let take = self.waiting.len().min(ACK_BATCH);
+        let take = self.waiting.len().min(batch);
         let tokens: Vec<LeaseToken> = self.waiting.drain(..take).collect();
         let (inbox, tenant) = (self.inbox.clone(), self.tenant.clone());
         self.writing
             .spawn(async move { ack_all(&inbox, &tenant, tokens).await });
+    }
+
+    /// Counts the answers of one written batch.
+    fn settle(
+        &mut self,
+        done: std::result::Result<Vec<Outcome>, tokio::task::JoinError>,
+        report: &mut WorkerReport,
+    ) {
+        // A batch task that failed cannot say what it wrote: its leases
+        // run out, and the events come back.
+        for outcome in done.unwrap_or_default() {
+            report.settle(outcome, self);
+        }
     }
 
     /// Writes everything still waiting and counts every answer.
@@ -183,11 +198,7 @@ impl Acks {
         loop {
             self.flush();
             match self.writing.join_next().await {
-                Some(done) => {
-                    for outcome in done.unwrap_or_default() {
-                        report.settle(outcome, self);
-                    }
-                }
+                Some(done) => self.settle(done, report),
                 None if self.waiting.is_empty() => return,
                 None => {}
             }
@@ -307,7 +318,9 @@ impl Worker {
                 };
                 tasks.spawn(self.handle(leased, Arc::clone(&handler), aborted.clone()));
             }
-            let room = (2 * self.concurrency).saturating_sub(tasks.len() + ahead.len());
+            let room = (2 * self.concurrency)
+                .saturating_sub(tasks.len() + ahead.len())
+                .min(crate::MAX_CLAIM as usize);
             let mut wait = self.poll_interval;
             let now = tokio::time::Instant::now();
             // Claim in batches: wait until there is room for half a batch.
@@ -347,9 +360,7 @@ impl Worker {
                     report.settle(finished(done), &mut acks);
                 }
                 Some(done) = acks.writing.join_next(), if !acks.writing.is_empty() => {
-                    for outcome in done.unwrap_or_default() {
-                        report.settle(outcome, &mut acks);
-                    }
+                    acks.settle(done, &mut report);
                 }
                 () = tokio::time::sleep(wait) => {}
             }
@@ -428,11 +439,17 @@ impl Worker {
         let deadline = tokio::time::sleep(grace);
         let mut deadline = std::pin::pin!(deadline);
         loop {
+            // Handled events are acked meanwhile: their leases are no
+            // longer renewed.
+            acks.flush();
             tokio::select! {
                 done = tasks.join_next() => match done {
                     Some(done) => report.settle(finished(done), acks),
                     None => return,
                 },
+                Some(done) = acks.writing.join_next(), if !acks.writing.is_empty() => {
+                    acks.settle(done, report);
+                }
                 () = &mut deadline, if !*abort.borrow() => {
                     let _ = abort.send(true);
                 }
@@ -455,6 +472,23 @@ impl Worker {
         async move {
             let token = leased.token;
             let mut lease_ends = leased.expires_at;
+            // Claimed ahead and kept waiting: renew before starting, and
+            // never start work whose lease is already lost.
+            if inbox.clock().now() >= lease_ends.saturating_sub(lease * 2 / 3) {
+                match inbox.extend(&tenant, token, lease).await {
+                    Ok(ends) => lease_ends = ends,
+                    Err(e @ Error::LeaseLost { .. }) => {
+                        return lost_because(
+                            token,
+                            "the lease ran out before the handler started",
+                            &e,
+                        );
+                    }
+                    Err(e) => {
+                        tracing::warn!(event = %token.event(), error = %e, "could not extend the lease")
+                    }
+                }
+            }
             // The whole call inside catch_unwind: a handler may panic before
             // its future is first polled.
             let work = AssertUnwindSafe(async move { handler(leased).await }).catch_unwind();
@@ -558,4 +592,36 @@ fn finished(done: std::result::Result<Outcome, tokio::task::JoinError>) -> Outco
     // Handler panics are caught inside the task; a JoinError means the task
     // itself was cancelled or failed, and its lease will simply run out.
     done.unwrap_or(Outcome::Lost)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::{MemoryBackend, NewEvent};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_largest_concurrency_claims_within_the_claim_limit() {
+        let inbox = Inbox::new(MemoryBackend::new());
+        let tenant = TenantId::new("busy").expect("tenant");
+        let events = (0..20).map(|n| NewEvent::new(json!({ "n": n }))).collect();
+        inbox.ingest_batch(&tenant, events).await.expect("ingest");
+        let (stop, stopped) = watch::channel(false);
+        let worker = Worker::new(inbox.clone(), tenant.clone())
+            .concurrency(crate::MAX_CLAIM as usize)
+            .poll_interval(Duration::from_millis(1));
+        let run = tokio::spawn(
+            worker.run(|_| async { Ok::<(), HandlerError>(()) }, async move {
+                let mut stopped = stopped;
+                let _ = stopped.wait_for(|s| *s).await;
+            }),
+        );
+        while inbox.tenant_stats(&tenant).await.expect("stats").pending > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        stop.send_replace(true);
+        let report = run.await.expect("task").expect("the worker runs");
+        assert_eq!(report.acked, 20, "{report:?}");
+    }
 }

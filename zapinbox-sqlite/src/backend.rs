@@ -202,9 +202,11 @@ impl SqliteBuilder {
             // turn like the writer thread does.
             busy::install(&conn, self.busy_timeout, busy::Waiters::open(&self.path)?)?;
             let mut config = self.config.clone();
+            // Every rule reads "after the last attempt": there is one.
+            config.retry.max_attempts = config.retry.max_attempts.max(1);
             let written = schema::migrate(&mut conn)
                 .and_then(|()| rules::settle(&mut conn, &mut config, self.shared_rules));
-            busy::uninstall();
+            busy::uninstall(&conn, self.busy_timeout);
             written.map(|()| (conn, config))
         })?;
         let readers = (0..self.read_connections)
@@ -581,12 +583,20 @@ impl Leases for SqliteBackend {
             .writer
             .write(move |conn, clock| {
                 let now = clock.now();
-                let answers = tokens.iter().map(|&token| {
-                    ops::lease::with_lease(conn, &tenant, token, (now, &policy), |d| {
-                        d.ack_lease(token.event(), token.nonce(), now)
-                    })
-                });
-                Ok(answers.collect())
+                let mut answers = Vec::with_capacity(tokens.len());
+                for &token in &tokens {
+                    let answer =
+                        ops::lease::with_lease(conn, &tenant, token, (now, &policy), |d| {
+                            d.ack_lease(token.event(), token.nonce(), now)
+                        });
+                    // A storage failure fails the whole request, so the
+                    // writer rolls it back and the caller can retry it.
+                    if let Err(e @ Error::Backend { .. }) = answer {
+                        return Err(e);
+                    }
+                    answers.push(answer);
+                }
+                Ok(answers)
             })
             .await
     }

@@ -88,12 +88,16 @@ pub(crate) fn timeout_here() -> Option<Duration> {
 }
 
 /// SQLite's call when the lock is taken: `true` to try again.
-fn on_busy(_tries: i32) -> bool {
+fn on_busy(tries: i32) -> bool {
     TURN.with(|turn| {
         let mut turn = turn.borrow_mut();
         let Some(turn) = turn.as_mut() else {
             return false;
         };
+        // SQLite counts from 0 at the start of each wait.
+        if tries == 0 {
+            turn.waiting_since = Some(Instant::now());
+        }
         let since = *turn.waiting_since.get_or_insert_with(Instant::now);
         if !turn.signalled {
             // Says "waiting" for as long as the shared lock is held; the
@@ -122,10 +126,23 @@ pub(crate) fn done_waiting() {
 }
 
 /// Removes this thread's busy state (after opening, on a borrowed thread),
-/// letting go of the "waiting" lock if it is still held.
-pub(crate) fn uninstall() {
+/// letting go of the "waiting" lock if it is still held, and gives `conn`
+/// SQLite's own timeout back.
+pub(crate) fn uninstall(conn: &Connection, timeout: Duration) {
     done_waiting();
     TURN.with(|turn| turn.borrow_mut().take());
+    let _ = conn.busy_timeout(timeout);
+}
+
+/// Makes `conn` wait as it did before something changed its busy
+/// handling: in fair turns if this thread has them, else for `timeout`.
+pub(crate) fn restore(conn: &Connection, timeout: Duration) -> Result<()> {
+    if timeout_here().is_some() {
+        conn.busy_handler(Some(on_busy))
+    } else {
+        conn.busy_timeout(timeout)
+    }
+    .map_err(crate::error::storage)
 }
 
 /// Called after a commit: pauses if another writer waits for its turn.

@@ -67,7 +67,10 @@ pub struct ConnectionSettings {
     pub journal_mode: String,
     /// `PRAGMA synchronous`: 2 for FULL, 1 for NORMAL.
     pub synchronous: i64,
-    /// `PRAGMA busy_timeout`, in milliseconds.
+    /// How long the connection waits for another process's lock, in
+    /// milliseconds: `PRAGMA busy_timeout` for readers; for the writer, the
+    /// timeout of its own busy handler (fair turns between processes),
+    /// which replaces SQLite's.
     pub busy_timeout_ms: i64,
 }
 

@@ -45,7 +45,9 @@
 //! - **Schema** versioned with `PRAGMA user_version`; a newer file is refused.
 //! - **Several processes** on one file: writers are serialised by SQLite and
 //!   wait up to the busy timeout (a timeout is a retryable error), opening
-//!   included. They share one set of rules, stored in the file by the first
+//!   included, taking fair turns: a waiting writer looks again every
+//!   0.1–0.6 ms and says it waits through a lock on a side file
+//!   (`<db>-writers`); a writer that has just committed pauses for it. They share one set of rules, stored in the file by the first
 //!   open: retention, the idempotency window and `max_attempts` (see
 //!   [`SharedRules`]).
 //!

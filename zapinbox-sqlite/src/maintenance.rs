@@ -196,7 +196,9 @@ pub(crate) fn checkpoint(
     // waiting, so a long reader (a backup) never stalls the writer.
     conn.busy_timeout(Duration::ZERO).map_err(storage)?;
     let truncated = run("TRUNCATE");
-    conn.busy_timeout(busy).map_err(storage)?;
+    // Back to how this connection waits: the writer's fair turns (see
+    // `busy`), or SQLite's timeout.
+    crate::busy::restore(conn, busy)?;
     let (busy, _, _) = truncated?;
     Ok(CheckpointRecord {
         at,

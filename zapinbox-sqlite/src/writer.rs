@@ -305,6 +305,8 @@ struct Gather<'a> {
 fn run_direct(conn: &Connection, clock: &Clock, mut job: Box<dyn Job>) {
     end_open_transaction(conn);
     job.run(conn, clock);
+    // It may have waited for the write lock (vacuum, optimize).
+    busy::done_waiting();
     job.answer(Ok(()));
 }
 

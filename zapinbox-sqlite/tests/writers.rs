@@ -7,27 +7,38 @@ mod harness;
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 use zapinbox_core::{Inbox, NewEvent, TenantId};
 use zapinbox_sqlite::SqliteBackend;
 
 const CHILD_ENV: &str = "ZAPINBOX_WRITERS_CHILD_DB";
+const START_ENV: &str = "ZAPINBOX_WRITERS_START_MS";
 const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 const WRITE_FOR: Duration = Duration::from_millis(1500);
 
-/// Writes without pause from 8 tasks for [`WRITE_FOR`]; returns how many
-/// ingests succeeded and the errors of the others.
-async fn write_flat_out(path: &Path, who: &str) -> (usize, Vec<String>) {
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// From `start_ms` (wall clock, shared by both processes), writes without
+/// pause from 8 tasks for [`WRITE_FOR`]; returns how many ingests
+/// succeeded and the errors of the others. Maintenance runs, with a small
+/// WAL limit, so checkpoints happen while the other process waits.
+async fn write_flat_out(path: &Path, who: &str, start_ms: u64) -> (usize, Vec<String>) {
     let backend = SqliteBackend::builder(path)
         .busy_timeout(BUSY_TIMEOUT)
-        .maintenance_interval(None)
+        .maintenance_interval(Some(Duration::from_millis(50)))
+        .wal_size_limit(256 * 1024)
         .open()
         .await
         .expect("open");
     let inbox = Inbox::new(backend.clone());
     let tenant = TenantId::new(who).expect("tenant");
+    tokio::time::sleep(Duration::from_millis(start_ms.saturating_sub(now_ms()))).await;
     let until = Instant::now() + WRITE_FOR;
     let tasks: Vec<_> = (0..8)
         .map(|task| {
@@ -58,8 +69,9 @@ async fn write_flat_out(path: &Path, who: &str) -> (usize, Vec<String>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the other process's side: started by the test below with --ignored"]
 async fn child_process_entry_point() {
-    if let Some(path) = std::env::var_os(CHILD_ENV) {
-        let (stored, errors) = write_flat_out(Path::new(&path), "child").await;
+    if let (Some(path), Some(start)) = (std::env::var_os(CHILD_ENV), std::env::var_os(START_ENV)) {
+        let start = start.to_string_lossy().parse().expect("start time");
+        let (stored, errors) = write_flat_out(Path::new(&path), "child", start).await;
         println!("RESULT {stored} {} {:?}", errors.len(), errors.first());
     }
 }
@@ -74,12 +86,15 @@ async fn two_processes_writing_without_pause_never_see_locked() {
         .close()
         .await
         .expect("close");
+    // Far enough ahead for the other process to be up and waiting.
+    let start = now_ms() + 1_000;
     let child = harness::child_process()
         .env(CHILD_ENV, &path)
+        .env(START_ENV, start.to_string())
         .stdout(Stdio::piped())
         .spawn()
         .expect("start the other process");
-    let (stored, errors) = write_flat_out(&path, "parent").await;
+    let (stored, errors) = write_flat_out(&path, "parent", start).await;
     let output = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
         .expect("join")

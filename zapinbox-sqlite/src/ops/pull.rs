@@ -87,6 +87,9 @@ pub(crate) fn list(
     at: (Timestamp, &RetryPolicy),
     backend: &str,
 ) -> Result<Page> {
+    // Every statement of the page reads one snapshot: a row that moves
+    // between the two sets of dead letters is seen once.
+    let _snapshot = conn.unchecked_transaction().map_err(storage)?;
     let start = match (query.order, resolved.start) {
         (_, Some(pos)) => seq(pos),
         (Order::Asc, None) => 0,
@@ -111,12 +114,12 @@ pub(crate) fn list(
                     // Ascending, the floor is the start if it is later:
                     // given two lower bounds, SQLite would range over one
                     // and check the other row by row.
-                    Some(floor) if query.order == Order::Asc => {
+                    Floor::At(floor) if query.order == Order::Asc => {
                         window.start = window.start.max(floor - 1);
                     }
-                    Some(floor) => window.floor = Some(floor),
-                    // Nothing pending is that recent.
-                    None => return Ok(page(Vec::new(), None)),
+                    Floor::At(floor) => window.floor = Some(floor),
+                    Floor::Dense => {}
+                    Floor::Nothing => return Ok(page(Vec::new(), None)),
                 }
             }
             if indexed_fields(f) > 1 {
@@ -218,21 +221,44 @@ fn indexed_fields(filter: &Filter) -> usize {
         .count()
 }
 
-/// The lowest pending row of `tenant` created at or after `since`, found
-/// on the creation index in time proportional to how many are that recent.
-fn since_floor(conn: &Connection, tenant: &TenantId, since: Timestamp) -> Result<Option<i64>> {
-    conn.prepare_cached(SINCE_FLOOR)
-        .and_then(|mut stmt| {
-            stmt.query_row(
-                named_params! { ":tenant": tenant.as_str(), ":since": millis(since) },
-                |r| r.get(0),
-            )
-        })
-        .map_err(storage)
+/// Where a listing with `since` can start.
+enum Floor {
+    /// Nothing pending is that recent.
+    Nothing,
+    /// The lowest pending row created at or after `since`.
+    At(i64),
+    /// More than [`SCAN_BUDGET`] rows are that recent: not worth finding
+    /// the lowest, the listing finds them as it goes.
+    Dense,
 }
 
-pub(crate) const SINCE_FLOOR: &str = "SELECT min(seq) FROM events
-     WHERE tenant = :tenant AND status = 0 AND created_at >= :since";
+/// Where a listing of `tenant`'s pending events with `since` can start,
+/// found on the creation index reading at most [`SCAN_BUDGET`] entries.
+fn since_floor(conn: &Connection, tenant: &TenantId, since: Timestamp) -> Result<Floor> {
+    let (recent, lowest): (i64, Option<i64>) = conn
+        .prepare_cached(SINCE_FLOOR)
+        .and_then(|mut stmt| {
+            stmt.query_row(
+                named_params! {
+                    ":tenant": tenant.as_str(),
+                    ":since": millis(since),
+                    ":cap": SCAN_BUDGET + 1,
+                },
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })
+        .map_err(storage)?;
+    Ok(match lowest {
+        None => Floor::Nothing,
+        Some(_) if recent > SCAN_BUDGET => Floor::Dense,
+        Some(lowest) => Floor::At(lowest),
+    })
+}
+
+pub(crate) const SINCE_FLOOR: &str = "SELECT count(*), min(seq) FROM (
+         SELECT seq FROM events INDEXED BY events_pending_created
+         WHERE tenant = :tenant AND status = 0 AND created_at >= :since
+         LIMIT :cap)";
 
 /// Where a page of `filter` must stop looking: the pending row
 /// [`SCAN_BUDGET`] entries into the index of its first field, or `None`

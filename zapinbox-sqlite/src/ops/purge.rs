@@ -23,7 +23,7 @@ pub(crate) fn purge_expired(
         .prepare_cached(
             "DELETE FROM events WHERE seq IN (
                  SELECT seq FROM events WHERE status = 1 AND acked_at <= :cutoff
-                 ORDER BY acked_at LIMIT :limit)",
+                 ORDER BY acked_at, seq LIMIT :limit)",
         )
         .and_then(|mut stmt| {
             stmt.execute(named_params! { ":cutoff": cutoff, ":limit": limit as i64 })
@@ -33,7 +33,7 @@ pub(crate) fn purge_expired(
         .prepare_cached(
             "DELETE FROM idempotency_keys WHERE (tenant, key) IN (
                  SELECT tenant, key FROM idempotency_keys WHERE expires_at <= :now
-                 ORDER BY expires_at LIMIT :limit)",
+                 ORDER BY expires_at, tenant, key LIMIT :limit)",
         )
         .and_then(|mut stmt| {
             stmt.execute(named_params! { ":now": millis(now), ":limit": limit as i64 })

@@ -41,6 +41,9 @@ pub(crate) fn tenant_stats(
     tenant: &TenantId,
     (now, policy): (Timestamp, &RetryPolicy),
 ) -> Result<TenantStats> {
+    // One snapshot for every count: a row changing state between two of
+    // them would be counted twice or not at all.
+    let _snapshot = conn.unchecked_transaction().map_err(storage)?;
     let t = tenant.as_str();
     let (pending, acked, dead): (i64, i64, i64) = conn
         .prepare_cached(COUNTS)
