@@ -136,12 +136,13 @@ async fn processes_racing_to_open_and_migrate_one_file_all_succeed() {
             .expect("wait");
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(output.status.success(), "{stdout}");
-        let result = stdout
-            .split("RESULT ")
-            .nth(1)
-            .and_then(|r| r.lines().next())
-            .unwrap_or_default();
-        assert!(result.starts_with("failures=0 "), "{stdout}");
+        let results = harness::results(&stdout);
+        assert!(
+            results
+                .first()
+                .is_some_and(|r| r.starts_with("failures=0 ")),
+            "{stdout}"
+        );
     }
     for round in 0..ROUNDS {
         let path = round_path(dir.path(), round);

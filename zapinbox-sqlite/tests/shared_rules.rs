@@ -103,12 +103,7 @@ async fn every_process_on_a_file_follows_its_stored_rules() {
         "the other process finished cleanly"
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
-    // The test harness prints its own words on the first line too.
-    let results: Vec<&str> = stdout
-        .split("RESULT ")
-        .skip(1)
-        .filter_map(|chunk| chunk.lines().next())
-        .collect();
+    let results = harness::results(&stdout);
     assert_eq!(results.len(), 3, "{stdout}");
     assert!(
         results[0].starts_with("refused")

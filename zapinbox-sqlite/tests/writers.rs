@@ -101,10 +101,9 @@ async fn two_processes_writing_without_pause_never_see_locked() {
         .expect("wait");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
-    let result = stdout
-        .split("RESULT ")
-        .nth(1)
-        .and_then(|r| r.lines().next())
+    let result = harness::results(&stdout)
+        .first()
+        .copied()
         .unwrap_or_default()
         .to_owned();
     let mut parts = result.split(' ');

@@ -51,6 +51,16 @@ impl Harness for SqliteHarness {
     }
 }
 
+/// What a child process reported: the rest of each line it began with
+/// `RESULT ` (the test harness may print its own words before the first).
+pub fn results(stdout: &str) -> Vec<&str> {
+    stdout
+        .split("RESULT ")
+        .skip(1)
+        .filter_map(|chunk| chunk.lines().next())
+        .collect()
+}
+
 /// This test binary again, running only its ignored
 /// `child_process_entry_point`: the other process of a process test.
 /// Its output is passed through (`--nocapture`) for the parent to read.
