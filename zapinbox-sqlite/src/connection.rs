@@ -74,6 +74,9 @@ pub struct ConnectionSettings {
     pub busy_timeout_ms: i64,
 }
 
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 128;
+
 /// Opens a connection, applies every per-connection pragma and checks the
 /// database is in WAL mode.
 pub(crate) fn open(path: &Path, role: Role, options: ConnectionOptions) -> Result<Connection> {
@@ -83,6 +86,9 @@ pub(crate) fn open(path: &Path, role: Role, options: ConnectionOptions) -> Resul
     } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(storage)?;
     conn.busy_timeout(options.busy_timeout).map_err(storage)?;
+    // Listings build a statement per shape of filter, order and status:
+    // rusqlite's default of 16 cached statements made them parse again.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     if role == Role::Writer {
         // Before anything touches a new file: afterwards it is too late.
         crate::schema::prepare_new_file(&conn)?;
