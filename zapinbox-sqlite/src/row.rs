@@ -154,31 +154,74 @@ pub(crate) fn change_delivery<T>(
     let mut delivery = stored.settle(now, policy);
     let out = f(&mut delivery)?;
     if delivery != stored {
-        save_delivery(conn, id, &delivery)?;
+        save_delivery(conn, id, &stored, &delivery)?;
     }
     Ok(Some(out))
 }
 
-/// Writes back the delivery state of event `id`.
-pub(crate) fn save_delivery(conn: &Connection, id: EventId, d: &Delivery) -> Result<()> {
-    conn.prepare_cached(
-        "UPDATE events SET status = ?1, attempts = ?2, visible_at = ?3, lease_token = ?4,
-                           lease_expires_at = ?5, acked_at = ?6
-         WHERE id = ?7",
-    )
-    .and_then(|mut stmt| {
-        stmt.execute(params![
-            d.status.code(),
-            d.attempts,
-            millis(d.visible_at),
-            d.lease.map(|(nonce, _)| nonce as i64),
-            d.lease.map(|(_, expires)| millis(expires)),
-            d.acked_at.map(millis),
-            id.to_bytes(),
-        ])
-    })
-    .map(|_| ())
-    .map_err(storage)
+/// Writes back the delivery state of event `id`, stored as `before`:
+/// only the columns that changed, since SQLite updates every index (and
+/// fires every trigger) of a column it sets, changed or not; with the
+/// indexes of schema v5 that was most of a claim's or an ack's time.
+pub(crate) fn save_delivery(
+    conn: &Connection,
+    id: EventId,
+    before: &Delivery,
+    after: &Delivery,
+) -> Result<()> {
+    let status = after.status.code();
+    let visible_at = millis(after.visible_at);
+    let lease_token = after.lease.map(|(nonce, _)| nonce as i64);
+    let lease_expires_at = after.lease.map(|(_, expires)| millis(expires));
+    let acked_at = after.acked_at.map(millis);
+    let id = id.to_bytes();
+    let mut set = Vec::new();
+    let mut params: Vec<(&str, &dyn ToSql)> = vec![(":id", &id)];
+    let mut change = |changed: bool, column: &'static str, value: &'static str, v| {
+        if changed {
+            set.push(format!("{column} = {value}"));
+            params.push((value, v));
+        }
+    };
+    change(before.status != after.status, "status", ":status", &status);
+    change(
+        before.attempts != after.attempts,
+        "attempts",
+        ":attempts",
+        &after.attempts,
+    );
+    change(
+        before.visible_at != after.visible_at,
+        "visible_at",
+        ":visible_at",
+        &visible_at,
+    );
+    change(
+        before.lease != after.lease,
+        "lease_token",
+        ":lease_token",
+        &lease_token,
+    );
+    change(
+        before.lease != after.lease,
+        "lease_expires_at",
+        ":lease_expires_at",
+        &lease_expires_at,
+    );
+    change(
+        before.acked_at != after.acked_at,
+        "acked_at",
+        ":acked_at",
+        &acked_at,
+    );
+    if set.is_empty() {
+        return Ok(());
+    }
+    let sql = format!("UPDATE events SET {} WHERE id = :id", set.join(", "));
+    conn.prepare_cached(&sql)
+        .and_then(|mut stmt| stmt.execute(&*params))
+        .map(|_| ())
+        .map_err(storage)
 }
 
 /// A row sequence as a cursor position.

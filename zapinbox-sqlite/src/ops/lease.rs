@@ -95,7 +95,8 @@ pub(crate) fn claim(
             .map_err(storage)?;
         // Gone since the candidates were read: deleted, say.
         let Some(row) = row else { continue };
-        let (_, mut event, mut delivery) = row?;
+        let (_, mut event, stored) = row?;
+        let mut delivery = stored;
         match delivery.claim_step(now, policy) {
             // Taken or acked since the candidates were read.
             ClaimStep::Skip => continue,
@@ -107,12 +108,12 @@ pub(crate) fn claim(
                 event.attempts = delivery.attempts;
                 event.leased_until = delivery.leased_until();
                 let token = LeaseToken::new(event.id, nonce);
-                save_delivery(conn, event.id, &delivery)?;
+                save_delivery(conn, event.id, &stored, &delivery)?;
                 claimed.push(Leased::new(event, token, attempt, expires));
                 continue;
             }
         }
-        save_delivery(conn, event.id, &delivery)?;
+        save_delivery(conn, event.id, &stored, &delivery)?;
     }
     Ok((claimed, used == candidates.len()))
 }
