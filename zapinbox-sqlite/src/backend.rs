@@ -433,13 +433,13 @@ impl SqliteBackend {
 impl SqliteBackend {
     async fn list(&self, tenant: &TenantId, query: PullQuery, listing: Listing) -> Result<Page> {
         let resolved = query.resolve(tenant, NAME)?;
-        let tenant = tenant.clone();
+        let owned = tenant.clone();
         let (now, policy) = (self.inner.config.clock.now(), self.inner.config.retry);
         self.inner
             .readers
-            .read(move |conn| {
+            .read_for(tenant, move |conn| {
                 let at = (now, &policy);
-                ops::pull::list(conn, &tenant, listing, &query, resolved, at, NAME)
+                ops::pull::list(conn, &owned, listing, &query, resolved, at, NAME)
             })
             .await
     }
@@ -485,7 +485,7 @@ impl Leases for SqliteBackend {
             let candidates = self
                 .inner
                 .readers
-                .read(move |conn| {
+                .read_for(tenant, move |conn| {
                     ops::lease::claim_candidates(conn, now, &reader_tenant, &filter, want)
                 })
                 .await?;
@@ -511,11 +511,13 @@ impl Leases for SqliteBackend {
     }
 
     async fn claimable_at(&self, tenant: &TenantId, filter: &Filter) -> Result<Option<Timestamp>> {
-        let (tenant, filter) = (tenant.clone(), filter.clone());
+        let (owned, filter) = (tenant.clone(), filter.clone());
         let (now, policy) = (self.inner.config.clock.now(), self.inner.config.retry);
         self.inner
             .readers
-            .read(move |conn| ops::lease::claimable_at(conn, &tenant, &filter, (now, &policy)))
+            .read_for(tenant, move |conn| {
+                ops::lease::claimable_at(conn, &owned, &filter, (now, &policy))
+            })
             .await
     }
 
@@ -657,11 +659,13 @@ impl InboxPull for SqliteBackend {
     }
 
     async fn get(&self, tenant: &TenantId, id: EventId) -> Result<Option<Event>> {
-        let tenant = tenant.clone();
+        let owned = tenant.clone();
         let (now, policy) = (self.inner.config.clock.now(), self.inner.config.retry);
         self.inner
             .readers
-            .read(move |conn| ops::get::get(conn, &tenant, id, now, &policy))
+            .read_for(tenant, move |conn| {
+                ops::get::get(conn, &owned, id, now, &policy)
+            })
             .await
     }
 }
@@ -695,12 +699,13 @@ impl Delete for SqliteBackend {
 #[async_trait]
 impl Idempotency for SqliteBackend {
     async fn find_by_key(&self, tenant: &TenantId, key: &str) -> Result<Option<EventId>> {
-        let tenant = tenant.clone();
-        let key = key.to_owned();
+        let (owned, key) = (tenant.clone(), key.to_owned());
         let now = self.inner.config.clock.now();
         self.inner
             .readers
-            .read(move |conn| ops::keys::find_by_key(conn, now, &tenant, &key))
+            .read_for(tenant, move |conn| {
+                ops::keys::find_by_key(conn, now, &owned, &key)
+            })
             .await
     }
 }
@@ -762,11 +767,13 @@ impl Retention for SqliteBackend {
 #[async_trait]
 impl Stats for SqliteBackend {
     async fn tenant_stats(&self, tenant: &TenantId) -> Result<TenantStats> {
-        let tenant = tenant.clone();
+        let owned = tenant.clone();
         let (now, policy) = (self.inner.config.clock.now(), self.inner.config.retry);
         self.inner
             .readers
-            .read(move |conn| ops::stats::tenant_stats(conn, &tenant, (now, &policy)))
+            .read_for(tenant, move |conn| {
+                ops::stats::tenant_stats(conn, &owned, (now, &policy))
+            })
             .await
     }
 }

@@ -1,16 +1,23 @@
 //! A small pool of read-only connections, used on tokio's blocking threads.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use zapinbox_core::{Error, Result};
+use zapinbox_core::{Error, Result, TenantId};
 
 /// Read connections handed out one caller at a time.
+///
+/// One tenant holds at most all connections but one at a time, so another
+/// tenant's read always finds one free soon, however many reads the first
+/// one queues.
 pub(crate) struct ReadPool {
     idle: Mutex<Vec<Connection>>,
     available: Arc<Semaphore>,
     size: usize,
+    /// The connections each tenant with reads in flight may still take.
+    shares: Mutex<HashMap<TenantId, Arc<Semaphore>>>,
 }
 
 /// A connection on loan; goes back to the pool when dropped, even if the
@@ -35,6 +42,7 @@ impl ReadPool {
             available: Arc::new(Semaphore::new(conns.len())),
             size: conns.len(),
             idle: Mutex::new(conns),
+            shares: Mutex::new(HashMap::new()),
         })
     }
 
@@ -72,6 +80,37 @@ impl ReadPool {
         .map_err(|e| Error::permanent(format!("read task failed: {e}")))?
     }
 
+    /// Runs `f` for `tenant` on a read connection, within the tenant's
+    /// share of the pool.
+    pub(crate) async fn read_for<T: Send + 'static>(
+        self: &Arc<Self>,
+        tenant: &TenantId,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let share = {
+            let mut shares = self.shares.lock().unwrap_or_else(|p| p.into_inner());
+            let most = self.size.saturating_sub(1).max(1);
+            Arc::clone(
+                shares
+                    .entry(tenant.clone())
+                    .or_insert_with(|| Arc::new(Semaphore::new(most))),
+            )
+        };
+        let turn = Arc::clone(&share)
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::permanent("the read pool is closed"))?;
+        let out = self.read(f).await;
+        drop(turn);
+        // The last of the tenant's reads forgets its share: idle tenants
+        // keep no memory.
+        let mut shares = self.shares.lock().unwrap_or_else(|p| p.into_inner());
+        if Arc::strong_count(&share) == 2 {
+            shares.remove(tenant);
+        }
+        out
+    }
+
     /// Runs `f` on every connection of the pool, waiting until all are idle.
     pub(crate) async fn read_each<T: Send + 'static>(
         self: &Arc<Self>,
@@ -92,5 +131,66 @@ impl ReadPool {
         })
         .await
         .map_err(|e| Error::permanent(format!("read task failed: {e}")))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn pool(size: usize) -> Arc<ReadPool> {
+        let conns = (0..size)
+            .map(|_| Connection::open_in_memory().expect("open"))
+            .collect();
+        ReadPool::new(conns)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_tenant_never_holds_every_connection() {
+        let pool = pool(4);
+        let (busy, quiet) = (
+            TenantId::new("busy").expect("tenant"),
+            TenantId::new("quiet").expect("tenant"),
+        );
+        // The busy tenant's reads hold their connections until released.
+        let (release, released) = tokio::sync::watch::channel(false);
+        let holding = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let slow: Vec<_> = (0..10)
+            .map(|_| {
+                let (pool, busy, mut released) =
+                    (Arc::clone(&pool), busy.clone(), released.clone());
+                let holding = Arc::clone(&holding);
+                tokio::spawn(async move {
+                    pool.read_for(&busy, move |_| {
+                        holding.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        // On the read's blocking thread.
+                        let _ = futures::executor::block_on(released.wait_for(|r| *r));
+                        Ok(())
+                    })
+                    .await
+                })
+            })
+            .collect();
+        while holding.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+            tokio::task::yield_now().await;
+        }
+        // Time for a fourth busy read to take the last connection, if it
+        // could. Without a share per tenant it would, and this read would
+        // wait for ever.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::timeout(Duration::from_secs(10), pool.read_for(&quiet, |_| Ok(())))
+            .await
+            .expect("the quiet tenant finds a connection while the busy one holds its share")
+            .expect("read");
+        release.send_replace(true);
+        for read in slow {
+            read.await.expect("task").expect("read");
+        }
+        assert!(
+            pool.shares.lock().expect("lock").is_empty(),
+            "idle tenants keep no share"
+        );
     }
 }
