@@ -21,10 +21,13 @@ pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Runs a handler over one tenant's events with bounded concurrency.
 ///
-/// The worker claims up to `concurrency` events ahead of its handlers, so
-/// the next ones are leased and ready when a handler returns; on shutdown
-/// those are requeued at once, and if the process dies their leases run
-/// out like the running ones'.
+/// The worker claims events ahead of its handlers, so the next ones are
+/// leased and ready when a handler returns: at least `concurrency`, and as
+/// many as its handlers get through in a third of a lease (at most 1 000),
+/// from their average time so far. A lease that has run a third of its
+/// length is renewed before its handler starts. On shutdown the events
+/// claimed ahead are requeued at once; if the process dies their leases
+/// run out like the running ones'.
 ///
 /// While nothing is claimable the worker polls
 /// [`Inbox::claimable_at`], which the rate limit does not count, and claims
@@ -104,6 +107,44 @@ pub struct WorkerReport {
     /// Claims refused by the tenant's rate limit; after each the worker
     /// waited the `retry_after` it was given.
     pub rate_limited: u64,
+}
+
+/// How long handlers take, on average: it sets how many events a worker
+/// claims ahead of them.
+#[derive(Default)]
+struct Pace {
+    /// Moving average of handler durations, in nanoseconds; 0 until the
+    /// first handler returns.
+    nanos: std::sync::atomic::AtomicU64,
+}
+
+impl Pace {
+    fn record(&self, took: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let sample = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let old = self.nanos.load(Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            old - old / 8 + sample / 8
+        };
+        self.nanos.store(new.max(1), Relaxed);
+    }
+
+    /// How many events to hold claimed ahead of `concurrency` handlers:
+    /// as many as they get through in a third of a `lease`, so none waits
+    /// long enough to need renewing, and at least `concurrency`.
+    fn ahead(&self, concurrency: usize, lease: Duration) -> usize {
+        let nanos = self.nanos.load(std::sync::atomic::Ordering::Relaxed);
+        if nanos == 0 {
+            return concurrency;
+        }
+        let per_handler = (lease / 3).as_nanos() / u128::from(nanos);
+        let ahead = per_handler.saturating_mul(concurrency as u128);
+        usize::try_from(ahead)
+            .unwrap_or(usize::MAX)
+            .clamp(concurrency, crate::MAX_CLAIM as usize)
+    }
 }
 
 /// What one poll for work found.
@@ -311,14 +352,20 @@ impl Worker {
         // Claimed ahead, waiting for a free handler: at most `concurrency`,
         // so the next events are there the moment a handler returns.
         let mut ahead: VecDeque<Leased> = VecDeque::new();
+        let pace = Arc::new(Pace::default());
         loop {
             while tasks.len() < self.concurrency {
                 let Some(leased) = ahead.pop_front() else {
                     break;
                 };
-                tasks.spawn(self.handle(leased, Arc::clone(&handler), aborted.clone()));
+                tasks.spawn(self.handle(
+                    leased,
+                    Arc::clone(&handler),
+                    aborted.clone(),
+                    Arc::clone(&pace),
+                ));
             }
-            let room = (2 * self.concurrency)
+            let room = (self.concurrency + pace.ahead(self.concurrency, self.claim.lease))
                 .saturating_sub(tasks.len() + ahead.len())
                 .min(crate::MAX_CLAIM as usize);
             let mut wait = self.poll_interval;
@@ -463,6 +510,7 @@ impl Worker {
         leased: Leased,
         handler: Arc<H>,
         aborted: watch::Receiver<bool>,
+        pace: Arc<Pace>,
     ) -> impl Future<Output = Outcome> + Send + 'static
     where
         H: Fn(Leased) -> F + Send + Sync + 'static,
@@ -491,6 +539,7 @@ impl Worker {
             }
             // The whole call inside catch_unwind: a handler may panic before
             // its future is first polled.
+            let started = std::time::Instant::now();
             let work = AssertUnwindSafe(async move { handler(leased).await }).catch_unwind();
             let mut work = std::pin::pin!(work);
             let mut stop = std::pin::pin!(stopped(aborted));
@@ -524,6 +573,7 @@ impl Worker {
                     }
                 }
             };
+            pace.record(started.elapsed());
             match result {
                 // Acked with others by the worker (see `Acks`).
                 Ok(Ok(())) => Outcome::Handled(token),
