@@ -19,23 +19,72 @@ pub(crate) const EVENT_COLUMNS: &str = "seq, id, source, event_type, topic, payl
 pub(crate) const DELIVERY_COLUMNS: &str =
     "status, attempts, visible_at, lease_token, lease_expires_at, acked_at";
 
-/// SQL terms for the fields `filter` sets (`AND topic = :topic`, ...):
-/// only those, so that the planner sees which field's index to use. Binds
-/// what [`filtered`] gives.
+/// A field of a `Filter` as SQL: its term, the parameter it binds and
+/// the value, and the index of pending rows that serves it, if any.
+pub(crate) struct FilterField<'a> {
+    pub term: &'static str,
+    pub param: &'static str,
+    pub value: &'a dyn ToSql,
+    pub pending_index: Option<&'static str>,
+}
+
+/// The fields `filter` sets, in the order topic, type, source, `since`
+/// (bound as `since`, its value as stored): only those, so that the
+/// planner sees which field's index to use.
+pub(crate) fn filter_fields<'a>(
+    filter: &'a Filter,
+    since: &'a Option<i64>,
+) -> Vec<FilterField<'a>> {
+    let field = |term, param, value, pending_index| FilterField {
+        term,
+        param,
+        value,
+        pending_index,
+    };
+    [
+        (
+            filter.topic.is_some(),
+            field(
+                " AND topic = :topic",
+                ":topic",
+                &filter.topic,
+                Some("events_pending_topic"),
+            ),
+        ),
+        (
+            filter.event_type.is_some(),
+            field(
+                " AND event_type = :type",
+                ":type",
+                &filter.event_type,
+                Some("events_pending_type"),
+            ),
+        ),
+        (
+            filter.source.is_some(),
+            field(
+                " AND source = :source",
+                ":source",
+                &filter.source,
+                Some("events_pending_source"),
+            ),
+        ),
+        (
+            filter.since.is_some(),
+            field(" AND created_at >= :since", ":since", since, None),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(set, field)| set.then_some(field))
+    .collect()
+}
+
+/// The SQL terms of the fields `filter` sets (see [`filter_fields`]).
 pub(crate) fn filter_sql(filter: &Filter) -> String {
-    let mut sql = String::new();
-    let terms = [
-        (filter.topic.is_some(), " AND topic = :topic"),
-        (filter.event_type.is_some(), " AND event_type = :type"),
-        (filter.source.is_some(), " AND source = :source"),
-        (filter.since.is_some(), " AND created_at >= :since"),
-    ];
-    for (set, term) in terms {
-        if set {
-            sql.push_str(term);
-        }
-    }
-    sql
+    filter_fields(filter, &None)
+        .iter()
+        .map(|f| f.term)
+        .collect()
 }
 
 /// The named parameters of [`filter_sql`] for `filter` (with `since`, its
@@ -45,21 +94,9 @@ pub(crate) fn filtered<'a>(
     since: &'a Option<i64>,
     rest: &[(&'a str, &'a dyn ToSql)],
 ) -> Vec<(&'a str, &'a dyn ToSql)> {
-    let mut params: Vec<(&str, &dyn ToSql)> = Vec::with_capacity(4 + rest.len());
-    if filter.topic.is_some() {
-        params.push((":topic", &filter.topic));
-    }
-    if filter.event_type.is_some() {
-        params.push((":type", &filter.event_type));
-    }
-    if filter.source.is_some() {
-        params.push((":source", &filter.source));
-    }
-    if since.is_some() {
-        params.push((":since", since));
-    }
-    params.extend_from_slice(rest);
-    params
+    let fields = filter_fields(filter, since).into_iter();
+    let params = fields.map(|f| (f.param, f.value));
+    params.chain(rest.iter().copied()).collect()
 }
 
 /// SQL that is true where `Delivery::settle` dead-letters a pending row:
@@ -174,50 +211,43 @@ pub(crate) fn save_delivery(
     let lease_token = after.lease.map(|(nonce, _)| nonce as i64);
     let lease_expires_at = after.lease.map(|(_, expires)| millis(expires));
     let acked_at = after.acked_at.map(millis);
-    let id = id.to_bytes();
-    let mut set = Vec::new();
-    let mut params: Vec<(&str, &dyn ToSql)> = vec![(":id", &id)];
-    let mut change = |changed: bool, column: &'static str, value: &'static str, v| {
-        if changed {
-            set.push(format!("{column} = {value}"));
-            params.push((value, v));
-        }
-    };
-    change(before.status != after.status, "status", ":status", &status);
-    change(
-        before.attempts != after.attempts,
-        "attempts",
-        ":attempts",
-        &after.attempts,
-    );
-    change(
-        before.visible_at != after.visible_at,
-        "visible_at",
-        ":visible_at",
-        &visible_at,
-    );
-    change(
-        before.lease != after.lease,
-        "lease_token",
-        ":lease_token",
-        &lease_token,
-    );
-    change(
-        before.lease != after.lease,
-        "lease_expires_at",
-        ":lease_expires_at",
-        &lease_expires_at,
-    );
-    change(
-        before.acked_at != after.acked_at,
-        "acked_at",
-        ":acked_at",
-        &acked_at,
-    );
-    if set.is_empty() {
+    let columns: [(bool, &str, &dyn ToSql); 6] = [
+        (before.status != after.status, "status", &status),
+        (
+            before.attempts != after.attempts,
+            "attempts",
+            &after.attempts,
+        ),
+        (
+            before.visible_at != after.visible_at,
+            "visible_at",
+            &visible_at,
+        ),
+        (before.lease != after.lease, "lease_token", &lease_token),
+        (
+            before.lease != after.lease,
+            "lease_expires_at",
+            &lease_expires_at,
+        ),
+        (before.acked_at != after.acked_at, "acked_at", &acked_at),
+    ];
+    let changed: Vec<(&str, &dyn ToSql)> = columns
+        .into_iter()
+        .filter(|(changed, ..)| *changed)
+        .map(|(_, column, value)| (column, value))
+        .collect();
+    if changed.is_empty() {
         return Ok(());
     }
-    let sql = format!("UPDATE events SET {} WHERE id = :id", set.join(", "));
+    // ?1 is the id, then one parameter a changed column.
+    let set: Vec<String> = (changed.iter().enumerate())
+        .map(|(i, (column, _))| format!("{column} = ?{}", i + 2))
+        .collect();
+    let sql = format!("UPDATE events SET {} WHERE id = ?1", set.join(", "));
+    let id = id.to_bytes();
+    let params: Vec<&dyn ToSql> = std::iter::once(&id as &dyn ToSql)
+        .chain(changed.iter().map(|(_, value)| *value))
+        .collect();
     conn.prepare_cached(&sql)
         .and_then(|mut stmt| stmt.execute(&*params))
         .map(|_| ())

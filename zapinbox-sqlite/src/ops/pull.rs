@@ -9,7 +9,8 @@ use zapinbox_core::{
 
 use crate::error::storage;
 use crate::row::{
-    EVENT_COLUMNS, UNSETTLED, filter_sql, filtered, millis, position, seq, stored_from_row,
+    EVENT_COLUMNS, FilterField, UNSETTLED, filter_fields, filter_sql, filtered, millis, position,
+    seq, stored_from_row,
 };
 
 /// Most index entries one page looks at when more than one of topic, type
@@ -154,15 +155,20 @@ pub(crate) fn list(
 /// The index a pending listing follows: its topic's, type's or source's
 /// (in that order of preference), else the tenant's.
 fn pending_index(filter: &Filter) -> &'static str {
-    if filter.topic.is_some() {
-        "events_pending_topic"
-    } else if filter.event_type.is_some() {
-        "events_pending_type"
-    } else if filter.source.is_some() {
-        "events_pending_source"
-    } else {
-        "events_by_tenant_status"
-    }
+    index_of(followed(&filter_fields(filter, &None)))
+}
+
+/// The field whose index a pending listing follows: the first of topic,
+/// type and source that is set.
+fn followed<'f, 'a>(fields: &'f [FilterField<'a>]) -> Option<&'f FilterField<'a>> {
+    fields.iter().find(|f| f.pending_index.is_some())
+}
+
+/// The index of pending rows that serves `field`, or the tenant's.
+fn index_of(field: Option<&FilterField<'_>>) -> &'static str {
+    field
+        .and_then(|f| f.pending_index)
+        .unwrap_or("events_by_tenant_status")
 }
 
 /// The statement of a listing: rows of `tenant` in `status` (SQL),
@@ -218,10 +224,8 @@ fn select(
 /// How many of topic, type and source `filter` asks for: one has an
 /// index to follow; more leave the rest to be checked row by row.
 fn indexed_fields(filter: &Filter) -> usize {
-    [&filter.topic, &filter.event_type, &filter.source]
-        .iter()
-        .filter(|f| f.is_some())
-        .count()
+    let fields = filter_fields(filter, &None);
+    fields.iter().filter(|f| f.pending_index.is_some()).count()
 }
 
 /// Most entries of the creation index read to find where a `since`
@@ -277,12 +281,8 @@ fn scan_end(
     filter: &Filter,
     window: &Window,
 ) -> Result<Option<i64>> {
-    let field = match (&filter.topic, &filter.event_type, &filter.source) {
-        (Some(topic), _, _) => Some((" AND topic = :topic", ":topic", topic)),
-        (None, Some(event_type), _) => Some((" AND event_type = :type", ":type", event_type)),
-        (None, None, Some(source)) => Some((" AND source = :source", ":source", source)),
-        (None, None, None) => None,
-    };
+    let fields = filter_fields(filter, &None);
+    let field = followed(&fields);
     let bounds = Window {
         end: None,
         ..*window
@@ -291,8 +291,8 @@ fn scan_end(
         "SELECT seq FROM events INDEXED BY {}
          WHERE tenant = :tenant AND status = 0{}{}
          ORDER BY seq {} LIMIT 1 OFFSET :budget",
-        pending_index(filter),
-        field.map_or("", |(term, _, _)| term),
+        index_of(field),
+        field.map_or("", |f| f.term),
         bounds.sql(),
         bounds.order_sql(),
     );
@@ -300,8 +300,8 @@ fn scan_end(
     let tenant_str = tenant.as_str();
     let mut params: Vec<(&str, &dyn ToSql)> =
         vec![(":tenant", &tenant_str), (":budget", &SCAN_BUDGET)];
-    if let Some((_, param, value)) = field {
-        params.push((param, value));
+    if let Some(f) = field {
+        params.push((f.param, f.value));
     }
     params.extend(bounds.params());
     use rusqlite::OptionalExtension;
