@@ -277,6 +277,14 @@ impl Default for QueueConfig {
 }
 
 impl QueueConfig {
+    /// The settings as a backend applies them: every rule reads "after the
+    /// last attempt", so there is at least one (`RetryPolicy::max_attempts`
+    /// is a public field; `with_max_attempts` already clamps).
+    pub fn applied(mut self) -> Self {
+        self.retry.max_attempts = self.retry.max_attempts.max(1);
+        self
+    }
+
     /// Uses `clock` for every time-based rule.
     pub fn with_clock(mut self, clock: impl Into<Clock>) -> Self {
         self.clock = clock.into();

@@ -321,11 +321,7 @@ impl Inbox {
         tenant: &TenantId,
         tokens: Vec<LeaseToken>,
     ) -> Result<Vec<Result<AckOutcome>>> {
-        Limits::check_count(
-            "ids (Limits::max_ids)",
-            tokens.len(),
-            self.inner.limits.max_ids,
-        )?;
+        self.check_id_count(tokens.len())?;
         if tokens.is_empty() {
             return Ok(Vec::new());
         }
@@ -387,13 +383,14 @@ impl Inbox {
 impl Inbox {
     fn check_ids(&self, which: &Redrive) -> Result<()> {
         match which {
-            Redrive::Ids(ids) => Limits::check_count(
-                "ids (Limits::max_ids)",
-                ids.len(),
-                self.inner.limits.max_ids,
-            ),
+            Redrive::Ids(ids) => self.check_id_count(ids.len()),
             Redrive::All => Ok(()),
         }
+    }
+
+    /// Refuses more ids or tokens in one call than `Limits::max_ids`.
+    fn check_id_count(&self, ids: usize) -> Result<()> {
+        Limits::check_count("ids (Limits::max_ids)", ids, self.inner.limits.max_ids)
     }
 }
 

@@ -75,12 +75,6 @@ struct KeyRecord {
     expires_at: Timestamp,
 }
 
-/// Every rule reads "after the last attempt": there is one.
-fn at_least_one_attempt(mut config: QueueConfig) -> QueueConfig {
-    config.retry.max_attempts = config.retry.max_attempts.max(1);
-    config
-}
-
 /// What one ingest changed, so a failed batch can be undone.
 enum Undo {
     Inserted(Position, EventId),
@@ -96,7 +90,7 @@ impl MemoryBackend {
     /// An empty in-memory inbox with these settings.
     pub fn with_config(config: QueueConfig) -> Self {
         MemoryBackend {
-            config: at_least_one_attempt(config),
+            config: config.applied(),
             state: Arc::default(),
         }
     }
@@ -105,7 +99,7 @@ impl MemoryBackend {
     /// storage after a restart.
     pub fn reopen(&self, config: QueueConfig) -> Self {
         MemoryBackend {
-            config: at_least_one_attempt(config),
+            config: config.applied(),
             state: Arc::clone(&self.state),
         }
     }

@@ -201,9 +201,7 @@ impl SqliteBuilder {
             // Migrating and storing the rules write: they wait for their
             // turn like the writer thread does.
             busy::install(&conn, self.busy_timeout, busy::Waiters::open(&self.path)?)?;
-            let mut config = self.config.clone();
-            // Every rule reads "after the last attempt": there is one.
-            config.retry.max_attempts = config.retry.max_attempts.max(1);
+            let mut config = self.config.clone().applied();
             let written = schema::migrate(&mut conn)
                 .and_then(|()| rules::settle(&mut conn, &mut config, self.shared_rules));
             busy::uninstall(&conn, self.busy_timeout);
