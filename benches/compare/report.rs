@@ -89,7 +89,7 @@ const TARGETS: &[Target] = &[
         at_least: 0.7,
     },
     Target {
-        what: "pull pages of 100 vs raw select pages of 100",
+        what: "pull pages of 100 vs raw select pages of 100 reading every column",
         backend: "sqlite",
         workload: "pull pages of 100, ",
         figure: "events/s",

@@ -151,6 +151,16 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
     tx.commit().map_err(storage)
 }
 
+/// A migrated in-memory database whose planner is set as every opened
+/// connection's (see `connection::stable_plans`), for pinning plans.
+#[cfg(test)]
+pub(crate) fn planned_db() -> Connection {
+    let mut conn = Connection::open_in_memory().expect("open");
+    crate::connection::stable_plans(&conn).expect("stable plans");
+    migrate(&mut conn).expect("migrate");
+    conn
+}
+
 /// The plan SQLite picks for `sql`, its steps joined by "; ".
 #[cfg(test)]
 pub(crate) fn query_plan(conn: &Connection, sql: &str) -> String {

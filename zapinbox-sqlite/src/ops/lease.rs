@@ -217,8 +217,7 @@ mod tests {
 
     #[test]
     fn claims_and_their_polls_read_only_what_is_claimable_without_sorting() {
-        let mut conn = Connection::open_in_memory().expect("open");
-        crate::schema::migrate(&mut conn).expect("migrate");
+        let conn = crate::schema::planned_db();
         for (filter, index) in [
             (
                 PullQuery::new().filter,

@@ -327,10 +327,25 @@ mod tests {
         listing_sql((&status, pending_index(filter)), filter, &window)
     }
 
-    fn db() -> Connection {
-        let mut conn = Connection::open_in_memory().expect("open");
-        crate::schema::migrate(&mut conn).expect("migrate");
-        conn
+    use crate::schema::planned_db as db;
+
+    #[test]
+    fn a_listing_is_prepared_once_whatever_it_binds() {
+        use rusqlite::StatementStatus;
+        let conn = db();
+        let filter = PullQuery::new().topic("t").filter;
+        let sql = pending_sql(&filter, Order::Asc, false);
+        let mut stmt = conn.prepare(&sql).expect("prepare");
+        for start in 0..5i64 {
+            let mut rows = stmt
+                .query(named_params! {
+                    ":tenant": "a", ":start": start, ":topic": "t", ":limit": 10,
+                    ":max_attempts": 3, ":now": start,
+                })
+                .expect("query");
+            while rows.next().expect("row").is_some() {}
+        }
+        assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0);
     }
 
     #[test]

@@ -86,9 +86,7 @@ mod tests {
     use super::*;
 
     fn plan(sql: &str) -> String {
-        let mut conn = Connection::open_in_memory().expect("open");
-        crate::schema::migrate(&mut conn).expect("migrate");
-        crate::schema::query_plan(&conn, sql)
+        crate::schema::query_plan(&crate::schema::planned_db(), sql)
     }
 
     #[test]
