@@ -51,7 +51,7 @@ pub use backend::{
     AckOutcome, Acknowledge, Backend, Delete, DeleteOutcome, Idempotency, InboxPull, Ingest,
     Leases, Purged, QueueConfig, Retention, Stats, TenantStats,
 };
-pub use cursor::{Cursor, Position};
+pub use cursor::{Cursor, CursorParts, MAX_POSITION_BYTES, Position};
 pub use delivery::{ClaimStep, Delivery};
 pub use error::{Error, Result};
 pub use event::{

@@ -14,6 +14,10 @@ use crate::backend::{
     Acknowledge, Backend, Delete, Idempotency, InboxPull, Ingest, Leases, Retention, Stats,
 };
 use crate::cursor::Position;
+
+/// A place in one tenant's commit order (its [`Position`] is this
+/// number as a sequence).
+type Seq = u64;
 use crate::{
     AckOutcome, ClaimQuery, ClaimStep, DeleteOutcome, Delivery, Error, Event, EventId, EventStatus,
     Filter, Fingerprint, Ingested, LeaseToken, Leased, Order, Page, PullQuery, Purged, QueueConfig,
@@ -32,14 +36,14 @@ pub struct MemoryBackend {
 
 #[derive(Debug, Default)]
 struct State {
-    next_position: Position,
+    next_position: Seq,
     tenants: HashMap<TenantId, TenantState>,
 }
 
 #[derive(Debug, Default)]
 struct TenantState {
-    events: BTreeMap<Position, Stored>,
-    positions: HashMap<EventId, Position>,
+    events: BTreeMap<Seq, Stored>,
+    positions: HashMap<EventId, Seq>,
     keys: HashMap<String, KeyRecord>,
 }
 
@@ -77,7 +81,7 @@ struct KeyRecord {
 
 /// What one ingest changed, so a failed batch can be undone.
 enum Undo {
-    Inserted(Position, EventId),
+    Inserted(Seq, EventId),
     Key(String, Option<KeyRecord>),
 }
 
@@ -186,20 +190,25 @@ impl MemoryBackend {
         let policy = &self.config.retry;
         // Only events that are listed are cloned (filters read fields that
         // settling does not change).
-        let wanted = |(pos, s): (&Position, &Stored)| {
+        let wanted = |(seq, s): (&Seq, &Stored)| {
             let listed =
                 s.delivery.settle(now, policy).status == status && query.filter.matches(&s.event);
-            listed.then(|| (*pos, s.view(now, policy)))
+            listed.then(|| (Position::sequence(*seq), s.view(now, policy)))
         };
         let take = resolved.limit + 1;
+        let start = resolved
+            .start
+            .as_ref()
+            .map(Position::as_sequence)
+            .transpose()?;
         let rows: Vec<_> = match query.order {
             Order::Asc => {
-                let from = resolved.start.map_or(Bound::Unbounded, Bound::Excluded);
+                let from = start.map_or(Bound::Unbounded, Bound::Excluded);
                 let range = t.events.range((from, Bound::Unbounded));
                 range.filter_map(wanted).take(take).collect()
             }
             Order::Desc => {
-                let to = resolved.start.map_or(Bound::Unbounded, Bound::Excluded);
+                let to = start.map_or(Bound::Unbounded, Bound::Excluded);
                 let range = t.events.range((Bound::Unbounded, to)).rev();
                 range.filter_map(wanted).take(take).collect()
             }
@@ -243,7 +252,7 @@ impl Leases for MemoryBackend {
             return Ok(Vec::new());
         };
         // The earliest available first, then commit order.
-        let mut candidates: Vec<(Timestamp, Position)> = t
+        let mut candidates: Vec<(Timestamp, Seq)> = t
             .events
             .iter()
             .filter(|(_, s)| s.delivery.claim_step(now, policy) != ClaimStep::Skip)
@@ -504,7 +513,7 @@ impl Retention for MemoryBackend {
         let now = self.config.clock.now();
         let (retention, policy) = (self.config.retention, &self.config.retry);
         let mut state = self.lock();
-        let mut events: Vec<(Timestamp, Position, TenantId)> = Vec::new();
+        let mut events: Vec<(Timestamp, Seq, TenantId)> = Vec::new();
         let mut keys: Vec<(Timestamp, TenantId, String)> = Vec::new();
         for (tenant, t) in &state.tenants {
             for (pos, stored) in &t.events {
@@ -551,7 +560,7 @@ impl Retention for MemoryBackend {
         };
         let is_dead =
             |s: &Stored| s.delivery.settle(now, policy).status == EventStatus::DeadLettered;
-        let doomed: Vec<Position> = match which {
+        let doomed: Vec<Seq> = match which {
             Redrive::All => t
                 .events
                 .iter()

@@ -153,7 +153,7 @@ impl PullQuery {
 }
 
 /// A pull query's checked limit and decoded starting position.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ResolvedQuery {
     /// Exclusive start: after this position (ascending) or before it
@@ -212,14 +212,14 @@ impl Page {
             && let Some(scanned_to) = scanned_to
         {
             return Page {
-                next_cursor: Some(Cursor::encode(tenant, backend, order, scanned_to)),
+                next_cursor: Some(Cursor::encode(tenant, backend, order, &scanned_to)),
                 events: rows.into_iter().map(|(_, e)| e).collect(),
                 has_more: true,
             };
         }
         let has_more = rows.len() > resolved.limit;
         rows.truncate(resolved.limit);
-        let resume = rows.last().map(|(pos, _)| *pos).or(resolved.start);
+        let resume = rows.last().map(|(pos, _)| pos).or(resolved.start.as_ref());
         Page {
             next_cursor: resume.map(|pos| Cursor::encode(tenant, backend, order, pos)),
             events: rows.into_iter().map(|(_, e)| e).collect(),

@@ -106,14 +106,14 @@ pub(crate) fn filtered<'a>(
 pub(crate) const UNSETTLED: &str =
     "(status = 0 AND attempts > 0 AND attempts >= :max_attempts AND visible_at <= :now)";
 
-/// Reads one row selected with [`EVENT_COLUMNS`]: its position, the event
+/// Reads one row selected with [`EVENT_COLUMNS`]: its sequence, the event
 /// as callers see it at `now`, and its delivery state as stored.
 pub(crate) fn stored_from_row(
     tenant: &TenantId,
     row: &Row<'_>,
     now: Timestamp,
     policy: &RetryPolicy,
-) -> Result<(Position, Event, Delivery)> {
+) -> Result<(i64, Event, Delivery)> {
     let seq: i64 = row.get(0).map_err(storage)?;
     let id = EventId::from_bytes(row.get(1).map_err(storage)?);
     // Not parsed: the text was checked when it was stored, and a payload
@@ -139,7 +139,7 @@ pub(crate) fn stored_from_row(
     event.status = seen.status;
     event.attempts = seen.attempts;
     event.leased_until = seen.leased_until();
-    Ok((position(seq), event, delivery))
+    Ok((seq, event, delivery))
 }
 
 /// Reads the delivery state from the columns starting at `at`.
@@ -256,12 +256,12 @@ pub(crate) fn save_delivery(
 
 /// A row sequence as a cursor position.
 pub(crate) fn position(seq: i64) -> Position {
-    seq.max(0) as Position
+    Position::sequence(seq.max(0) as u64)
 }
 
-/// A cursor position as a row sequence.
-pub(crate) fn seq(position: Position) -> i64 {
-    i64::try_from(position).unwrap_or(i64::MAX)
+/// A cursor position as a row sequence; `InvalidInput` if it is not one.
+pub(crate) fn seq(position: &Position) -> Result<i64> {
+    Ok(i64::try_from(position.as_sequence()?).unwrap_or(i64::MAX))
 }
 
 /// A timestamp as stored.

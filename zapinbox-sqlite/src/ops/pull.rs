@@ -3,8 +3,7 @@
 
 use rusqlite::{Connection, ToSql, named_params};
 use zapinbox_core::{
-    Event, Filter, Order, Page, Position, PullQuery, ResolvedQuery, Result, RetryPolicy, TenantId,
-    Timestamp,
+    Event, Filter, Order, Page, PullQuery, ResolvedQuery, Result, RetryPolicy, TenantId, Timestamp,
 };
 
 use crate::error::storage;
@@ -91,8 +90,8 @@ pub(crate) fn list(
     // Every statement of the page reads one snapshot: a row that moves
     // between the two sets of dead letters is seen once.
     let _snapshot = conn.unchecked_transaction().map_err(storage)?;
-    let start = match (query.order, resolved.start) {
-        (_, Some(pos)) => seq(pos),
+    let start = match (query.order, &resolved.start) {
+        (_, Some(pos)) => seq(pos)?,
         (Order::Asc, None) => 0,
         (Order::Desc, None) => i64::MAX,
     };
@@ -102,9 +101,20 @@ pub(crate) fn list(
         floor: None,
         end: None,
     };
-    let page = |rows, scanned_to: Option<i64>| {
+    let page = |rows: Vec<(i64, Event)>, scanned_to: Option<i64>| {
+        let rows = rows
+            .into_iter()
+            .map(|(seq, e)| (position(seq), e))
+            .collect();
         let scanned_to = scanned_to.map(position);
-        Page::from_scan(rows, resolved, scanned_to, tenant, backend, query.order)
+        Page::from_scan(
+            rows,
+            resolved.clone(),
+            scanned_to,
+            tenant,
+            backend,
+            query.order,
+        )
     };
     let limit = resolved.limit as i64 + 1;
     let f = &query.filter;
@@ -196,7 +206,7 @@ fn select(
     window: &Window,
     limit: i64,
     (now, policy): (Timestamp, &RetryPolicy),
-) -> Result<Vec<(Position, Event)>> {
+) -> Result<Vec<(i64, Event)>> {
     let sql = listing_sql((status, index), filter, window);
     let mut stmt = conn.prepare_cached(&sql).map_err(storage)?;
     let since = filter.since.map(millis);
@@ -215,8 +225,8 @@ fn select(
         .map_err(storage)?;
     let mut events = Vec::new();
     for row in rows {
-        let (position, event, _) = row.map_err(storage)??;
-        events.push((position, event));
+        let (seq, event, _) = row.map_err(storage)??;
+        events.push((seq, event));
     }
     Ok(events)
 }
