@@ -11,8 +11,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ClaimQuery, Clock, Event, EventId, EventStatus, Filter, Ingested, LeaseToken, Leased, Page,
-    PullQuery, Redrive, ReleaseOutcome, Result, RetryPolicy, TenantId, Timestamp, ValidEvent,
+    Capabilities, ClaimQuery, Clock, Event, EventId, EventStatus, Filter, Ingested, LeaseToken,
+    Leased, Page, PullQuery, Redrive, ReleaseOutcome, Result, RetryPolicy, TenantId, Timestamp,
+    ValidEvent,
 };
 
 /// Stores new events.
@@ -205,15 +206,36 @@ impl TenantStats {
 }
 
 /// A complete storage backend.
+///
+/// [`Retention`] and [`Stats`] are optional: a backend that has them
+/// returns itself from [`Backend::retention`] and [`Backend::stats`];
+/// without them the inbox answers [`Error::Unsupported`](crate::Error::Unsupported).
 #[async_trait]
 pub trait Backend:
-    Ingest + InboxPull + Acknowledge + Delete + Idempotency + Leases + Retention + Stats + 'static
+    Ingest + InboxPull + Acknowledge + Delete + Idempotency + Leases + 'static
 {
     /// A short stable name (`memory`, `sqlite`); cursors are bound to it.
     fn name(&self) -> &'static str;
 
     /// The settings the backend applies, including its clock.
     fn config(&self) -> &QueueConfig;
+
+    /// What the backend can do and its limits, which the inbox enforces.
+    /// The default: no limits of its own, exact claim order, other handles'
+    /// writes seen at once, purging on request.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+
+    /// Purging expired events and dead letters, if the backend has it.
+    fn retention(&self) -> Option<&dyn Retention> {
+        None
+    }
+
+    /// Per-tenant counts, if the backend has them.
+    fn stats(&self) -> Option<&dyn Stats> {
+        None
+    }
 
     /// Finishes what is in flight and releases the storage. Later calls
     /// fail. Dropping every handle also releases it, without waiting.

@@ -106,6 +106,17 @@ pub enum Error {
         limit: u64,
     },
 
+    /// The backend does not offer this operation (see
+    /// [`Backend::stats`](crate::Backend::stats),
+    /// [`Backend::retention`](crate::Backend::retention)). Not retryable.
+    #[error("the {backend} backend does not support {operation}")]
+    Unsupported {
+        /// The operation asked for, such as `tenant_stats`.
+        operation: &'static str,
+        /// The backend's name.
+        backend: &'static str,
+    },
+
     /// The storage failed. `retryable` says whether the same request may
     /// succeed later (a busy database, a timeout) or not (a corrupt file).
     #[error("backend error ({}): {source}", if *.retryable { "retryable" } else { "permanent" })]

@@ -210,6 +210,15 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// These limits, lowered to what `capabilities` allow: a backend that
+    /// keeps smaller payloads or batches sets the bound.
+    pub fn within(mut self, capabilities: &crate::Capabilities) -> Self {
+        self.max_payload_bytes = self.max_payload_bytes.min(capabilities.max_payload_bytes);
+        self.max_batch_events = self.max_batch_events.min(capabilities.max_batch_events);
+        self.max_batch_bytes = self.max_batch_bytes.min(capabilities.max_batch_bytes);
+        self
+    }
+
     /// Sets the largest payload accepted, in bytes of JSON text.
     pub fn with_max_payload_bytes(mut self, bytes: usize) -> Self {
         self.max_payload_bytes = bytes;

@@ -113,14 +113,17 @@ impl InboxBuilder {
         self
     }
 
-    /// Builds the inbox.
+    /// Builds the inbox. Its limits are the ones set here, lowered to the
+    /// backend's [`Capabilities`](crate::Capabilities) where those are
+    /// smaller.
     pub fn build(self) -> Inbox {
         let clock = self.backend.config().clock.clone();
+        let limits = self.limits.within(&self.backend.capabilities());
         Inbox {
             inner: Arc::new(Inner {
                 rate: TenantLimiter::new(clock, self.rate_limit, self.tenant_rate_limits),
                 backend: self.backend,
-                limits: self.limits,
+                limits,
             }),
         }
     }
@@ -157,9 +160,15 @@ impl Inbox {
         self.inner.backend.close().await
     }
 
-    /// The size limits in force.
+    /// The size limits in force: those set on the builder, lowered to the
+    /// backend's capabilities.
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
+    }
+
+    /// What the backend can do and its limits.
+    pub fn capabilities(&self) -> crate::Capabilities {
+        self.inner.backend.capabilities()
     }
 
     /// Stores `event` for `tenant`. Returns once the event is durable (as the
@@ -353,7 +362,7 @@ impl Inbox {
     /// for you.
     #[instrument(skip_all, fields(op = "purge_expired", limit))]
     pub async fn purge_expired(&self, limit: usize) -> Result<Purged> {
-        self.inner.backend.purge_expired(limit).await
+        self.retention("purge_expired")?.purge_expired(limit).await
     }
 
     /// Deletes dead letters on purpose; returns how many.
@@ -361,14 +370,20 @@ impl Inbox {
     pub async fn purge_dead_letters(&self, tenant: &TenantId, which: Redrive) -> Result<u64> {
         self.inner.rate.check(tenant)?;
         self.check_ids(&which)?;
-        self.inner.backend.purge_dead_letters(tenant, which).await
+        let retention = self.retention("purge_dead_letters")?;
+        retention.purge_dead_letters(tenant, which).await
     }
 
     /// Counts of the tenant's events in each state.
     #[instrument(skip_all, fields(tenant = %tenant, op = "tenant_stats"))]
     pub async fn tenant_stats(&self, tenant: &TenantId) -> Result<TenantStats> {
         self.inner.rate.check(tenant)?;
-        let stats = self.inner.backend.tenant_stats(tenant).await?;
+        let stats = self
+            .inner
+            .backend
+            .stats()
+            .ok_or_else(|| self.unsupported("tenant_stats"))?;
+        let stats = stats.tenant_stats(tenant).await?;
         tracing::debug!(
             pending = stats.pending,
             leased = stats.leased,
@@ -381,6 +396,20 @@ impl Inbox {
 }
 
 impl Inbox {
+    fn retention(&self, operation: &'static str) -> Result<&dyn crate::Retention> {
+        self.inner
+            .backend
+            .retention()
+            .ok_or_else(|| self.unsupported(operation))
+    }
+
+    fn unsupported(&self, operation: &'static str) -> crate::Error {
+        crate::Error::Unsupported {
+            operation,
+            backend: self.inner.backend.name(),
+        }
+    }
+
     fn check_ids(&self, which: &Redrive) -> Result<()> {
         match which {
             Redrive::Ids(ids) => self.check_id_count(ids.len()),

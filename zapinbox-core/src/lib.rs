@@ -29,6 +29,7 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 mod backend;
+mod capabilities;
 mod cursor;
 mod delivery;
 mod error;
@@ -51,6 +52,7 @@ pub use backend::{
     AckOutcome, Acknowledge, Backend, Delete, DeleteOutcome, Idempotency, InboxPull, Ingest,
     Leases, Purged, QueueConfig, Retention, Stats, TenantStats,
 };
+pub use capabilities::{Capabilities, ClaimOrder, Purging, SharedWrites};
 pub use cursor::{Cursor, CursorParts, MAX_POSITION_BYTES, Position};
 pub use delivery::{ClaimStep, Delivery};
 pub use error::{Error, Result};

@@ -14,24 +14,43 @@ use crate::backend::{
     Acknowledge, Backend, Delete, Idempotency, InboxPull, Ingest, Leases, Retention, Stats,
 };
 use crate::cursor::Position;
+use crate::{
+    AckOutcome, Capabilities, ClaimQuery, ClaimStep, DeleteOutcome, Delivery, Error, Event,
+    EventId, EventStatus, Filter, Fingerprint, Ingested, LeaseToken, Leased, Order, Page,
+    PullQuery, Purged, QueueConfig, Redrive, ReleaseOutcome, Result, RetryPolicy, SharedWrites,
+    TenantId, TenantStats, Timestamp, ValidEvent, check_lease,
+};
+
+const NAME: &str = "memory";
 
 /// A place in one tenant's commit order (its [`Position`] is this
 /// number as a sequence).
 type Seq = u64;
-use crate::{
-    AckOutcome, ClaimQuery, ClaimStep, DeleteOutcome, Delivery, Error, Event, EventId, EventStatus,
-    Filter, Fingerprint, Ingested, LeaseToken, Leased, Order, Page, PullQuery, Purged, QueueConfig,
-    Redrive, ReleaseOutcome, Result, RetryPolicy, TenantId, TenantStats, Timestamp, ValidEvent,
-    check_lease,
-};
-
-const NAME: &str = "memory";
 
 /// An inbox held in process memory. Nothing survives the process.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryBackend {
     config: QueueConfig,
+    declared: Declared,
     state: Arc<Mutex<State>>,
+}
+
+/// What the backend says it can do: all of it, unless told otherwise to
+/// stand in for a narrower backend.
+#[derive(Clone, Debug)]
+struct Declared {
+    capabilities: Capabilities,
+    /// Whether it offers retention and stats.
+    optional: bool,
+}
+
+impl Default for Declared {
+    fn default() -> Self {
+        Declared {
+            capabilities: Capabilities::unlimited().with_shared_writes(SharedWrites::NotShared),
+            optional: true,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -95,7 +114,7 @@ impl MemoryBackend {
     pub fn with_config(config: QueueConfig) -> Self {
         MemoryBackend {
             config: config.applied(),
-            state: Arc::default(),
+            ..Self::default()
         }
     }
 
@@ -104,8 +123,23 @@ impl MemoryBackend {
     pub fn reopen(&self, config: QueueConfig) -> Self {
         MemoryBackend {
             config: config.applied(),
+            declared: self.declared.clone(),
             state: Arc::clone(&self.state),
         }
+    }
+
+    /// Declares `capabilities` instead of its own, so an inbox enforces
+    /// them: to test code that must cope with a narrower backend.
+    pub fn declaring(mut self, capabilities: Capabilities) -> Self {
+        self.declared.capabilities = capabilities;
+        self
+    }
+
+    /// Offers neither [`Retention`] nor [`Stats`], as a backend without
+    /// them: the inbox answers `Unsupported`.
+    pub fn without_optional_operations(mut self) -> Self {
+        self.declared.optional = false;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -501,6 +535,18 @@ impl Backend for MemoryBackend {
 
     fn config(&self) -> &QueueConfig {
         &self.config
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.declared.capabilities.clone()
+    }
+
+    fn retention(&self) -> Option<&dyn Retention> {
+        self.declared.optional.then_some(self as &dyn Retention)
+    }
+
+    fn stats(&self) -> Option<&dyn Stats> {
+        self.declared.optional.then_some(self as &dyn Stats)
     }
 }
 

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use zapinbox_core::{
-    AckOutcome, Acknowledge, Backend, ClaimQuery, Delete, DeleteOutcome, Error, Event, EventId,
-    EventParts, Filter, Idempotency, InboxPull, Ingest, Ingested, LeaseToken, Leased, Leases, Page,
-    PullQuery, Purged, QueueConfig, Redrive, ReleaseOutcome, Result, Retention, Stats, TenantId,
-    TenantStats, Timestamp, ValidEvent, check_lease,
+    AckOutcome, Acknowledge, Backend, Capabilities, ClaimQuery, Delete, DeleteOutcome, Error,
+    Event, EventId, EventParts, Filter, Idempotency, InboxPull, Ingest, Ingested, LeaseToken,
+    Leased, Leases, Page, PullQuery, Purged, QueueConfig, Redrive, ReleaseOutcome, Result,
+    Retention, Stats, TenantId, TenantStats, Timestamp, ValidEvent, check_lease,
 };
 
 use tokio::sync::watch;
@@ -720,6 +720,21 @@ impl Backend for SqliteBackend {
 
     async fn close(&self) -> Result<()> {
         SqliteBackend::close(self).await
+    }
+
+    /// No limits of its own (the inbox's `Limits` bound requests), claims
+    /// the earliest available first, sees other processes' commits on the
+    /// next read, purges on request (its maintenance task asks).
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::unlimited()
+    }
+
+    fn retention(&self) -> Option<&dyn Retention> {
+        Some(self)
+    }
+
+    fn stats(&self) -> Option<&dyn Stats> {
+        Some(self)
     }
 }
 

@@ -46,6 +46,12 @@ impl MemoryHarness {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// A harness on `storage`, reopened with each rule's settings but
+    /// keeping what it declares (see [`MemoryBackend::declaring`]).
+    pub fn on(storage: MemoryBackend) -> Self {
+        MemoryHarness { storage }
+    }
 }
 
 #[async_trait]
@@ -60,13 +66,31 @@ impl Harness for MemoryHarness {
 /// (`sqlite::ack_twice_is_already_acked`). `$harness` is evaluated once per
 /// test and must give a fresh [`Harness`]; it is written as in the calling
 /// module.
+///
+/// A backend crate needs `zapinbox-core` with feature `testkit`, and
+/// `tokio` with features `macros` and `rt-multi-thread`, as
+/// dev-dependencies; see the guide, "Implementing a backend".
 #[macro_export]
 macro_rules! conformance_tests {
     ($backend:ident, $harness:expr) => {
         #[allow(unused_imports)]
         mod $backend {
             use super::*;
-            $crate::conformance_tests!(@rules $harness;
+            $crate::__conformance_rules!(tests[$harness]);
+        }
+    };
+}
+
+/// The rules, in two groups: those that stay inside their own tenants, and
+/// those that act on the whole store (purging), which need storage of
+/// their own. Expands into tests (`tests [$harness]`) or into the list of
+/// tenant rules (`list []`, see [`tenant_rules`]).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_rules {
+    ($mode:ident [$($args:tt)*]) => {
+        $crate::__conformance_rules! { @expand $mode [$($args)*]
+            tenant: [
             ingest_then_get_round_trips,
             ids_sort_in_ingest_order,
             duplicate_key_returns_the_original,
@@ -114,21 +138,82 @@ macro_rules! conformance_tests {
             worker_retries_then_dead_letters,
             worker_shutdown_finishes_or_releases,
             worker_renews_the_lease_while_the_handler_runs,
-            acked_events_are_purged_after_retention,
-            purge_goes_in_small_batches,
             dead_letters_are_purged_on_purpose,
             tenant_stats_count_each_state,
-            );
+            ]
+            store: [
+            acked_events_are_purged_after_retention,
+            purge_goes_in_small_batches,
+            ]
         }
     };
-    (@rules $harness:expr; $($rule:ident),* $(,)?) => {
+    (@expand tests [$harness:expr] tenant: [$($tenant:ident,)*] store: [$($store:ident,)*]) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $rule() {
-                $crate::testkit::rules::$rule(&$harness).await
+            async fn $tenant() {
+                $crate::testkit::rules::$tenant(&$harness).await
+            }
+        )*
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $store() {
+                $crate::testkit::rules::$store(&$harness).await
             }
         )*
     };
+    (@expand list [] tenant: [$($tenant:ident,)*] store: [$($store:ident,)*]) => {
+        vec![$({
+            fn boxed(harness: &dyn $crate::testkit::Harness) -> $crate::testkit::RuleFuture<'_> {
+                Box::pin($crate::testkit::rules::$tenant(harness))
+            }
+            (stringify!($tenant), boxed as $crate::testkit::Rule)
+        }),*]
+    };
+}
+
+/// A rule's future.
+pub type RuleFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
+
+/// A conformance rule, as a function.
+pub type Rule = for<'a> fn(&'a dyn Harness) -> RuleFuture<'a>;
+
+/// Every rule that stays inside its own fresh tenants, by name: any number
+/// of them can run at once against one shared store (see
+/// [`run_tenant_rules`]). The others purge across tenants and need
+/// storage of their own.
+pub fn tenant_rules() -> Vec<(&'static str, Rule)> {
+    crate::__conformance_rules!(list [])
+}
+
+/// Runs every tenant rule at once against `harness`, whose backends must
+/// share one store: proof that rules stay inside their tenants. Panics
+/// naming the first rule that failed.
+pub async fn run_tenant_rules(harness: &dyn Harness) {
+    use futures::FutureExt;
+    let runs = tenant_rules().into_iter().map(|(name, rule)| {
+        std::panic::AssertUnwindSafe(rule(harness))
+            .catch_unwind()
+            .map(move |outcome| (name, outcome))
+    });
+    let failed: Vec<&str> = futures::future::join_all(runs)
+        .await
+        .into_iter()
+        .filter_map(|(name, outcome)| outcome.is_err().then_some(name))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "rules failed on a shared store: {failed:?}"
+    );
+}
+
+/// Asserts that `result` is [`Error::Unsupported`](crate::Error::Unsupported)
+/// naming `operation`: what a rule checks in place of its subject when the
+/// backend declares it lacks it.
+pub fn assert_unsupported<T: std::fmt::Debug>(result: Result<T>, operation: &str) {
+    assert!(
+        matches!(&result, Err(crate::Error::Unsupported { operation: op, .. }) if *op == operation),
+        "{operation} on a backend without it: {result:?}"
+    );
 }
 
 /// A tenant no other test uses.

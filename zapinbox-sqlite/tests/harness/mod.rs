@@ -51,6 +51,40 @@ impl Harness for SqliteHarness {
     }
 }
 
+/// Backends on shared files, without maintenance: rules that open with the
+/// same shared rules (retention, idempotency window, max attempts; a file
+/// keeps one set, see `SharedRules`) share one file, as separate processes
+/// would.
+pub struct SharedFilesHarness {
+    dir: TempDir,
+}
+
+impl SharedFilesHarness {
+    pub fn new() -> Self {
+        SharedFilesHarness {
+            dir: tempfile::tempdir().expect("a temporary directory"),
+        }
+    }
+}
+
+#[async_trait]
+impl Harness for SharedFilesHarness {
+    async fn open(&self, config: QueueConfig) -> Result<Arc<dyn Backend>> {
+        let file = format!(
+            "inbox-{}-{}-{}.db",
+            config.retention.as_millis(),
+            config.idempotency_window.as_millis(),
+            config.retry.max_attempts
+        );
+        let backend = SqliteBackend::builder(self.dir.path().join(file))
+            .config(config)
+            .maintenance_interval(None)
+            .open()
+            .await?;
+        Ok(Arc::new(backend))
+    }
+}
+
 /// What a child process reported: the rest of each line it began with
 /// `RESULT ` (the test harness may print its own words before the first).
 pub fn results(stdout: &str) -> Vec<&str> {

@@ -74,10 +74,11 @@ pub async fn batch_is_all_or_nothing(harness: &dyn Harness) {
 }
 
 /// One call cannot hold the backend without bound: a batch of more than
-/// `Limits::max_batch_events` (default 1 000) events or
-/// `Limits::max_batch_bytes` (default 16 MiB) of payload, and a redrive or
-/// purge naming more than `Limits::max_ids` (default 1 000) ids, are
-/// `LimitExceeded` naming the limit, and nothing is stored or changed.
+/// `Limits::max_batch_events` (default 1 000, or the backend's atomic
+/// batch if smaller) events or `Limits::max_batch_bytes` (default 16 MiB)
+/// of payload, and a redrive or purge naming more than `Limits::max_ids`
+/// (default 1 000) ids, are `LimitExceeded` naming the limit, and nothing
+/// is stored or changed.
 pub async fn requests_over_the_batch_limits_are_refused(harness: &dyn Harness) {
     let (inbox, _) = open_inbox(harness).await;
     let tenant = fresh_tenant();
@@ -90,6 +91,8 @@ pub async fn requests_over_the_batch_limits_are_refused(harness: &dyn Harness) {
         ),
         (1000, 16 * 1024 * 1024, 1000)
     );
+    assert_eq!(*inbox.limits(), defaults.within(&inbox.capabilities()));
+    let max = inbox.limits().max_batch_events;
     fn over<T>(r: &crate::Result<T>, name: &str, actual: u64, limit: u64) -> bool {
         let ok = matches!(r, Err(Error::LimitExceeded { what, actual: a, limit: l })
             if what.contains(name) && *a == actual && *l == limit);
@@ -101,14 +104,17 @@ pub async fn requests_over_the_batch_limits_are_refused(harness: &dyn Harness) {
         ok && message.contains(name) && message.contains(&limit.to_string())
     }
     let r = inbox
-        .ingest_batch(&tenant, (0..1001).map(numbered).collect())
+        .ingest_batch(&tenant, (0..=max).map(numbered).collect())
         .await;
-    assert!(over(&r, "max_batch_events", 1001, 1000), "{r:?}");
+    assert!(
+        over(&r, "max_batch_events", max as u64 + 1, max as u64),
+        "{r:?}"
+    );
     let full = inbox
-        .ingest_batch(&tenant, (0..1000).map(numbered).collect())
+        .ingest_batch(&tenant, (0..max).map(numbered).collect())
         .await
         .expect("a batch of exactly the limit");
-    assert_eq!(full.len(), 1000);
+    assert_eq!(full.len(), max);
 
     let small = Inbox::builder(inbox.backend().clone())
         .limits(Limits::default().with_max_batch_bytes(100))
@@ -131,7 +137,7 @@ pub async fn requests_over_the_batch_limits_are_refused(harness: &dyn Harness) {
     assert!(over(&r, "max_ids", 1001, 1000), "{r:?}");
     assert_eq!(
         pull_all(&inbox, &tenant, PullQuery::new()).await.len(),
-        1002,
+        max + 2,
         "only the batches within the limits were stored"
     );
 }

@@ -26,8 +26,11 @@ async fn until(mut flag: watch::Receiver<bool>) {
 pub async fn workers_handle_every_event_once(harness: &dyn Harness) {
     let (inbox, _) = open_inbox_with(harness, config()).await;
     let tenant = fresh_tenant();
-    let events = (0..200).map(numbered).collect();
-    inbox.ingest_batch(&tenant, events).await.expect("ingest");
+    let numbers: Vec<usize> = (0..200).collect();
+    for chunk in numbers.chunks(inbox.limits().max_batch_events) {
+        let events = chunk.iter().copied().map(numbered).collect();
+        inbox.ingest_batch(&tenant, events).await.expect("ingest");
+    }
     let handled: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
     let (done_tx, done) = watch::channel(false);
     let done_tx = Arc::new(done_tx);
