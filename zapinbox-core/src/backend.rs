@@ -67,7 +67,7 @@ pub trait Idempotency: Send + Sync {
 }
 
 /// Claims for workers: leases, retries, dead letters (see
-/// [`Delivery`](crate::Delivery) for the rules every backend applies).
+/// [`Delivery`](crate::raw::Delivery) for the rules every backend applies).
 #[async_trait]
 pub trait Leases: Send + Sync {
     /// Claims up to `query.limit` claimable events, the earliest available

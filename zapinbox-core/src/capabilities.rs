@@ -120,7 +120,7 @@ pub enum SharedWrites {
 }
 
 /// How acked events and expired idempotency keys leave the storage, for a
-/// backend with [`Retention`](crate::Retention).
+/// backend with [`Retention`](crate::raw::Retention).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]

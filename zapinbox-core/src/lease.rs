@@ -195,7 +195,7 @@ impl Leased {
     }
 }
 
-/// What [`Leases::release`](crate::Leases::release) did.
+/// What [`Leases::release`](crate::raw::Leases::release) did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReleaseOutcome {

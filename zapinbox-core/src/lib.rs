@@ -48,27 +48,43 @@ mod worker;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use backend::{
-    AckOutcome, Acknowledge, Backend, Delete, DeleteOutcome, Idempotency, InboxPull, Ingest,
-    Leases, Purged, QueueConfig, Retention, Stats, TenantStats,
-};
+#[doc = include_str!("../docs/implementing-a-backend.md")]
+pub mod guide {}
+
+pub use backend::{AckOutcome, Backend, DeleteOutcome, Purged, QueueConfig, TenantStats};
 pub use capabilities::{Capabilities, ClaimOrder, Purging, SharedWrites};
-pub use cursor::{Cursor, CursorParts, MAX_POSITION_BYTES, Position};
-pub use delivery::{ClaimStep, Delivery};
+pub use cursor::Cursor;
 pub use error::{Error, Result};
-pub use event::{
-    Event, EventParts, EventStatus, Fingerprint, Ingested, Limits, NewEvent, ValidEvent,
-};
+pub use event::{Event, EventStatus, Ingested, Limits, NewEvent};
 pub use id::EventId;
 pub use inbox::{Inbox, InboxBuilder, IntoBackend};
 pub use lease::{
     ClaimQuery, LeaseToken, Leased, MAX_CLAIM, MAX_LEASE, Redrive, ReleaseOutcome, RetryPolicy,
-    check_delay, check_lease,
 };
 pub use memory::MemoryBackend;
 pub use payload::{MAX_PAYLOAD_DEPTH, Payload};
-pub use query::{Filter, MAX_PAGE, Order, Page, PullQuery, ResolvedQuery};
+pub use query::{Filter, MAX_PAGE, Order, Page, PullQuery};
 pub use rate_limit::RateLimit;
 pub use tenant::{MAX_TENANT_LEN, TenantId};
 pub use time::{Clock, ManualClock, Timestamp};
 pub use worker::{HandlerError, Worker, WorkerReport};
+
+// Used throughout the crate by their short paths.
+pub(crate) use backend::Retention;
+pub(crate) use delivery::{ClaimStep, Delivery};
+pub(crate) use event::{Fingerprint, ValidEvent};
+pub(crate) use lease::{check_delay, check_lease};
+
+/// For backend authors: the traits a backend implements and the types
+/// they pass. Users of an inbox need none of this; the guide
+/// ["Implementing a backend"](crate::guide) walks through it.
+pub mod raw {
+    pub use crate::backend::{
+        Acknowledge, Delete, Idempotency, InboxPull, Ingest, Leases, Retention, Stats,
+    };
+    pub use crate::cursor::{CursorParts, MAX_POSITION_BYTES, Position};
+    pub use crate::delivery::{ClaimStep, Delivery};
+    pub use crate::event::{EventParts, Fingerprint, ValidEvent};
+    pub use crate::lease::{check_delay, check_lease};
+    pub use crate::query::ResolvedQuery;
+}

@@ -5,11 +5,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use zapinbox_core::raw::{
+    Acknowledge, Delete, EventParts, Idempotency, InboxPull, Ingest, Leases, Retention, Stats,
+    ValidEvent, check_lease,
+};
 use zapinbox_core::{
-    AckOutcome, Acknowledge, Backend, Capabilities, ClaimQuery, Delete, DeleteOutcome, Error,
-    Event, EventId, EventParts, Filter, Idempotency, InboxPull, Ingest, Ingested, LeaseToken,
-    Leased, Leases, Page, PullQuery, Purged, QueueConfig, Redrive, ReleaseOutcome, Result,
-    Retention, Stats, TenantId, TenantStats, Timestamp, ValidEvent, check_lease,
+    AckOutcome, Backend, Capabilities, ClaimQuery, DeleteOutcome, Error, Event, EventId, Filter,
+    Ingested, LeaseToken, Leased, Page, PullQuery, Purged, QueueConfig, Redrive, ReleaseOutcome,
+    Result, TenantId, TenantStats, Timestamp,
 };
 
 use tokio::sync::watch;
@@ -447,7 +450,11 @@ impl SqliteBackend {
         &self,
         tenant: &TenantId,
         token: LeaseToken,
-        f: impl Fn(&mut zapinbox_core::Delivery, Timestamp, &zapinbox_core::RetryPolicy) -> Result<T>
+        f: impl Fn(
+            &mut zapinbox_core::raw::Delivery,
+            Timestamp,
+            &zapinbox_core::RetryPolicy,
+        ) -> Result<T>
         + Send
         + 'static,
     ) -> Result<T> {

@@ -14,7 +14,8 @@ use rusqlite::Connection;
 use serde::Serialize;
 use tokio::sync::watch;
 use tracing::Instrument;
-use zapinbox_core::{Purged, Result, Retention, Timestamp};
+use zapinbox_core::raw::Retention;
+use zapinbox_core::{Purged, Result, Timestamp};
 
 use crate::backend::{Inner, SqliteBackend};
 use crate::error::storage;

@@ -3,9 +3,9 @@
 use rusqlite::ToSql;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, Row, params};
+use zapinbox_core::raw::{Delivery, Position};
 use zapinbox_core::{
-    Delivery, Event, EventId, EventStatus, Filter, Payload, Position, Result, RetryPolicy,
-    TenantId, Timestamp,
+    Event, EventId, EventStatus, Filter, Payload, Result, RetryPolicy, TenantId, Timestamp,
 };
 
 use crate::error::{corrupt, storage};

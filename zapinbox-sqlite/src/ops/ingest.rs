@@ -4,9 +4,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use zapinbox_core::{
-    Clock, Error, EventId, EventParts, Fingerprint, Ingested, Result, TenantId, Timestamp,
-};
+use zapinbox_core::raw::{EventParts, Fingerprint};
+use zapinbox_core::{Clock, Error, EventId, Ingested, Result, TenantId, Timestamp};
 
 use crate::error::{corrupt, storage};
 use crate::row::millis;

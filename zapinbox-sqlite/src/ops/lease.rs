@@ -2,9 +2,10 @@
 //! `zapinbox_core::Delivery`'s; this file only loads and saves the state.
 
 use rusqlite::{Connection, OptionalExtension, named_params, params};
+use zapinbox_core::raw::{ClaimStep, Delivery};
 use zapinbox_core::{
-    ClaimQuery, ClaimStep, Delivery, Error, EventId, Filter, LeaseToken, Leased, Redrive, Result,
-    RetryPolicy, TenantId, Timestamp,
+    ClaimQuery, Error, EventId, Filter, LeaseToken, Leased, Redrive, Result, RetryPolicy, TenantId,
+    Timestamp,
 };
 
 use crate::error::storage;

@@ -2,8 +2,9 @@
 //! follows what a page returns, not the size of the tenant's backlog.
 
 use rusqlite::{Connection, ToSql, named_params};
+use zapinbox_core::raw::ResolvedQuery;
 use zapinbox_core::{
-    Event, Filter, Order, Page, PullQuery, ResolvedQuery, Result, RetryPolicy, TenantId, Timestamp,
+    Event, Filter, Order, Page, PullQuery, Result, RetryPolicy, TenantId, Timestamp,
 };
 
 use crate::error::storage;
