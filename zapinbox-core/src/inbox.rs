@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use tracing::instrument;
 
-use crate::rate_limit::TenantLimiter;
 use std::time::Duration;
+
+use crate::policy::{Call, Operation, Policy};
+use crate::rate_limit::TenantLimiter;
 
 use crate::{
     AckOutcome, Backend, ClaimQuery, Clock, DeleteOutcome, Event, EventId, Filter, Ingested,
@@ -18,9 +20,10 @@ use crate::{
 
 /// An event inbox on any backend.
 ///
-/// A call checks the tenant's rate limit, validates its input against the
-/// [`Limits`], then reaches the backend: a rejected call changes nothing.
-/// Cheap to clone; clones share the backend and the rate limiters.
+/// A call validates its input against the [`Limits`], passes the inbox's
+/// [`Policy`]s in order (the rate limit first, if set), then reaches the
+/// backend: a rejected call changes nothing. Cheap to clone; clones share
+/// the backend, the policies and the rate limiters.
 ///
 /// # What the rate limit counts
 ///
@@ -31,7 +34,7 @@ use crate::{
 /// never refused, so a busy tenant's events do not go round again: `ack`,
 /// `delete`, `extend`, `release`, `requeue` and `ack_lease`; nor is
 /// `claimable_at`, the cheap read an idle [`Worker`](crate::Worker) polls
-/// instead of claiming.
+/// instead of claiming (see [`Operation::finishes_work`]).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> zapinbox_core::Result<()> {
@@ -54,7 +57,8 @@ pub struct Inbox {
 struct Inner {
     backend: Arc<dyn Backend>,
     limits: Limits,
-    rate: TenantLimiter,
+    /// Run in order before every call (see [`Policy`]).
+    policies: Vec<Arc<dyn Policy>>,
 }
 
 /// Anything that can serve as an inbox's backend: a backend value, an
@@ -88,6 +92,7 @@ pub struct InboxBuilder {
     limits: Limits,
     rate_limit: Option<RateLimit>,
     tenant_rate_limits: HashMap<TenantId, RateLimit>,
+    policies: Vec<Arc<dyn Policy>>,
 }
 
 impl InboxBuilder {
@@ -113,17 +118,30 @@ impl InboxBuilder {
         self
     }
 
+    /// Adds a policy, run after the rate limit and the policies added
+    /// before it (see [`Policy`]).
+    pub fn policy(mut self, policy: impl Policy) -> Self {
+        self.policies.push(Arc::new(policy));
+        self
+    }
+
     /// Builds the inbox. Its limits are the ones set here, lowered to the
     /// backend's [`Capabilities`](crate::Capabilities) where those are
-    /// smaller.
+    /// smaller; its policies run in the order [`Policy`] documents.
     pub fn build(self) -> Inbox {
         let clock = self.backend.config().clock.clone();
         let limits = self.limits.within(&self.backend.capabilities());
+        let mut policies: Vec<Arc<dyn Policy>> = Vec::new();
+        if self.rate_limit.is_some() || !self.tenant_rate_limits.is_empty() {
+            let rate = TenantLimiter::new(clock, self.rate_limit, self.tenant_rate_limits);
+            policies.push(Arc::new(rate));
+        }
+        policies.extend(self.policies);
         Inbox {
             inner: Arc::new(Inner {
-                rate: TenantLimiter::new(clock, self.rate_limit, self.tenant_rate_limits),
                 backend: self.backend,
                 limits,
+                policies,
             }),
         }
     }
@@ -142,6 +160,7 @@ impl Inbox {
             limits: Limits::default(),
             rate_limit: None,
             tenant_rate_limits: HashMap::new(),
+            policies: Vec::new(),
         }
     }
 
@@ -179,8 +198,9 @@ impl Inbox {
     /// if it differs.
     #[instrument(skip_all, fields(tenant = %tenant, op = "ingest"))]
     pub async fn ingest(&self, tenant: &TenantId, event: NewEvent) -> Result<Ingested> {
-        self.inner.rate.check(tenant)?;
         let event = event.validate(&self.inner.limits)?;
+        let call = Call::new(Operation::Ingest, tenant).carrying(1, event.payload().len());
+        self.admit(&call)?;
         self.inner.backend.ingest(tenant, event).await
     }
 
@@ -195,7 +215,6 @@ impl Inbox {
         events: Vec<NewEvent>,
     ) -> Result<Vec<Ingested>> {
         let limits = &self.inner.limits;
-        self.inner.rate.check(tenant)?;
         Limits::check_count(
             "batch events (Limits::max_batch_events)",
             events.len(),
@@ -213,20 +232,22 @@ impl Inbox {
             )?;
             valid.push(event);
         }
+        let call = Call::new(Operation::IngestBatch, tenant).carrying(valid.len(), bytes);
+        self.admit(&call)?;
         self.inner.backend.ingest_batch(tenant, valid).await
     }
 
     /// One page of pending events (see [`PullQuery`]).
     #[instrument(skip_all, fields(tenant = %tenant, op = "pull"))]
     pub async fn pull(&self, tenant: &TenantId, query: PullQuery) -> Result<Page> {
-        self.inner.rate.check(tenant)?;
+        self.admit(&Call::new(Operation::Pull, tenant))?;
         self.inner.backend.pull(tenant, query).await
     }
 
     /// The event with this id, in any state, unless deleted.
     #[instrument(skip_all, fields(tenant = %tenant, op = "get"))]
     pub async fn get(&self, tenant: &TenantId, id: EventId) -> Result<Option<Event>> {
-        self.inner.rate.check(tenant)?;
+        self.admit(&Call::new(Operation::Get, tenant))?;
         self.inner.backend.get(tenant, id).await
     }
 
@@ -234,20 +255,22 @@ impl Inbox {
     /// rate limited.
     #[instrument(skip_all, fields(tenant = %tenant, op = "ack"))]
     pub async fn ack(&self, tenant: &TenantId, id: EventId) -> Result<AckOutcome> {
+        self.admit(&Call::new(Operation::Ack, tenant))?;
         self.inner.backend.ack(tenant, id).await
     }
 
     /// Removes the event, whatever its state. Not rate limited.
     #[instrument(skip_all, fields(tenant = %tenant, op = "delete"))]
     pub async fn delete(&self, tenant: &TenantId, id: EventId) -> Result<DeleteOutcome> {
+        self.admit(&Call::new(Operation::Delete, tenant))?;
         self.inner.backend.delete(tenant, id).await
     }
 
     /// The event stored under an idempotency key within its window.
     #[instrument(skip_all, fields(tenant = %tenant, op = "find_by_key"))]
     pub async fn find_by_key(&self, tenant: &TenantId, key: &str) -> Result<Option<EventId>> {
-        self.inner.rate.check(tenant)?;
         self.inner.limits.check_idempotency_key(key)?;
+        self.admit(&Call::new(Operation::FindByKey, tenant))?;
         self.inner.backend.find_by_key(tenant, key).await
     }
 }
@@ -263,7 +286,7 @@ impl Inbox {
     /// its backoff), then in commit order.
     #[instrument(skip_all, fields(tenant = %tenant, op = "claim"))]
     pub async fn claim(&self, tenant: &TenantId, query: ClaimQuery) -> Result<Vec<Leased>> {
-        self.inner.rate.check(tenant)?;
+        self.admit(&Call::new(Operation::Claim, tenant))?;
         self.inner.backend.claim(tenant, query).await
     }
 
@@ -278,6 +301,7 @@ impl Inbox {
         tenant: &TenantId,
         filter: &Filter,
     ) -> Result<Option<Timestamp>> {
+        self.admit(&Call::new(Operation::ClaimableAt, tenant))?;
         self.inner.backend.claimable_at(tenant, filter).await
     }
 
@@ -291,6 +315,7 @@ impl Inbox {
         token: LeaseToken,
         by: Duration,
     ) -> Result<Timestamp> {
+        self.admit(&Call::new(Operation::Extend, tenant))?;
         self.inner.backend.extend(tenant, token, by).await
     }
 
@@ -304,6 +329,7 @@ impl Inbox {
         token: LeaseToken,
         retry_after: Option<Duration>,
     ) -> Result<ReleaseOutcome> {
+        self.admit(&Call::new(Operation::Release, tenant))?;
         self.inner.backend.release(tenant, token, retry_after).await
     }
 
@@ -311,6 +337,7 @@ impl Inbox {
     /// for work that was not tried, such as a worker shutting down.
     #[instrument(skip_all, fields(tenant = %tenant, op = "requeue"))]
     pub async fn requeue(&self, tenant: &TenantId, token: LeaseToken) -> Result<()> {
+        self.admit(&Call::new(Operation::Requeue, tenant))?;
         self.inner.backend.requeue(tenant, token).await
     }
 
@@ -318,6 +345,7 @@ impl Inbox {
     /// worker claimed the event since: its result must not count.
     #[instrument(skip_all, fields(tenant = %tenant, op = "ack_lease"))]
     pub async fn ack_lease(&self, tenant: &TenantId, token: LeaseToken) -> Result<AckOutcome> {
+        self.admit(&Call::new(Operation::AckLease, tenant))?;
         self.inner.backend.ack_lease(tenant, token).await
     }
 
@@ -334,13 +362,14 @@ impl Inbox {
         if tokens.is_empty() {
             return Ok(Vec::new());
         }
+        self.admit(&Call::new(Operation::AckLeases, tenant).carrying(tokens.len(), 0))?;
         self.inner.backend.ack_leases(tenant, tokens).await
     }
 
     /// Lists dead-lettered events (filters, order and cursors as in pull).
     #[instrument(skip_all, fields(tenant = %tenant, op = "dead_letters"))]
     pub async fn dead_letters(&self, tenant: &TenantId, query: PullQuery) -> Result<Page> {
-        self.inner.rate.check(tenant)?;
+        self.admit(&Call::new(Operation::DeadLetters, tenant))?;
         self.inner.backend.dead_letters(tenant, query).await
     }
 
@@ -348,8 +377,8 @@ impl Inbox {
     /// many were redriven.
     #[instrument(skip_all, fields(tenant = %tenant, op = "redrive"))]
     pub async fn redrive(&self, tenant: &TenantId, which: Redrive) -> Result<u64> {
-        self.inner.rate.check(tenant)?;
-        self.check_ids(&which)?;
+        let ids = self.check_ids(&which)?;
+        self.admit(&Call::new(Operation::Redrive, tenant).carrying(ids, 0))?;
         self.inner.backend.redrive(tenant, which).await
     }
 }
@@ -362,14 +391,15 @@ impl Inbox {
     /// for you.
     #[instrument(skip_all, fields(op = "purge_expired", limit))]
     pub async fn purge_expired(&self, limit: usize) -> Result<Purged> {
+        self.admit(&Call::across_tenants(Operation::PurgeExpired))?;
         self.retention("purge_expired")?.purge_expired(limit).await
     }
 
     /// Deletes dead letters on purpose; returns how many.
     #[instrument(skip_all, fields(tenant = %tenant, op = "purge_dead_letters"))]
     pub async fn purge_dead_letters(&self, tenant: &TenantId, which: Redrive) -> Result<u64> {
-        self.inner.rate.check(tenant)?;
-        self.check_ids(&which)?;
+        let ids = self.check_ids(&which)?;
+        self.admit(&Call::new(Operation::PurgeDeadLetters, tenant).carrying(ids, 0))?;
         let retention = self.retention("purge_dead_letters")?;
         retention.purge_dead_letters(tenant, which).await
     }
@@ -377,7 +407,7 @@ impl Inbox {
     /// Counts of the tenant's events in each state.
     #[instrument(skip_all, fields(tenant = %tenant, op = "tenant_stats"))]
     pub async fn tenant_stats(&self, tenant: &TenantId) -> Result<TenantStats> {
-        self.inner.rate.check(tenant)?;
+        self.admit(&Call::new(Operation::TenantStats, tenant))?;
         let stats = self
             .inner
             .backend
@@ -410,10 +440,16 @@ impl Inbox {
         }
     }
 
-    fn check_ids(&self, which: &Redrive) -> Result<()> {
+    /// Runs every policy on `call`; the first refusal wins.
+    fn admit(&self, call: &Call<'_>) -> Result<()> {
+        self.inner.policies.iter().try_for_each(|p| p.admit(call))
+    }
+
+    /// Checks the number of ids named, and returns it (0 for all).
+    fn check_ids(&self, which: &Redrive) -> Result<usize> {
         match which {
-            Redrive::Ids(ids) => self.check_id_count(ids.len()),
-            Redrive::All => Ok(()),
+            Redrive::Ids(ids) => self.check_id_count(ids.len()).map(|()| ids.len()),
+            Redrive::All => Ok(0),
         }
     }
 

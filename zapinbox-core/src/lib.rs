@@ -39,6 +39,7 @@ mod inbox;
 mod lease;
 mod memory;
 mod payload;
+mod policy;
 mod query;
 mod rate_limit;
 mod tenant;
@@ -63,6 +64,7 @@ pub use lease::{
 };
 pub use memory::MemoryBackend;
 pub use payload::{MAX_PAYLOAD_DEPTH, Payload};
+pub use policy::{Call, Operation, Policy};
 pub use query::{Filter, MAX_PAGE, Order, Page, PullQuery};
 pub use rate_limit::RateLimit;
 pub use tenant::{MAX_TENANT_LEN, TenantId};

@@ -11,6 +11,7 @@ use governor::nanos::Nanos;
 use governor::state::{InMemoryState, NotKeyed, keyed::DashMapStateStore};
 use governor::{Quota, RateLimiter};
 
+use crate::policy::{Call, Policy};
 use crate::{Clock, Error, Result, TenantId};
 
 /// A request rate: a sustained rate plus a burst the bucket may hold.
@@ -72,6 +73,9 @@ type Keyed = RateLimiter<TenantId, DashMapStateStore<TenantId>, InboxClock, NoOp
 type Direct = RateLimiter<NotKeyed, InMemoryState, InboxClock, NoOpMiddleware<Nanos>>;
 
 /// Checks per-tenant rates: one default for every tenant, with overrides.
+/// As a [`Policy`], it counts every call that brings in or hands out work,
+/// one each (a batch included), and never one that finishes work
+/// ([`Operation::finishes_work`](crate::Operation::finishes_work)).
 pub(crate) struct TenantLimiter {
     clock: InboxClock,
     default: Option<Keyed>,
@@ -117,5 +121,14 @@ impl TenantLimiter {
         outcome.map_err(|not_until| Error::RateLimited {
             retry_after: not_until.wait_time_from(self.clock.now()),
         })
+    }
+}
+
+impl Policy for TenantLimiter {
+    fn admit(&self, call: &Call<'_>) -> Result<()> {
+        match call.tenant {
+            Some(tenant) if !call.operation.finishes_work() => self.check(tenant),
+            _ => Ok(()),
+        }
     }
 }
