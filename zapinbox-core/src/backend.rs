@@ -182,7 +182,12 @@ pub struct TenantStats {
     pub dead_lettered: u64,
     /// Acked events still kept (until their retention ends).
     pub acked: u64,
-    /// Age of the oldest pending event.
+    /// Age of the oldest pending event. Serialized as
+    /// `oldest_pending_age_ms`.
+    #[serde(
+        rename = "oldest_pending_age_ms",
+        with = "crate::serde_millis::option_duration"
+    )]
     pub oldest_pending_age: Option<Duration>,
 }
 
@@ -212,7 +217,7 @@ impl TenantStats {
 /// without them the inbox answers [`Error::Unsupported`](crate::Error::Unsupported).
 #[async_trait]
 pub trait Backend:
-    Ingest + InboxPull + Acknowledge + Delete + Idempotency + Leases + 'static
+    Ingest + InboxPull + Acknowledge + Delete + Idempotency + Leases + std::any::Any
 {
     /// A short stable name (`memory`, `sqlite`); cursors are bound to it.
     fn name(&self) -> &'static str;

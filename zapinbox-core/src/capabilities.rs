@@ -115,8 +115,8 @@ pub enum SharedWrites {
     /// Seen by the next read (SQLite: another process on the same file).
     Immediate,
     /// Seen within this long (a log applied by every instance, an index
-    /// that is eventually consistent).
-    Within(Duration),
+    /// that is eventually consistent). Serialized in milliseconds.
+    Within(#[serde(with = "crate::serde_millis::duration")] Duration),
 }
 
 /// How acked events and expired idempotency keys leave the storage, for a

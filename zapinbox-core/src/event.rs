@@ -172,7 +172,8 @@ fn check_field(name: &str, value: Option<&str>, max_chars: usize) -> Result<()> 
 }
 
 /// Limits on what one request may carry.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct Limits {
     /// Largest payload, as stored JSON text, in bytes. Default 512 KiB.

@@ -169,6 +169,19 @@ impl Inbox {
         &self.inner.backend
     }
 
+    /// The backend as its concrete type, for what only it offers (say,
+    /// `SqliteBackend::backup`): `None` if it is of another type.
+    ///
+    /// ```
+    /// use zapinbox_core::{Inbox, MemoryBackend};
+    /// let inbox = Inbox::new(MemoryBackend::new());
+    /// assert!(inbox.backend_as::<MemoryBackend>().is_some());
+    /// ```
+    pub fn backend_as<B: Backend>(&self) -> Option<&B> {
+        let any: &dyn std::any::Any = self.inner.backend.as_ref();
+        any.downcast_ref::<B>()
+    }
+
     /// The clock every rule reads (the backend's).
     pub fn clock(&self) -> &Clock {
         &self.inner.backend.config().clock
@@ -242,6 +255,57 @@ impl Inbox {
     pub async fn pull(&self, tenant: &TenantId, query: PullQuery) -> Result<Page> {
         self.admit(&Call::new(Operation::Pull, tenant))?;
         self.inner.backend.pull(tenant, query).await
+    }
+
+    /// Every pending event matching `query`, page after page, in its
+    /// order: each page is one [`Inbox::pull`] (rate limited as one), the
+    /// next asked for only when the stream is read that far. Ends after
+    /// the last page, or after yielding the first error.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> zapinbox_core::Result<()> {
+    /// use futures::TryStreamExt;
+    /// use serde_json::json;
+    /// use zapinbox_core::{Inbox, MemoryBackend, NewEvent, PullQuery, TenantId};
+    ///
+    /// let inbox = Inbox::new(MemoryBackend::new());
+    /// let tenant = TenantId::new("acme")?;
+    /// for n in 0..5 {
+    ///     inbox.ingest(&tenant, NewEvent::new(json!({ "n": n }))).await?;
+    /// }
+    /// let all: Vec<_> = inbox.stream_pending(&tenant, PullQuery::new().limit(2)).try_collect().await?;
+    /// assert_eq!(all.len(), 5);
+    /// # Ok(()) }
+    /// ```
+    pub fn stream_pending(
+        &self,
+        tenant: &TenantId,
+        query: PullQuery,
+    ) -> impl futures::Stream<Item = Result<Event>> + Send + 'static {
+        let paging = Paging {
+            inbox: self.clone(),
+            tenant: tenant.clone(),
+            next: Some(query),
+            buffered: std::collections::VecDeque::new(),
+        };
+        futures::stream::unfold(paging, |mut paging| async move {
+            loop {
+                if let Some(event) = paging.buffered.pop_front() {
+                    return Some((Ok(event), paging));
+                }
+                let query = paging.next.take()?;
+                match paging.inbox.pull(&paging.tenant, query.clone()).await {
+                    Ok(page) => {
+                        paging.buffered.extend(page.events);
+                        paging.next = match page.next_cursor {
+                            Some(cursor) if page.has_more => Some(query.after(cursor)),
+                            _ => None,
+                        };
+                    }
+                    Err(e) => return Some((Err(e), paging)),
+                }
+            }
+        })
     }
 
     /// The event with this id, in any state, unless deleted.
@@ -457,6 +521,15 @@ impl Inbox {
     fn check_id_count(&self, ids: usize) -> Result<()> {
         Limits::check_count("ids (Limits::max_ids)", ids, self.inner.limits.max_ids)
     }
+}
+
+/// Where [`Inbox::stream_pending`] is: the page it holds and the query of
+/// the next one (`None` after the last page or an error).
+struct Paging {
+    inbox: Inbox,
+    tenant: TenantId,
+    next: Option<PullQuery>,
+    buffered: std::collections::VecDeque<Event>,
 }
 
 /// Names the batch item an error is about.

@@ -73,12 +73,15 @@ pub const MAX_CLAIM: u32 = 1000;
 /// use zapinbox_core::ClaimQuery;
 /// let q = ClaimQuery::new().limit(10).lease(Duration::from_secs(60)).topic("orders");
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct ClaimQuery {
     /// Most events to claim, 1 to 1000. Default 10.
     pub limit: u32,
-    /// How long the claim lasts unless extended. Default 30 s.
+    /// How long the claim lasts unless extended. Default 30 s. Serialized
+    /// as `lease_ms`.
+    #[serde(rename = "lease_ms", with = "crate::serde_millis::duration")]
     pub lease: Duration,
     /// Which events.
     pub filter: Filter,
@@ -170,7 +173,7 @@ pub fn check_lease(lease: Duration) -> Result<()> {
 }
 
 /// An event claimed by a worker.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Leased {
     /// The event (its `attempts` counts this claim).
@@ -209,7 +212,8 @@ pub enum ReleaseOutcome {
 }
 
 /// Which dead letters to return to the inbox.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Redrive {
     /// These events, where they are dead-lettered; others are skipped.
     Ids(Vec<EventId>),
@@ -224,14 +228,18 @@ pub enum Redrive {
 /// random share of up to `jitter` of that, before it can be claimed again.
 /// After `max_attempts` claims that did not end in an ack it is
 /// dead-lettered.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct RetryPolicy {
     /// Claims before an event is dead-lettered. Default 5.
     pub max_attempts: u32,
-    /// Wait after the first failed attempt. Default 1 s.
+    /// Wait after the first failed attempt. Default 1 s. Serialized as
+    /// `base_ms`.
+    #[serde(rename = "base_ms", with = "crate::serde_millis::duration")]
     pub base: Duration,
-    /// Longest wait. Default 5 min.
+    /// Longest wait. Default 5 min. Serialized as `max_ms`.
+    #[serde(rename = "max_ms", with = "crate::serde_millis::duration")]
     pub max: Duration,
     /// Share of each wait taken off at random (0 to 1), so retries of many
     /// events spread out. Default 0.5.

@@ -42,6 +42,7 @@ mod payload;
 mod policy;
 mod query;
 mod rate_limit;
+pub mod serde_millis;
 mod tenant;
 mod time;
 mod worker;
@@ -69,7 +70,7 @@ pub use query::{Filter, MAX_PAGE, Order, Page, PullQuery};
 pub use rate_limit::RateLimit;
 pub use tenant::{MAX_TENANT_LEN, TenantId};
 pub use time::{Clock, ManualClock, Timestamp};
-pub use worker::{HandlerError, Worker, WorkerReport};
+pub use worker::{HandlerError, Worker, WorkerHandle, WorkerReport};
 
 // Used throughout the crate by their short paths.
 pub(crate) use backend::Retention;

@@ -54,7 +54,8 @@ pub enum Order {
 /// let q = PullQuery::new().topic("orders").order(Order::Desc).limit(20);
 /// assert_eq!(q.limit, 20);
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct PullQuery {
     /// Which events.

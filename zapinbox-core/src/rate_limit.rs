@@ -20,8 +20,10 @@ use crate::{Clock, Error, Result, TenantId};
 /// use zapinbox_core::RateLimit;
 /// let limit = RateLimit::per_minute(60).with_burst(10);
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RateLimit {
+    /// One request is let through each period, on average.
+    #[serde(rename = "period_ms", with = "crate::serde_millis::duration")]
     period: Duration,
     burst: NonZeroU32,
 }

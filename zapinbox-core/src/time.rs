@@ -12,9 +12,21 @@ use crate::id::IdSequence;
 
 /// A point in time: whole milliseconds since the Unix epoch, UTC.
 ///
-/// Displays as RFC 3339 with milliseconds (`2026-11-24T01:45:05.123Z`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+/// Displays, parses and serializes as RFC 3339 with milliseconds
+/// (`2026-11-24T01:45:05.123Z`), as HTTP clients expect; deserializing also
+/// takes epoch milliseconds (a number). [`Timestamp::as_millis`] and
+/// [`serde_millis::timestamp`](crate::serde_millis::timestamp) give the
+/// milliseconds.
+///
+/// ```
+/// use zapinbox_core::Timestamp;
+/// let t: Timestamp = "2026-11-24T01:45:05.123Z".parse()?;
+/// assert_eq!(t.as_millis(), 1_795_484_705_123);
+/// assert_eq!(serde_json::to_string(&t)?, r#""2026-11-24T01:45:05.123Z""#);
+/// assert_eq!(serde_json::from_str::<Timestamp>("1795484705123")?, t);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(u64);
 
 impl Timestamp {
@@ -66,6 +78,42 @@ impl From<Timestamp> for SystemTime {
     }
 }
 
+impl std::str::FromStr for Timestamp {
+    type Err = crate::Error;
+
+    /// Parses RFC 3339 in UTC (`2026-11-24T01:45:05.123Z`).
+    fn from_str(s: &str) -> crate::Result<Self> {
+        humantime::parse_rfc3339(s)
+            .map(Timestamp::from)
+            .map_err(|e| crate::Error::invalid(format!("{s:?} is not an RFC 3339 UTC time: {e}")))
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 > LAST_RFC3339_MS {
+            // No RFC 3339 date is that late: the number says it exactly.
+            return s.serialize_u64(self.0);
+        }
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Millis(u64),
+            Text(String),
+        }
+        match Either::deserialize(d)? {
+            Either::Millis(ms) => Ok(Timestamp(ms)),
+            Either::Text(text) => text.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 /// The last millisecond of the year 9999: RFC 3339 has no later dates.
 const LAST_RFC3339_MS: u64 = 253_402_300_799_999;
 
@@ -81,6 +129,24 @@ impl fmt::Display for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_serialize_as_rfc_3339_and_read_back_either_way() {
+        for ms in [0, 1_500, 1_795_484_705_123, LAST_RFC3339_MS, u64::MAX] {
+            let t = Timestamp::from_millis(ms);
+            let json = serde_json::to_string(&t).expect("serialize");
+            let back: Timestamp = serde_json::from_str(&json).expect("deserialize");
+            assert_eq!(back, t, "{json}");
+            let millis: Timestamp = serde_json::from_str(&ms.to_string()).expect("millis");
+            assert_eq!(millis, t);
+        }
+        assert_eq!(
+            serde_json::to_string(&Timestamp::from_millis(1_500)).expect("json"),
+            r#""1970-01-01T00:00:01.500Z""#
+        );
+        let bad = serde_json::from_str::<Timestamp>(r#""yesterday""#);
+        assert!(bad.is_err());
+    }
 
     #[test]
     fn every_timestamp_displays() {

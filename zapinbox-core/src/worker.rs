@@ -109,6 +109,69 @@ pub struct WorkerReport {
     pub rate_limited: u64,
 }
 
+impl WorkerReport {
+    /// Claimed and not yet settled: running, claimed ahead, or handled and
+    /// waiting for their ack. 0 in the report of a stopped worker.
+    pub fn in_flight(&self) -> u64 {
+        let settled =
+            self.acked + self.retried + self.dead_lettered + self.released_on_shutdown + self.lost;
+        self.claimed.saturating_sub(settled)
+    }
+}
+
+/// A worker started with [`Worker::spawn`]: read its counters while it
+/// runs, and shut it down.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> zapinbox_core::Result<()> {
+/// use serde_json::json;
+/// use zapinbox_core::{Inbox, MemoryBackend, NewEvent, TenantId, Worker};
+///
+/// let inbox = Inbox::new(MemoryBackend::new());
+/// let tenant = TenantId::new("acme")?;
+/// inbox.ingest(&tenant, NewEvent::new(json!({ "n": 1 }))).await?;
+/// let worker = Worker::new(inbox, tenant).spawn(|_leased| async { Ok(()) });
+/// while worker.counters().acked < 1 {
+///     tokio::task::yield_now().await;
+/// }
+/// let report = worker.shutdown().await?;
+/// assert_eq!((report.acked, report.in_flight()), (1, 0));
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct WorkerHandle {
+    stop: watch::Sender<bool>,
+    counters: watch::Receiver<WorkerReport>,
+    task: tokio::task::JoinHandle<Result<WorkerReport>>,
+}
+
+impl WorkerHandle {
+    /// What the worker has done so far.
+    pub fn counters(&self) -> WorkerReport {
+        *self.counters.borrow()
+    }
+
+    /// Asks the worker to stop (see [`Worker::run`] for what stopping
+    /// does) and waits for its report.
+    pub async fn shutdown(self) -> Result<WorkerReport> {
+        self.stop.send_replace(true);
+        self.task
+            .await
+            .map_err(|e| Error::permanent(format!("the worker task failed: {e}")))?
+    }
+}
+
+/// Where a running worker shows its counters, if anyone looks.
+struct Live(Option<watch::Sender<WorkerReport>>);
+
+impl Live {
+    fn show(&self, report: &WorkerReport) {
+        if let Some(live) = &self.0 {
+            live.send_replace(*report);
+        }
+    }
+}
+
 /// How long handlers take, on average: it sets how many events a worker
 /// claims ahead of them.
 #[derive(Default)]
@@ -336,6 +399,39 @@ impl Worker {
         H: Fn(Leased) -> F + Send + Sync + 'static,
         F: Future<Output = std::result::Result<(), HandlerError>> + Send + 'static,
     {
+        self.run_showing(handler, shutdown, Live(None)).await
+    }
+
+    /// Runs the worker on a task of its own (on the current Tokio runtime)
+    /// until [`WorkerHandle::shutdown`]; its counters can be read meanwhile.
+    pub fn spawn<H, F>(self, handler: H) -> WorkerHandle
+    where
+        H: Fn(Leased) -> F + Send + Sync + 'static,
+        F: Future<Output = std::result::Result<(), HandlerError>> + Send + 'static,
+    {
+        let (stop, mut stopped) = watch::channel(false);
+        let (live, counters) = watch::channel(WorkerReport::default());
+        let shutdown = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let task = tokio::spawn(self.run_showing(handler, shutdown, Live(Some(live))));
+        WorkerHandle {
+            stop,
+            counters,
+            task,
+        }
+    }
+
+    async fn run_showing<H, F>(
+        self,
+        handler: H,
+        shutdown: impl Future<Output = ()> + Send,
+        live: Live,
+    ) -> Result<WorkerReport>
+    where
+        H: Fn(Leased) -> F + Send + Sync + 'static,
+        F: Future<Output = std::result::Result<(), HandlerError>> + Send + 'static,
+    {
         crate::check_lease(self.claim.lease)?;
         let handler = Arc::new(handler);
         let (abort, aborted) = watch::channel(false);
@@ -411,6 +507,7 @@ impl Worker {
                 }
                 () = tokio::time::sleep(wait) => {}
             }
+            live.show(&report);
         }
         // Never started: back at once, the attempt not counted.
         for leased in ahead {
@@ -427,15 +524,17 @@ impl Worker {
                 &mut acks,
             );
         }
+        live.show(&report);
         self.drain(
             &mut tasks,
             &abort,
-            &mut report,
+            (&mut report, &live),
             &mut acks,
             failure.is_some(),
         )
         .await;
         acks.finish(&mut report).await;
+        live.show(&report);
         match failure {
             Some(e) => Err(e),
             None => Ok(report),
@@ -474,7 +573,7 @@ impl Worker {
         &self,
         tasks: &mut JoinSet<Outcome>,
         abort: &watch::Sender<bool>,
-        report: &mut WorkerReport,
+        (report, live): (&mut WorkerReport, &Live),
         acks: &mut Acks,
         now: bool,
     ) {
@@ -501,6 +600,7 @@ impl Worker {
                     let _ = abort.send(true);
                 }
             }
+            live.show(report);
         }
     }
 

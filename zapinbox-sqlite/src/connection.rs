@@ -29,11 +29,59 @@ impl Durability {
         }
     }
 
-    /// The value `PRAGMA synchronous` reads back as (FULL = 2, NORMAL = 1).
-    pub(crate) fn code(self) -> i64 {
+    /// What `PRAGMA synchronous` reads back as.
+    pub(crate) fn synchronous(self) -> Synchronous {
         match self {
-            Durability::Full => 2,
-            Durability::Normal => 1,
+            Durability::Full => Synchronous::Full,
+            Durability::Normal => Synchronous::Normal,
+        }
+    }
+}
+
+/// `PRAGMA journal_mode` as read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JournalMode {
+    /// Write-ahead logging: what every connection of this backend uses.
+    Wal,
+    /// Any other mode, as SQLite names it (the backend refuses to open).
+    Other(String),
+}
+
+impl JournalMode {
+    fn from_pragma(mode: &str) -> Self {
+        if mode.eq_ignore_ascii_case("wal") {
+            JournalMode::Wal
+        } else {
+            JournalMode::Other(mode.to_owned())
+        }
+    }
+}
+
+/// `PRAGMA synchronous` as read back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Synchronous {
+    /// 0: no syncs.
+    Off,
+    /// 1: [`Durability::Normal`].
+    Normal,
+    /// 2: [`Durability::Full`].
+    Full,
+    /// 3: full, and the directory too.
+    Extra,
+    /// A value SQLite did not document when this was written.
+    Other(i64),
+}
+
+impl Synchronous {
+    fn from_pragma(code: i64) -> Self {
+        match code {
+            0 => Synchronous::Off,
+            1 => Synchronous::Normal,
+            2 => Synchronous::Full,
+            3 => Synchronous::Extra,
+            other => Synchronous::Other(other),
         }
     }
 }
@@ -63,10 +111,10 @@ pub enum Role {
 pub struct ConnectionSettings {
     /// The connection's job.
     pub role: Role,
-    /// `PRAGMA journal_mode`: always `wal`.
-    pub journal_mode: String,
-    /// `PRAGMA synchronous`: 2 for FULL, 1 for NORMAL.
-    pub synchronous: i64,
+    /// `PRAGMA journal_mode`: always WAL.
+    pub journal_mode: JournalMode,
+    /// `PRAGMA synchronous`: as the [`Durability`] asked.
+    pub synchronous: Synchronous,
     /// How long the connection waits for another process's lock, in
     /// milliseconds: `PRAGMA busy_timeout` for readers; for the writer, the
     /// timeout of its own busy handler (fair turns between processes),
@@ -107,10 +155,12 @@ pub(crate) fn open(path: &Path, role: Role, options: ConnectionOptions) -> Resul
     ))
     .map_err(storage)?;
     let settings = read_settings(&conn, role)?;
-    check_wal(&settings.journal_mode)?;
-    if settings.synchronous != options.durability.code() {
+    if let JournalMode::Other(mode) = &settings.journal_mode {
+        check_wal(mode)?;
+    }
+    if settings.synchronous != options.durability.synchronous() {
         return Err(Error::permanent(format!(
-            "PRAGMA synchronous reads {} after setting {}",
+            "PRAGMA synchronous reads {:?} after setting {}",
             settings.synchronous,
             options.durability.pragma()
         )));
@@ -150,10 +200,10 @@ pub(crate) fn read_settings(conn: &Connection, role: Role) -> Result<ConnectionS
         rusqlite::types::Value::Integer(i) => i,
         _ => -1,
     };
-    let journal_mode = match pragma("journal_mode")? {
+    let journal_mode = JournalMode::from_pragma(&match pragma("journal_mode")? {
         rusqlite::types::Value::Text(s) => s,
         other => format!("{other:?}"),
-    };
+    });
     // The writer waits with a busy handler of its own, which replaces
     // SQLite's timeout (the pragma then reads 0): report the handler's.
     let busy_timeout_ms = match crate::busy::timeout_here() {
@@ -165,7 +215,7 @@ pub(crate) fn read_settings(conn: &Connection, role: Role) -> Result<ConnectionS
     Ok(ConnectionSettings {
         role,
         journal_mode,
-        synchronous: int(pragma("synchronous")?),
+        synchronous: Synchronous::from_pragma(int(pragma("synchronous")?)),
         busy_timeout_ms,
     })
 }

@@ -74,7 +74,7 @@ mod schema;
 mod writer;
 
 pub use backend::{DatabaseStats, SqliteBackend, SqliteBuilder};
-pub use connection::{ConnectionSettings, Durability, Role};
+pub use connection::{ConnectionSettings, Durability, JournalMode, Role, Synchronous};
 pub use maintenance::{CheckpointRecord, PurgeRecord};
 pub use rules::SharedRules;
 pub use schema::SCHEMA_VERSION;

@@ -7,12 +7,16 @@ use std::process::Stdio;
 
 use serde_json::json;
 use zapinbox_core::{Error, Inbox, NewEvent, PullQuery, TenantId};
-use zapinbox_sqlite::{Durability, Role, SCHEMA_VERSION, SqliteBackend};
+use zapinbox_sqlite::{Durability, JournalMode, Role, SCHEMA_VERSION, SqliteBackend, Synchronous};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_connection_reads_back_wal_and_its_settings() {
     let dir = tempfile::tempdir().expect("temp dir");
-    for (durability, synchronous) in [(Durability::Full, 2), (Durability::Normal, 1)] {
+    let cases = [
+        (Durability::Full, Synchronous::Full),
+        (Durability::Normal, Synchronous::Normal),
+    ];
+    for (durability, synchronous) in cases {
         let path = dir.path().join(format!("{durability:?}.db"));
         let backend = SqliteBackend::builder(&path)
             .durability(durability)
@@ -26,7 +30,7 @@ async fn every_connection_reads_back_wal_and_its_settings() {
         assert_eq!(settings[0].role, Role::Writer);
         assert!(settings[1..].iter().all(|s| s.role == Role::Reader));
         for s in &settings {
-            assert_eq!(s.journal_mode, "wal", "{s:?}");
+            assert_eq!(s.journal_mode, JournalMode::Wal, "{s:?}");
             assert_eq!(s.synchronous, synchronous, "{s:?}");
             assert_eq!(s.busy_timeout_ms, 2500, "{s:?}");
         }
@@ -407,4 +411,23 @@ async fn pages_with_several_filters_stop_early_and_miss_nothing() {
         );
     }
     backend.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbox_hands_out_its_sqlite_backend() {
+    let dir = tempfile::tempdir().expect("dir");
+    let inbox = zapinbox_core::Inbox::new(
+        SqliteBackend::open(dir.path().join("inbox.db"))
+            .await
+            .expect("open"),
+    );
+    let sqlite = inbox
+        .backend_as::<SqliteBackend>()
+        .expect("a SQLite backend");
+    assert_eq!(
+        sqlite.connection_settings().await.expect("settings").len(),
+        5
+    );
+    assert!(inbox.backend_as::<zapinbox_core::MemoryBackend>().is_none());
+    inbox.close().await.expect("close");
 }

@@ -106,6 +106,7 @@ macro_rules! __conformance_rules {
             late_commit_with_a_smaller_id_is_not_skipped,
             limit_is_bounded,
             tampered_or_foreign_cursor_is_invalid_input,
+            stream_pending_yields_every_event_once,
             ack_twice_is_already_acked,
             unknown_or_foreign_id_is_not_found,
             delete_then_everything_is_not_found,
@@ -138,6 +139,7 @@ macro_rules! __conformance_rules {
             worker_retries_then_dead_letters,
             worker_shutdown_finishes_or_releases,
             worker_renews_the_lease_while_the_handler_runs,
+            worker_handle_shows_live_counters,
             dead_letters_are_purged_on_purpose,
             tenant_stats_count_each_state,
             ]

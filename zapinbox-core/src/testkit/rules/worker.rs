@@ -344,3 +344,51 @@ pub async fn idle_worker_spares_the_rate_limit_and_backs_off(harness: &dyn Harne
     let report = run.await.expect("task").expect("worker");
     assert_eq!(report.acked, 2, "{report:?}");
 }
+
+/// A spawned worker shows its counters while it runs (claimed, in flight,
+/// acked), and `shutdown` returns the same totals.
+pub async fn worker_handle_shows_live_counters(harness: &dyn Harness) {
+    let (inbox, _) = open_inbox_with(harness, config()).await;
+    let tenant = fresh_tenant();
+    for n in 0..3 {
+        inbox.ingest(&tenant, numbered(n)).await.expect("ingest");
+    }
+    let (release_tx, release) = watch::channel(false);
+    let worker = Worker::new(inbox.clone(), tenant.clone())
+        .concurrency(3)
+        .poll_interval(Duration::from_millis(5))
+        .spawn(move |_| {
+            let release = release.clone();
+            async move {
+                until(release).await;
+                Ok::<(), HandlerError>(())
+            }
+        });
+    let running = eventually(&worker, "all three claimed", |r| r.claimed == 3).await;
+    assert_eq!((running.in_flight(), running.acked), (3, 0), "{running:?}");
+    release_tx.send_replace(true);
+    let done = eventually(&worker, "all three acked", |r| r.acked == 3).await;
+    assert_eq!(done.in_flight(), 0);
+    let report = worker.shutdown().await.expect("shutdown");
+    assert_eq!(
+        (report.claimed, report.acked, report.in_flight()),
+        (3, 3, 0)
+    );
+}
+
+/// The worker's counters once `done` holds of them (within [`PATIENCE`]).
+async fn eventually(
+    worker: &crate::WorkerHandle,
+    what: &str,
+    done: impl Fn(&WorkerReport) -> bool,
+) -> WorkerReport {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let now = worker.counters();
+        if done(&now) {
+            return now;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: {now:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
