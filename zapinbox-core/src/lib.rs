@@ -34,6 +34,7 @@ mod cursor;
 mod delivery;
 mod error;
 mod event;
+mod fault;
 mod id;
 mod inbox;
 mod lease;
@@ -58,6 +59,7 @@ pub use capabilities::{Capabilities, ClaimOrder, Purging, SharedWrites};
 pub use cursor::Cursor;
 pub use error::{Error, Result};
 pub use event::{Event, EventStatus, Ingested, Limits, NewEvent};
+pub use fault::Fault;
 pub use id::EventId;
 pub use inbox::{Inbox, InboxBuilder, IntoBackend};
 pub use lease::{

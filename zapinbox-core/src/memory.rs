@@ -16,7 +16,7 @@ use crate::backend::{
 use crate::cursor::Position;
 use crate::{
     AckOutcome, Capabilities, ClaimQuery, ClaimStep, DeleteOutcome, Delivery, Error, Event,
-    EventId, EventStatus, Filter, Fingerprint, Ingested, LeaseToken, Leased, Order, Page,
+    EventId, EventStatus, Fault, Filter, Fingerprint, Ingested, LeaseToken, Leased, Order, Page,
     PullQuery, Purged, QueueConfig, Redrive, ReleaseOutcome, Result, RetryPolicy, SharedWrites,
     TenantId, TenantStats, Timestamp, ValidEvent, check_lease,
 };
@@ -56,6 +56,8 @@ impl Default for Declared {
 #[derive(Debug, Default)]
 struct State {
     next_position: Seq,
+    /// Faults to answer the next calls with (see `fail_next`).
+    faults: std::collections::VecDeque<Fault>,
     tenants: HashMap<TenantId, TenantState>,
 }
 
@@ -142,10 +144,29 @@ impl MemoryBackend {
         self
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    /// Makes the next call that reaches the storage fail with `fault`,
+    /// changing nothing: to test how code copes with a failing backend.
+    pub fn fail_next(&self, fault: Fault) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.faults.push_back(fault);
+    }
+
+    /// The storage, unless a fault was injected for this call.
+    fn lock(&self) -> Result<MutexGuard<'_, State>> {
         // A panic while holding the lock cannot leave half an operation
         // behind (every mutation completes or is undone before returning).
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match state.faults.pop_front() {
+            None => Ok(state),
+            Some(fault) => {
+                let message = format!("injected {fault:?} storage fault");
+                Err(if fault.retryable() {
+                    Error::transient(message)
+                } else {
+                    Error::permanent(message)
+                })
+            }
+        }
     }
 
     fn ingest_one(
@@ -210,7 +231,7 @@ impl MemoryBackend {
     /// One page of `tenant`'s events in `status`, in commit order.
     fn list(&self, tenant: &TenantId, query: PullQuery, status: EventStatus) -> Result<Page> {
         let resolved = query.resolve(tenant, NAME)?;
-        let state = self.lock();
+        let state = self.lock()?;
         let Some(t) = state.tenants.get(tenant) else {
             return Ok(Page::from_positions(
                 Vec::new(),
@@ -264,7 +285,7 @@ impl MemoryBackend {
         f: impl FnOnce(&mut Delivery, Timestamp, &RetryPolicy) -> Result<T>,
     ) -> Result<T> {
         let now = self.config.clock.now();
-        let mut state = self.lock();
+        let mut state = self.lock()?;
         let stored = Self::find_mut(&mut state, tenant, token.event())
             .map_err(|_| Error::LeaseLost { id: token.event() })?;
         f(
@@ -281,7 +302,7 @@ impl Leases for MemoryBackend {
         query.check()?;
         let now = self.config.clock.now();
         let policy = &self.config.retry;
-        let mut state = self.lock();
+        let mut state = self.lock()?;
         let Some(t) = state.tenants.get_mut(tenant) else {
             return Ok(Vec::new());
         };
@@ -327,7 +348,7 @@ impl Leases for MemoryBackend {
     async fn claimable_at(&self, tenant: &TenantId, filter: &Filter) -> Result<Option<Timestamp>> {
         let now = self.config.clock.now();
         let policy = &self.config.retry;
-        let state = self.lock();
+        let state = self.lock()?;
         let Some(t) = state.tenants.get(tenant) else {
             return Ok(None);
         };
@@ -395,7 +416,7 @@ impl Leases for MemoryBackend {
     async fn redrive(&self, tenant: &TenantId, which: Redrive) -> Result<u64> {
         let now = self.config.clock.now();
         let policy = &self.config.retry;
-        let mut state = self.lock();
+        let mut state = self.lock()?;
         let Some(t) = state.tenants.get_mut(tenant) else {
             return Ok(0);
         };
@@ -442,7 +463,8 @@ fn rollback(t: &mut TenantState, undo: Vec<Undo>) {
 impl Ingest for MemoryBackend {
     async fn ingest(&self, tenant: &TenantId, event: ValidEvent) -> Result<Ingested> {
         let now = self.config.clock.now();
-        self.ingest_one(&mut self.lock(), tenant, event, now, &mut Vec::new())
+        let mut state = self.lock()?;
+        self.ingest_one(&mut state, tenant, event, now, &mut Vec::new())
     }
 
     async fn ingest_batch(
@@ -451,7 +473,7 @@ impl Ingest for MemoryBackend {
         events: Vec<ValidEvent>,
     ) -> Result<Vec<Ingested>> {
         let now = self.config.clock.now();
-        let mut state = self.lock();
+        let mut state = self.lock()?;
         let mut undo = Vec::new();
         let mut out = Vec::with_capacity(events.len());
         for event in events {
@@ -477,7 +499,7 @@ impl InboxPull for MemoryBackend {
 
     async fn get(&self, tenant: &TenantId, id: EventId) -> Result<Option<Event>> {
         let now = self.config.clock.now();
-        let state = self.lock();
+        let state = self.lock()?;
         Ok(state
             .tenants
             .get(tenant)
@@ -490,7 +512,7 @@ impl InboxPull for MemoryBackend {
 impl Acknowledge for MemoryBackend {
     async fn ack(&self, tenant: &TenantId, id: EventId) -> Result<AckOutcome> {
         let now = self.config.clock.now();
-        let mut state = self.lock();
+        let mut state = self.lock()?;
         let stored = Self::find_mut(&mut state, tenant, id)?;
         Ok(stored.settle(now, &self.config.retry).ack(now))
     }
@@ -499,7 +521,7 @@ impl Acknowledge for MemoryBackend {
 #[async_trait]
 impl Delete for MemoryBackend {
     async fn delete(&self, tenant: &TenantId, id: EventId) -> Result<DeleteOutcome> {
-        let mut state = self.lock();
+        let mut state = self.lock()?;
         let t = state
             .tenants
             .get_mut(tenant)
@@ -517,7 +539,7 @@ impl Delete for MemoryBackend {
 impl Idempotency for MemoryBackend {
     async fn find_by_key(&self, tenant: &TenantId, key: &str) -> Result<Option<EventId>> {
         let now = self.config.clock.now();
-        let state = self.lock();
+        let state = self.lock()?;
         Ok(state
             .tenants
             .get(tenant)
@@ -558,7 +580,7 @@ impl Retention for MemoryBackend {
         let limit = limit.max(1);
         let now = self.config.clock.now();
         let (retention, policy) = (self.config.retention, &self.config.retry);
-        let mut state = self.lock();
+        let mut state = self.lock()?;
         let mut events: Vec<(Timestamp, Seq, TenantId)> = Vec::new();
         let mut keys: Vec<(Timestamp, TenantId, String)> = Vec::new();
         for (tenant, t) in &state.tenants {
@@ -600,7 +622,7 @@ impl Retention for MemoryBackend {
     async fn purge_dead_letters(&self, tenant: &TenantId, which: Redrive) -> Result<u64> {
         let now = self.config.clock.now();
         let policy = &self.config.retry;
-        let mut state = self.lock();
+        let mut state = self.lock()?;
         let Some(t) = state.tenants.get_mut(tenant) else {
             return Ok(0);
         };
@@ -634,7 +656,7 @@ impl Retention for MemoryBackend {
 impl Stats for MemoryBackend {
     async fn tenant_stats(&self, tenant: &TenantId) -> Result<TenantStats> {
         let now = self.config.clock.now();
-        let state = self.lock();
+        let state = self.lock()?;
         let mut stats = TenantStats::default();
         let Some(t) = state.tenants.get(tenant) else {
             return Ok(stats);

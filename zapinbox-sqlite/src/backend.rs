@@ -397,6 +397,15 @@ impl SqliteBackend {
         Ok(std::iter::once(writer).chain(readers).collect())
     }
 
+    /// Makes the next write transaction fail as SQLite would on `fault`
+    /// (busy for a transient or throttled fault, corrupt for a permanent
+    /// one), before it writes anything: for tests of how callers and the
+    /// error classification cope.
+    #[doc(hidden)]
+    pub fn inject_fault(&self, fault: zapinbox_core::Fault) {
+        self.inner.writer.inject(fault);
+    }
+
     /// Transactions the writer has committed since open. Under concurrent
     /// writes this grows slower than the number of writes: that is group
     /// commit at work.

@@ -147,11 +147,35 @@ pub(crate) struct Writer {
     counters: Arc<Counters>,
 }
 
-/// What the writer thread has done, readable from any thread.
+/// What the writer thread has done, readable from any thread, and the
+/// faults tests asked it to meet.
 #[derive(Default)]
 struct Counters {
     commits: AtomicU64,
     replays: AtomicU64,
+    faults: std::sync::Mutex<std::collections::VecDeque<zapinbox_core::Fault>>,
+}
+
+impl Counters {
+    /// The error SQLite would give for the next injected fault, if any.
+    fn next_fault(&self) -> Option<rusqlite::Error> {
+        let fault = self
+            .faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()?;
+        let code = match fault {
+            // SQLite's only "try later" is busy.
+            zapinbox_core::Fault::Transient | zapinbox_core::Fault::Throttled => {
+                rusqlite::ffi::SQLITE_BUSY
+            }
+            _ => rusqlite::ffi::SQLITE_CORRUPT,
+        };
+        Some(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(code),
+            Some(format!("injected {fault:?} fault")),
+        ))
+    }
 }
 
 impl Writer {
@@ -219,6 +243,17 @@ impl Writer {
     /// Whether the writer stopped taking requests.
     pub(crate) fn is_closed(&self) -> bool {
         self.queue.is_closed()
+    }
+
+    /// Makes the next transaction fail as SQLite would on `fault`, before
+    /// it writes anything.
+    pub(crate) fn inject(&self, fault: zapinbox_core::Fault) {
+        let mut faults = self
+            .counters
+            .faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        faults.push_back(fault);
     }
 
     /// Transactions committed so far.
@@ -352,6 +387,9 @@ fn commit_batch(
     let _span = tracing::trace_span!("group_commit").entered();
     let mut set_aside = Vec::new();
     let outcome = loop {
+        if let Some(e) = counters.next_fault() {
+            break Err(CommitFailure::from_error("BEGIN", &storage(e)));
+        }
         match run_batch(conn, clock, &mut jobs, gather) {
             Ok(()) => {
                 break exec(conn, "COMMIT").map_err(|e| CommitFailure::from_error("COMMIT", &e));

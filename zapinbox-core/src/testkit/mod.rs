@@ -20,8 +20,8 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use crate::{
-    Backend, Event, Inbox, ManualClock, MemoryBackend, NewEvent, PullQuery, QueueConfig, Result,
-    RetryPolicy, TenantId, Timestamp,
+    Backend, Event, Fault, Inbox, ManualClock, MemoryBackend, NewEvent, PullQuery, QueueConfig,
+    Result, RetryPolicy, TenantId, Timestamp,
 };
 
 pub mod model;
@@ -33,6 +33,23 @@ pub trait Harness: Send + Sync + 'static {
     /// Opens the backend on this harness's storage with `config`. A second
     /// call opens the same storage again: that is a restart.
     async fn open(&self, config: QueueConfig) -> Result<Arc<dyn Backend>>;
+
+    /// The storage faults this harness can inject (none by default).
+    fn faults(&self) -> Vec<Fault> {
+        Vec::new()
+    }
+
+    /// Makes the next call of `backend` (opened by this harness) that
+    /// reaches its storage fail with `fault`, as the storage would: a
+    /// busy database, a throttled request, a damaged file. `Unsupported`
+    /// unless [`Harness::faults`] lists it.
+    async fn inject(&self, backend: &Arc<dyn Backend>, fault: Fault) -> Result<()> {
+        let _ = fault;
+        Err(crate::Error::Unsupported {
+            operation: "fault injection",
+            backend: backend.name(),
+        })
+    }
 }
 
 /// The in-memory reference backend as a harness.
@@ -59,6 +76,16 @@ impl Harness for MemoryHarness {
     async fn open(&self, config: QueueConfig) -> Result<Arc<dyn Backend>> {
         Ok(Arc::new(self.storage.reopen(config)))
     }
+
+    fn faults(&self) -> Vec<Fault> {
+        Fault::ALL.to_vec()
+    }
+
+    async fn inject(&self, _backend: &Arc<dyn Backend>, fault: Fault) -> Result<()> {
+        // Every handle this harness opened shares the storage.
+        self.storage.fail_next(fault);
+        Ok(())
+    }
 }
 
 /// Expands every conformance rule into a `#[tokio::test]` of the same
@@ -82,8 +109,8 @@ macro_rules! conformance_tests {
 }
 
 /// The rules, in two groups: those that stay inside their own tenants, and
-/// those that act on the whole store (purging), which need storage of
-/// their own. Expands into tests (`tests [$harness]`) or into the list of
+/// those that act on the whole store (purging, injected storage faults),
+/// which need storage of their own. Expands into tests (`tests [$harness]`) or into the list of
 /// tenant rules (`list []`, see [`tenant_rules`]).
 #[doc(hidden)]
 #[macro_export]
@@ -146,6 +173,7 @@ macro_rules! __conformance_rules {
             store: [
             acked_events_are_purged_after_retention,
             purge_goes_in_small_batches,
+            storage_faults_are_classified_and_change_nothing,
             ]
         }
     };
@@ -181,8 +209,8 @@ pub type Rule = for<'a> fn(&'a dyn Harness) -> RuleFuture<'a>;
 
 /// Every rule that stays inside its own fresh tenants, by name: any number
 /// of them can run at once against one shared store (see
-/// [`run_tenant_rules`]). The others purge across tenants and need
-/// storage of their own.
+/// [`run_tenant_rules`]). The others purge across tenants or inject
+/// storage faults, and need storage of their own.
 pub fn tenant_rules() -> Vec<(&'static str, Rule)> {
     crate::__conformance_rules!(list [])
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tempfile::TempDir;
 use zapinbox_core::testkit::Harness;
-use zapinbox_core::{Backend, QueueConfig, Result};
+use zapinbox_core::{Backend, Fault, QueueConfig, Result};
 use zapinbox_sqlite::SqliteBackend;
 
 pub struct SqliteHarness {
@@ -48,6 +48,19 @@ impl Harness for SqliteHarness {
         }
         let backend = builder.open().await?;
         Ok(Arc::new(backend))
+    }
+
+    fn faults(&self) -> Vec<Fault> {
+        Fault::ALL.to_vec()
+    }
+
+    async fn inject(&self, backend: &Arc<dyn Backend>, fault: Fault) -> Result<()> {
+        let any: &dyn std::any::Any = backend.as_ref();
+        let sqlite = any
+            .downcast_ref::<SqliteBackend>()
+            .ok_or_else(|| zapinbox_core::Error::invalid("not a backend this harness opened"))?;
+        sqlite.inject_fault(fault);
+        Ok(())
     }
 }
 

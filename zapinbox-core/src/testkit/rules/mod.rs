@@ -2,6 +2,7 @@
 
 mod ack_delete;
 mod batch;
+mod faults;
 mod idempotency;
 mod ingest;
 mod input;
@@ -14,6 +15,7 @@ mod worker;
 
 pub use ack_delete::*;
 pub use batch::*;
+pub use faults::*;
 pub use idempotency::*;
 pub use ingest::*;
 pub use input::*;

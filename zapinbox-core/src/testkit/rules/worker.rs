@@ -242,12 +242,27 @@ pub async fn worker_renews_the_lease_while_the_handler_runs(harness: &dyn Harnes
         .await
         .expect("the handler starts")
         .expect("watch");
-    // Four leases' worth of inbox time passes while the handler runs.
+    // Four leases' worth of inbox time passes while the handler runs, five
+    // seconds at a time; before each step the worker has renewed the lease
+    // far enough (it renews once a third has passed, on the inbox clock).
+    let step = Duration::from_secs(5);
     for _ in 0..24 {
-        clock.advance(Duration::from_secs(5));
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                let event = inbox.get(&tenant, id).await.expect("get").expect("kept");
+                if event
+                    .leased_until
+                    .is_some_and(|until| until > clock.now().saturating_add(step))
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the worker renews the lease in time");
+        clock.advance(step);
     }
-    tokio::time::sleep(Duration::from_millis(600)).await;
     let event = inbox.get(&tenant, id).await.expect("get").expect("kept");
     assert!(event.is_leased_at(clock.now()), "still leased: {event:?}");
     assert!(
