@@ -219,7 +219,8 @@ impl TenantStats {
 pub trait Backend:
     Ingest + InboxPull + Acknowledge + Delete + Idempotency + Leases + std::any::Any
 {
-    /// A short stable name (`memory`, `sqlite`); cursors are bound to it.
+    /// A short stable name (`memory`, `sqlite`), ASCII and at most 255
+    /// bytes; cursors are bound to it.
     fn name(&self) -> &'static str;
 
     /// The settings the backend applies, including its clock.

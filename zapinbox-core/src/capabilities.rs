@@ -1,6 +1,6 @@
 //! What a backend can do and how far: declared by the backend, enforced by
-//! the [`Inbox`](crate::Inbox), read by the conformance suite to choose the
-//! rules that apply.
+//! the [`Inbox`](crate::Inbox) (its limits), read by the conformance suite
+//! (claim order, purging) and by users (all of it).
 
 use std::time::Duration;
 
@@ -39,8 +39,9 @@ pub struct Capabilities {
 
 impl Capabilities {
     /// A backend with no limits of its own, exact claim order, writes of
-    /// other handles seen at once, purging on request: what the in-memory
-    /// and SQLite backends declare, before their own limits.
+    /// other handles seen at once, purging on request: what SQLite
+    /// declares (the in-memory backend declares the same, but its writes
+    /// are `NotShared`).
     pub fn unlimited() -> Self {
         Capabilities {
             max_payload_bytes: usize::MAX,

@@ -182,6 +182,7 @@ impl Cursor {
     /// Encodes `position` for `tenant` on the backend named `backend`
     /// (at most 255 bytes of name).
     pub fn encode(tenant: &TenantId, backend: &str, order: Order, position: &Position) -> Self {
+        debug_assert!(backend.len() <= 255, "backend names are at most 255 bytes");
         let name = &backend.as_bytes()[..backend.len().min(255)];
         let pos = position.as_bytes();
         let mut bytes = Vec::with_capacity(2 + TAG + 1 + name.len() + 2 + pos.len() + CHECK);

@@ -20,9 +20,9 @@ use crate::{
 
 /// An event inbox on any backend.
 ///
-/// A call validates its input against the [`Limits`], passes the inbox's
+/// A call has its input checked against the [`Limits`], passes the inbox's
 /// [`Policy`]s in order (the rate limit first, if set), then reaches the
-/// backend: a rejected call changes nothing. Cheap to clone; clones share
+/// backend: a rejected call changes nothing stored. Cheap to clone; clones share
 /// the backend, the policies and the rate limiters.
 ///
 /// # What the rate limit counts
@@ -31,7 +31,7 @@ use crate::{
 /// `ingest_batch` (one call, however many events), `pull`, `get`,
 /// `find_by_key`, `claim`, `dead_letters`, `redrive`, `purge_dead_letters`
 /// and `tenant_stats`. Calls that finish work the caller already holds are
-/// never refused, so a busy tenant's events do not go round again: `ack`,
+/// never refused, so a busy tenant's events do not go round again: `ack`, `ack_leases`,
 /// `delete`, `extend`, `release`, `requeue` and `ack_lease`; nor is
 /// `claimable_at`, the cheap read an idle [`Worker`](crate::Worker) polls
 /// instead of claiming (see [`Operation::finishes_work`]).
@@ -170,7 +170,7 @@ impl Inbox {
     }
 
     /// The backend as its concrete type, for what only it offers (say,
-    /// `SqliteBackend::backup`): `None` if it is of another type.
+    /// `SqliteBackend::backup_to`): `None` if it is of another type.
     ///
     /// ```
     /// use zapinbox_core::{Inbox, MemoryBackend};

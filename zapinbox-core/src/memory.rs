@@ -231,6 +231,11 @@ impl MemoryBackend {
     /// One page of `tenant`'s events in `status`, in commit order.
     fn list(&self, tenant: &TenantId, query: PullQuery, status: EventStatus) -> Result<Page> {
         let resolved = query.resolve(tenant, NAME)?;
+        let start = resolved
+            .start
+            .as_ref()
+            .map(Position::as_sequence)
+            .transpose()?;
         let state = self.lock()?;
         let Some(t) = state.tenants.get(tenant) else {
             return Ok(Page::from_positions(
@@ -251,11 +256,6 @@ impl MemoryBackend {
             listed.then(|| (Position::sequence(*seq), s.view(now, policy)))
         };
         let take = resolved.limit + 1;
-        let start = resolved
-            .start
-            .as_ref()
-            .map(Position::as_sequence)
-            .transpose()?;
         let rows: Vec<_> = match query.order {
             Order::Asc => {
                 let from = start.map_or(Bound::Unbounded, Bound::Excluded);

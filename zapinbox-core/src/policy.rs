@@ -6,11 +6,14 @@ use crate::{Result, TenantId};
 
 /// A policy the inbox applies to every call before it reaches the backend.
 ///
-/// The inbox checks its input first (sizes, fields, counts: see
-/// [`Limits`](crate::Limits)), then runs its policies in order: the rate
-/// limit (if set), then those added with
+/// The inbox checks what it can of the input first (payload sizes and
+/// depth, fields, counts: see [`Limits`](crate::Limits); a query's limit
+/// and cursor are checked by the backend), then runs its policies in
+/// order: the rate limit (if set), then those added with
 /// [`InboxBuilder::policy`](crate::InboxBuilder::policy) in the order added.
-/// The first refusal wins, and a refused call changes nothing.
+/// The first refusal wins and the call never reaches the backend; a policy
+/// that let it through before the refusal has still counted it (the rate
+/// limit spent its token).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> zapinbox_core::Result<()> {
@@ -88,26 +91,44 @@ impl<'a> Call<'a> {
 /// Every operation of an inbox.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-#[allow(missing_docs)] // Each is the inbox method of the same name.
 pub enum Operation {
+    /// [`Inbox::ingest`](crate::Inbox::ingest).
     Ingest,
+    /// [`Inbox::ingest_batch`](crate::Inbox::ingest_batch).
     IngestBatch,
+    /// [`Inbox::pull`](crate::Inbox::pull), also each page of a stream.
     Pull,
+    /// [`Inbox::get`](crate::Inbox::get).
     Get,
+    /// [`Inbox::ack`](crate::Inbox::ack).
     Ack,
+    /// [`Inbox::delete`](crate::Inbox::delete).
     Delete,
+    /// [`Inbox::find_by_key`](crate::Inbox::find_by_key).
     FindByKey,
+    /// [`Inbox::claim`](crate::Inbox::claim).
     Claim,
+    /// [`Inbox::claimable_at`](crate::Inbox::claimable_at).
     ClaimableAt,
+    /// [`Inbox::extend`](crate::Inbox::extend).
     Extend,
+    /// [`Inbox::release`](crate::Inbox::release).
     Release,
+    /// [`Inbox::requeue`](crate::Inbox::requeue).
     Requeue,
+    /// [`Inbox::ack_lease`](crate::Inbox::ack_lease).
     AckLease,
+    /// [`Inbox::ack_leases`](crate::Inbox::ack_leases).
     AckLeases,
+    /// [`Inbox::dead_letters`](crate::Inbox::dead_letters).
     DeadLetters,
+    /// [`Inbox::redrive`](crate::Inbox::redrive).
     Redrive,
+    /// [`Inbox::purge_expired`](crate::Inbox::purge_expired).
     PurgeExpired,
+    /// [`Inbox::purge_dead_letters`](crate::Inbox::purge_dead_letters).
     PurgeDeadLetters,
+    /// [`Inbox::tenant_stats`](crate::Inbox::tenant_stats).
     TenantStats,
 }
 

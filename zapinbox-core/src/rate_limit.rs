@@ -20,12 +20,33 @@ use crate::{Clock, Error, Result, TenantId};
 /// use zapinbox_core::RateLimit;
 /// let limit = RateLimit::per_minute(60).with_burst(10);
 /// ```
+///
+/// Serializes as `{ "period_ns": 100000000, "burst": 10 }`: one request
+/// each period on average, exactly, and the burst.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RateLimit {
     /// One request is let through each period, on average.
-    #[serde(rename = "period_ms", with = "crate::serde_millis::duration")]
+    #[serde(rename = "period_ns", with = "period_nanos")]
     period: Duration,
     burst: NonZeroU32,
+}
+
+/// A rate's period as whole nanoseconds, at least one.
+mod period_nanos {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(period: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(period.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        match u64::deserialize(d)? {
+            0 => Err(D::Error::custom("period_ns must be at least 1")),
+            nanos => Ok(Duration::from_nanos(nanos)),
+        }
+    }
 }
 
 impl RateLimit {

@@ -108,12 +108,24 @@ mod tests {
         let limits: Limits =
             serde_json::from_value(json!({ "max_payload_bytes": 1024 })).expect("limits");
         assert_eq!(limits, Limits::default().with_max_payload_bytes(1024));
-        let rate = RateLimit::per_second(10).with_burst(3);
-        let text = serde_json::to_value(rate).expect("rate");
-        assert_eq!(text, json!({ "period_ms": 100, "burst": 3 }));
-        assert_eq!(
-            serde_json::from_value::<RateLimit>(text).expect("rate"),
-            rate
+        let rates = [
+            RateLimit::per_second(10).with_burst(3),
+            RateLimit::per_second(3),
+            RateLimit::per_second(2000),
+        ];
+        for rate in rates {
+            let text = serde_json::to_value(rate).expect("rate");
+            assert_eq!(
+                serde_json::from_value::<RateLimit>(text).expect("rate"),
+                rate
+            );
+        }
+        let text = serde_json::to_value(rates[0]).expect("rate");
+        assert_eq!(text, json!({ "period_ns": 100_000_000, "burst": 3 }));
+        let zero = serde_json::from_value::<RateLimit>(json!({ "period_ns": 0, "burst": 1 }));
+        assert!(
+            zero.is_err(),
+            "no period of zero, which would mean no limit"
         );
     }
 

@@ -86,7 +86,8 @@ pub struct Worker {
     shutdown_grace: Duration,
 }
 
-/// What a worker did, returned when it stops.
+/// What a worker did: read while it runs from a [`WorkerHandle`], and
+/// returned when it stops.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WorkerReport {
@@ -111,7 +112,9 @@ pub struct WorkerReport {
 
 impl WorkerReport {
     /// Claimed and not yet settled: running, claimed ahead, or handled and
-    /// waiting for their ack. 0 in the report of a stopped worker.
+    /// waiting for their ack. 0 once a stopped worker has settled every
+    /// event (a batch of acks whose task failed leaves its events counted
+    /// here: their leases run out and they come back).
     pub fn in_flight(&self) -> u64 {
         let settled =
             self.acked + self.retried + self.dead_lettered + self.released_on_shutdown + self.lost;
@@ -120,7 +123,8 @@ impl WorkerReport {
 }
 
 /// A worker started with [`Worker::spawn`]: read its counters while it
-/// runs, and shut it down.
+/// runs, and shut it down. Dropping the handle also asks the worker to
+/// stop (as [`WorkerHandle::shutdown`] does), without waiting for it.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> zapinbox_core::Result<()> {
@@ -139,6 +143,7 @@ impl WorkerReport {
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
+#[must_use = "dropping the handle stops the worker"]
 pub struct WorkerHandle {
     stop: watch::Sender<bool>,
     counters: watch::Receiver<WorkerReport>,
@@ -402,8 +407,12 @@ impl Worker {
         self.run_showing(handler, shutdown, Live(None)).await
     }
 
-    /// Runs the worker on a task of its own (on the current Tokio runtime)
-    /// until [`WorkerHandle::shutdown`]; its counters can be read meanwhile.
+    /// Runs the worker on a task of its own until [`WorkerHandle::shutdown`]
+    /// (or the handle is dropped); its counters can be read meanwhile.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime, as `tokio::spawn` does.
     pub fn spawn<H, F>(self, handler: H) -> WorkerHandle
     where
         H: Fn(Leased) -> F + Send + Sync + 'static,

@@ -154,16 +154,22 @@ struct Counters {
     commits: AtomicU64,
     replays: AtomicU64,
     faults: std::sync::Mutex<std::collections::VecDeque<zapinbox_core::Fault>>,
+    /// Whether `faults` may hold one: read on every batch without a lock.
+    faults_armed: std::sync::atomic::AtomicBool,
 }
 
 impl Counters {
     /// The error SQLite would give for the next injected fault, if any.
     fn next_fault(&self) -> Option<rusqlite::Error> {
-        let fault = self
-            .faults
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop_front()?;
+        if !self.faults_armed.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut faults = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        let fault = faults.pop_front();
+        self.faults_armed
+            .store(!faults.is_empty(), Ordering::Release);
+        drop(faults);
+        let fault = fault?;
         let code = match fault {
             // SQLite's only "try later" is busy.
             zapinbox_core::Fault::Transient | zapinbox_core::Fault::Throttled => {
@@ -254,6 +260,7 @@ impl Writer {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         faults.push_back(fault);
+        self.counters.faults_armed.store(true, Ordering::Release);
     }
 
     /// Transactions committed so far.

@@ -8,8 +8,10 @@
 //! ```
 //!
 //! Each rule works on fresh random tenants, so suites of server backends can
-//! share one server and run in parallel. Rules reach the backend as an
-//! `Arc<dyn Backend>`, mostly through the [`Inbox`] facade.
+//! share one server and run in parallel; the few that act on the whole
+//! store (purging, injected faults) need storage of their own. Rules reach
+//! the backend as an `Arc<dyn Backend>`, mostly through the [`Inbox`]
+//! facade.
 //!
 //! [`conformance_tests!`]: crate::conformance_tests
 
@@ -178,16 +180,13 @@ macro_rules! __conformance_rules {
         }
     };
     (@expand tests [$harness:expr] tenant: [$($tenant:ident,)*] store: [$($store:ident,)*]) => {
+        $crate::__conformance_rules! { @each [$harness] $($tenant,)* $($store,)* }
+    };
+    (@each [$harness:expr] $($rule:ident,)*) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $tenant() {
-                $crate::testkit::rules::$tenant(&$harness).await
-            }
-        )*
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $store() {
-                $crate::testkit::rules::$store(&$harness).await
+            async fn $rule() {
+                $crate::testkit::rules::$rule(&$harness).await
             }
         )*
     };

@@ -54,6 +54,11 @@ pub async fn oversized_payload_is_rejected(harness: &dyn Harness) {
     let (inbox, _) = open_inbox(harness).await;
     let tenant = fresh_tenant();
     let limit = inbox.limits().max_payload_bytes;
+    assert_eq!(
+        Limits::default().max_payload_bytes,
+        512 * 1024,
+        "the default"
+    );
     let declared = Limits::default().within(&inbox.capabilities());
     assert_eq!(
         limit, declared.max_payload_bytes,
