@@ -16,6 +16,7 @@ mod raw;
 mod report;
 mod rss;
 mod soak;
+mod subscriptions;
 mod workloads;
 
 use std::time::Duration;
@@ -89,6 +90,13 @@ fn main() {
         // This process was started to measure memory; it printed its figures.
         std::process::exit(i32::from(result.is_err()));
     }
+    if let Some(result) = subscriptions::child_entry() {
+        // This process ingested for a subscription in its parent.
+        if let Err(e) = &result {
+            eprintln!("ingesting process failed: {e}");
+        }
+        std::process::exit(i32::from(result.is_err()));
+    }
     if let Some(result) = processes::child_entry() {
         // This process was one of several writers; it printed its figures.
         if let Err(e) = &result {
@@ -120,6 +128,9 @@ fn main() {
         }
         if workloads::selected("soak") {
             report.extend(soak::run(scale).await);
+        }
+        if workloads::selected("subscription latency") {
+            report.extend(subscriptions::run(scale).await);
         }
         if workloads::selected("big tenant") {
             report.extend(neighbours::run(scale).await);

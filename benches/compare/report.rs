@@ -124,6 +124,20 @@ const TARGETS: &[Target] = &[
         at_least: 1.0,
     },
     Target {
+        what: "subscription p99, ingest returned to event on the stream, in-process, vs 10 ms",
+        backend: "sqlite",
+        workload: "subscription latency",
+        figure: "in-process: p99 ms",
+        at_least: 1.0,
+    },
+    Target {
+        what: "subscription p99 across processes, vs 250 ms",
+        backend: "sqlite",
+        workload: "subscription latency",
+        figure: "across processes: p99 ms",
+        at_least: 1.0,
+    },
+    Target {
         what: "longest stall of 2 writer processes, vs 250 ms",
         backend: "sqlite",
         workload: "writers in 2 processes",

@@ -243,6 +243,14 @@ pub trait Backend:
         None
     }
 
+    /// Wakes subscriptions of `tenant` when events may have been committed
+    /// for it (see [`ChangeFeed`](crate::raw::ChangeFeed)). Without one,
+    /// subscriptions look again every 100 ms.
+    fn changes(&self, tenant: &TenantId) -> Option<crate::raw::Changes> {
+        let _ = tenant;
+        None
+    }
+
     /// Finishes what is in flight and releases the storage. Later calls
     /// fail. Dropping every handle also releases it, without waiting.
     async fn close(&self) -> Result<()> {

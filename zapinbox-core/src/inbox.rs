@@ -59,6 +59,8 @@ struct Inner {
     limits: Limits,
     /// Run in order before every call (see [`Policy`]).
     policies: Vec<Arc<dyn Policy>>,
+    /// Live subscriptions per tenant.
+    subscriptions: Arc<crate::subscription::Slots>,
 }
 
 /// Anything that can serve as an inbox's backend: a backend value, an
@@ -93,6 +95,7 @@ pub struct InboxBuilder {
     rate_limit: Option<RateLimit>,
     tenant_rate_limits: HashMap<TenantId, RateLimit>,
     policies: Vec<Arc<dyn Policy>>,
+    max_subscriptions: usize,
 }
 
 impl InboxBuilder {
@@ -115,6 +118,13 @@ impl InboxBuilder {
     /// Gives `tenant` its own rate instead of the default.
     pub fn tenant_rate_limit(mut self, tenant: TenantId, limit: RateLimit) -> Self {
         self.tenant_rate_limits.insert(tenant, limit);
+        self
+    }
+
+    /// Lets each tenant hold at most `n` live subscriptions at once
+    /// (default [`DEFAULT_SUBSCRIPTIONS_PER_TENANT`](crate::DEFAULT_SUBSCRIPTIONS_PER_TENANT), 2).
+    pub fn max_subscriptions(mut self, n: usize) -> Self {
+        self.max_subscriptions = n;
         self
     }
 
@@ -142,6 +152,7 @@ impl InboxBuilder {
                 backend: self.backend,
                 limits,
                 policies,
+                subscriptions: crate::subscription::Slots::new(self.max_subscriptions),
             }),
         }
     }
@@ -161,6 +172,7 @@ impl Inbox {
             rate_limit: None,
             tenant_rate_limits: HashMap::new(),
             policies: Vec::new(),
+            max_subscriptions: crate::DEFAULT_SUBSCRIPTIONS_PER_TENANT,
         }
     }
 
@@ -281,7 +293,7 @@ impl Inbox {
         &self,
         tenant: &TenantId,
         query: PullQuery,
-    ) -> impl futures::Stream<Item = Result<Event>> + Send + 'static {
+    ) -> impl futures::Stream<Item = Result<Event>> + Send + use<> {
         let paging = Paging {
             inbox: self.clone(),
             tenant: tenant.clone(),
@@ -502,6 +514,16 @@ impl Inbox {
             operation,
             backend: self.inner.backend.name(),
         }
+    }
+
+    /// Lets a subscription of `tenant` through the policies.
+    pub(crate) fn admit_subscription(&self, tenant: &TenantId) -> Result<()> {
+        self.admit(&Call::new(Operation::Subscribe, tenant))
+    }
+
+    /// Where the tenant's live subscriptions are counted.
+    pub(crate) fn slots(&self) -> &Arc<crate::subscription::Slots> {
+        &self.inner.subscriptions
     }
 
     /// Runs every policy on `call`; the first refusal wins.

@@ -30,6 +30,7 @@
 
 mod backend;
 mod capabilities;
+mod changes;
 mod cursor;
 mod delivery;
 mod error;
@@ -44,6 +45,7 @@ mod policy;
 mod query;
 mod rate_limit;
 pub mod serde_millis;
+mod subscription;
 mod tenant;
 mod time;
 mod worker;
@@ -70,6 +72,7 @@ pub use payload::{MAX_PAYLOAD_DEPTH, Payload};
 pub use policy::{Call, Operation, Policy};
 pub use query::{Filter, MAX_PAGE, Order, Page, PullQuery};
 pub use rate_limit::RateLimit;
+pub use subscription::{DEFAULT_SUBSCRIPTIONS_PER_TENANT, Subscribed};
 pub use tenant::{MAX_TENANT_LEN, TenantId};
 pub use time::{Clock, ManualClock, Timestamp};
 pub use worker::{HandlerError, Worker, WorkerHandle, WorkerReport};
@@ -87,6 +90,7 @@ pub mod raw {
     pub use crate::backend::{
         Acknowledge, Delete, Idempotency, InboxPull, Ingest, Leases, Retention, Stats,
     };
+    pub use crate::changes::{ChangeFeed, Changes};
     pub use crate::cursor::{CursorParts, MAX_POSITION_BYTES, Position};
     pub use crate::delivery::{ClaimStep, Delivery};
     pub use crate::event::{EventParts, Fingerprint, ValidEvent};

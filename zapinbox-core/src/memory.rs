@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use crate::backend::{
     Acknowledge, Backend, Delete, Idempotency, InboxPull, Ingest, Leases, Retention, Stats,
 };
+use crate::changes::{ChangeFeed, Changes};
 use crate::cursor::Position;
 use crate::{
     AckOutcome, Capabilities, ClaimQuery, ClaimStep, DeleteOutcome, Delivery, Error, Event,
@@ -33,6 +34,8 @@ pub struct MemoryBackend {
     config: QueueConfig,
     declared: Declared,
     state: Arc<Mutex<State>>,
+    /// Wakes subscriptions after each ingest; shared by every handle.
+    feed: ChangeFeed,
 }
 
 /// What the backend says it can do: all of it, unless told otherwise to
@@ -127,6 +130,7 @@ impl MemoryBackend {
             config: config.applied(),
             declared: self.declared.clone(),
             state: Arc::clone(&self.state),
+            feed: self.feed.clone(),
         }
     }
 
@@ -464,7 +468,10 @@ impl Ingest for MemoryBackend {
     async fn ingest(&self, tenant: &TenantId, event: ValidEvent) -> Result<Ingested> {
         let now = self.config.clock.now();
         let mut state = self.lock()?;
-        self.ingest_one(&mut state, tenant, event, now, &mut Vec::new())
+        let ingested = self.ingest_one(&mut state, tenant, event, now, &mut Vec::new())?;
+        drop(state);
+        self.feed.notify(tenant);
+        Ok(ingested)
     }
 
     async fn ingest_batch(
@@ -487,6 +494,8 @@ impl Ingest for MemoryBackend {
                 }
             }
         }
+        drop(state);
+        self.feed.notify(tenant);
         Ok(out)
     }
 }
@@ -569,6 +578,10 @@ impl Backend for MemoryBackend {
 
     fn stats(&self) -> Option<&dyn Stats> {
         self.declared.optional.then_some(self as &dyn Stats)
+    }
+
+    fn changes(&self, tenant: &TenantId) -> Option<Changes> {
+        Some(self.feed.watch(tenant))
     }
 }
 

@@ -130,6 +130,8 @@ pub enum Operation {
     PurgeDeadLetters,
     /// [`Inbox::tenant_stats`](crate::Inbox::tenant_stats).
     TenantStats,
+    /// [`Inbox::subscribe`](crate::Inbox::subscribe), once per stream.
+    Subscribe,
 }
 
 impl Operation {
@@ -155,6 +157,7 @@ impl Operation {
             Operation::PurgeExpired => "purge_expired",
             Operation::PurgeDeadLetters => "purge_dead_letters",
             Operation::TenantStats => "tenant_stats",
+            Operation::Subscribe => "subscribe",
         }
     }
 
@@ -187,6 +190,7 @@ impl Operation {
                 | Operation::ClaimableAt
                 | Operation::DeadLetters
                 | Operation::TenantStats
+                | Operation::Subscribe
         )
     }
 }

@@ -182,6 +182,17 @@ pub struct Page {
     /// page with a rare filter can hold fewer events than asked for, even
     /// none). Follow `next_cursor` while this is true.
     pub has_more: bool,
+    /// Each event's position, to make its cursor on demand.
+    #[serde(skip)]
+    positions: Positions,
+}
+
+/// The positions of a page's events and the scope their cursors are bound
+/// to: encoded only when asked for ([`Page::cursor_after`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Positions {
+    of: Vec<Position>,
+    scope: Option<(TenantId, String, Order)>,
 }
 
 impl Page {
@@ -209,22 +220,38 @@ impl Page {
         backend: &str,
         order: Order,
     ) -> Page {
-        if rows.len() <= resolved.limit
+        let (next_cursor, has_more) = if rows.len() <= resolved.limit
             && let Some(scanned_to) = scanned_to
         {
-            return Page {
-                next_cursor: Some(Cursor::encode(tenant, backend, order, &scanned_to)),
-                events: rows.into_iter().map(|(_, e)| e).collect(),
-                has_more: true,
-            };
-        }
-        let has_more = rows.len() > resolved.limit;
-        rows.truncate(resolved.limit);
-        let resume = rows.last().map(|(pos, _)| pos).or(resolved.start.as_ref());
+            (
+                Some(Cursor::encode(tenant, backend, order, &scanned_to)),
+                true,
+            )
+        } else {
+            let has_more = rows.len() > resolved.limit;
+            rows.truncate(resolved.limit);
+            let resume = rows.last().map(|(pos, _)| pos).or(resolved.start.as_ref());
+            let next = resume.map(|pos| Cursor::encode(tenant, backend, order, pos));
+            (next, has_more)
+        };
+        let (of, events) = rows.into_iter().unzip();
         Page {
-            next_cursor: resume.map(|pos| Cursor::encode(tenant, backend, order, pos)),
-            events: rows.into_iter().map(|(_, e)| e).collect(),
+            events,
+            next_cursor,
             has_more,
+            positions: Positions {
+                of,
+                scope: Some((tenant.clone(), backend.to_owned(), order)),
+            },
         }
+    }
+
+    /// The cursor just after the event at `index` of this page: a pull (or
+    /// subscription) from it resumes with the events after that one.
+    /// `None` past the end.
+    pub fn cursor_after(&self, index: usize) -> Option<Cursor> {
+        let position = self.positions.of.get(index)?;
+        let (tenant, backend, order) = self.positions.scope.as_ref()?;
+        Some(Cursor::encode(tenant, backend, *order, position))
     }
 }

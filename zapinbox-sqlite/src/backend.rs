@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use zapinbox_core::raw::{
-    Acknowledge, Delete, EventParts, Idempotency, InboxPull, Ingest, Leases, Retention, Stats,
-    ValidEvent, check_lease,
+    Acknowledge, ChangeFeed, Changes, Delete, EventParts, Idempotency, InboxPull, Ingest, Leases,
+    Retention, Stats, ValidEvent, check_lease,
 };
 use zapinbox_core::{
     AckOutcome, Backend, Capabilities, ClaimQuery, DeleteOutcome, Error, Event, EventId, Filter,
@@ -91,6 +91,12 @@ pub(crate) struct Inner {
     maintenance_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     busy_timeout: Duration,
     purge_batch: usize,
+    /// Wakes subscriptions; fed by this backend's ingests and, once
+    /// someone subscribes, by a thread watching other processes' commits.
+    feed: ChangeFeed,
+    /// Whether that thread was started.
+    watching: std::sync::Once,
+    connection_options: ConnectionOptions,
 }
 
 /// Configures and opens a [`SqliteBackend`].
@@ -242,6 +248,9 @@ impl SqliteBuilder {
                 stop_maintenance: watch::channel(false).0,
                 busy_timeout: self.busy_timeout,
                 purge_batch: self.purge_batch,
+                feed: ChangeFeed::new(),
+                watching: std::sync::Once::new(),
+                connection_options: options,
             }),
         })
     }
@@ -659,10 +668,14 @@ impl Ingest for SqliteBackend {
         let window = self.inner.config.idempotency_window;
         // Only strings go to the writer thread.
         let events: Vec<EventParts> = events.into_iter().map(ValidEvent::into_parts).collect();
-        self.inner
+        let owned = tenant.clone();
+        let ingested = self
+            .inner
             .writer
-            .write(move |conn, clock| ops::ingest::ingest(conn, clock, &tenant, &events, window))
-            .await
+            .write(move |conn, clock| ops::ingest::ingest(conn, clock, &owned, &events, window))
+            .await?;
+        self.inner.feed.notify(&tenant);
+        Ok(ingested)
     }
 }
 
@@ -751,6 +764,25 @@ impl Backend for SqliteBackend {
 
     fn stats(&self) -> Option<&dyn Stats> {
         Some(self)
+    }
+
+    /// This process's ingests wake their tenant's subscriptions at once;
+    /// other processes' commits wake every subscription within
+    /// `changes::POLL` (20 ms), once anyone has subscribed.
+    fn changes(&self, tenant: &TenantId) -> Option<Changes> {
+        let inner = &self.inner;
+        inner.watching.call_once(|| {
+            let started = crate::changes::watch_other_processes(
+                inner.path.clone(),
+                inner.connection_options,
+                inner.feed.clone(),
+                inner.stop_maintenance.subscribe(),
+            );
+            if let Err(e) = started {
+                tracing::warn!(error = %e, "other processes' commits will not wake subscriptions");
+            }
+        });
+        Some(inner.feed.watch(tenant))
     }
 }
 

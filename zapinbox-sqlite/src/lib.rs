@@ -61,6 +61,7 @@
 mod backend;
 mod backup;
 mod busy;
+mod changes;
 mod connection;
 mod error;
 #[cfg(test)]

@@ -11,6 +11,7 @@ mod pull;
 mod rate_limit;
 mod restart;
 mod retention;
+mod subscribe;
 mod worker;
 
 pub use ack_delete::*;
@@ -24,4 +25,5 @@ pub use pull::*;
 pub use rate_limit::*;
 pub use restart::*;
 pub use retention::*;
+pub use subscribe::*;
 pub use worker::*;
