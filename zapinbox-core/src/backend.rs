@@ -299,6 +299,8 @@ pub struct QueueConfig {
     /// stays small. Dead letters are kept until redriven or purged on
     /// purpose; deleted events are gone at once.
     pub retention: Duration,
+    /// Daily quotas on what comes in and goes out (default: none).
+    pub quotas: crate::Quotas,
 }
 
 impl Default for QueueConfig {
@@ -308,6 +310,7 @@ impl Default for QueueConfig {
             idempotency_window: Duration::from_secs(24 * 60 * 60),
             retry: RetryPolicy::default(),
             retention: Duration::from_secs(7 * 24 * 60 * 60),
+            quotas: crate::Quotas::off(),
         }
     }
 }
@@ -336,6 +339,12 @@ impl QueueConfig {
     /// Retries events by `policy`.
     pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
+        self
+    }
+
+    /// Enforces `quotas`, counted per UTC day by the backend.
+    pub fn with_quotas(mut self, quotas: crate::Quotas) -> Self {
+        self.quotas = quotas;
         self
     }
 

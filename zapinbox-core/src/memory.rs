@@ -16,10 +16,10 @@ use crate::backend::{
 use crate::changes::{ChangeFeed, Changes};
 use crate::cursor::Position;
 use crate::{
-    AckOutcome, Capabilities, ClaimQuery, ClaimStep, DeleteOutcome, Delivery, Error, Event,
-    EventId, EventStatus, Fault, Filter, Fingerprint, Ingested, LeaseToken, Leased, Order, Page,
-    PullQuery, Purged, QueueConfig, Redrive, ReleaseOutcome, Result, RetryPolicy, SharedWrites,
-    TenantId, TenantStats, Timestamp, ValidEvent, check_lease,
+    AckOutcome, Capabilities, ClaimQuery, ClaimStep, DailyUsage, DeleteOutcome, Delivery, Error,
+    Event, EventId, EventStatus, Fault, Filter, Fingerprint, Ingested, LeaseToken, Leased, Order,
+    Page, PullQuery, Purged, QueueConfig, Redrive, ReleaseOutcome, Result, RetryPolicy,
+    SharedWrites, TenantId, TenantStats, Timestamp, Traffic, ValidEvent, Way, check_lease, utc_day,
 };
 
 const NAME: &str = "memory";
@@ -61,7 +61,17 @@ struct State {
     next_position: Seq,
     /// Faults to answer the next calls with (see `fail_next`).
     faults: std::collections::VecDeque<Fault>,
+    /// Quota use per tenant (`None`: everyone) and UTC day.
+    usage: HashMap<(Option<TenantId>, u64), DailyUsage>,
     tenants: HashMap<TenantId, TenantState>,
+}
+
+impl State {
+    /// What `tenant`, and everyone, used on `day`.
+    fn usage_on(&self, tenant: &TenantId, day: u64) -> (DailyUsage, DailyUsage) {
+        let of = |who: Option<TenantId>| self.usage.get(&(who, day)).copied().unwrap_or_default();
+        (of(Some(tenant.clone())), of(None))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -232,6 +242,93 @@ impl MemoryBackend {
 }
 
 impl MemoryBackend {
+    /// Claims up to `query.limit` of `tenant`'s events: the earliest
+    /// available first, then commit order; those on their last attempt
+    /// whose lease ran out are dead-lettered on the way.
+    fn claim_in(
+        state: &mut State,
+        tenant: &TenantId,
+        query: &ClaimQuery,
+        now: Timestamp,
+        policy: &RetryPolicy,
+    ) -> Vec<Leased> {
+        let Some(t) = state.tenants.get_mut(tenant) else {
+            return Vec::new();
+        };
+        let mut candidates: Vec<(Timestamp, Seq)> = t
+            .events
+            .iter()
+            .filter(|(_, s)| s.delivery.claim_step(now, policy) != ClaimStep::Skip)
+            .map(|(pos, s)| (s.delivery.visible_at, *pos))
+            .collect();
+        candidates.sort_unstable();
+        let mut claimed = Vec::new();
+        for (_, pos) in candidates {
+            if claimed.len() >= query.limit as usize {
+                break;
+            }
+            let Some(stored) = t.events.get_mut(&pos) else {
+                continue;
+            };
+            match stored.delivery.claim_step(now, policy) {
+                ClaimStep::Skip => continue,
+                ClaimStep::DeadLetter => stored.delivery.dead_letter(),
+                ClaimStep::Claim if query.filter.matches(&stored.event) => {
+                    let nonce = rand::random();
+                    let (attempt, expires) =
+                        stored
+                            .delivery
+                            .claim(now, query.lease, nonce, policy, rand::random());
+                    let token = LeaseToken::new(stored.event.id, nonce);
+                    claimed.push(Leased::new(
+                        stored.view(now, policy),
+                        token,
+                        attempt,
+                        expires,
+                    ));
+                }
+                ClaimStep::Claim => continue,
+            }
+        }
+        claimed
+    }
+
+    /// Refuses a delivery once the day's outbound quota is used up.
+    fn check_out(&self, tenant: &TenantId, now: Timestamp) -> Result<()> {
+        let quotas = &self.config.quotas;
+        if !quotas.limits(Way::Out) {
+            return Ok(());
+        }
+        let state = self.lock()?;
+        let (mine, all) = state.usage_on(tenant, utc_day(now));
+        quotas.check(&mine, &all, Traffic::new(Way::Out, 1, 1), now)
+    }
+
+    /// Counts `traffic` of `tenant` against the day's quotas, or refuses it
+    /// if it does not fit (nothing counted then).
+    fn charge(
+        &self,
+        state: &mut State,
+        tenant: &TenantId,
+        traffic: Traffic,
+        now: Timestamp,
+    ) -> Result<()> {
+        let quotas = &self.config.quotas;
+        if quotas.is_off() {
+            return Ok(());
+        }
+        let day = utc_day(now);
+        let (mine, all) = state.usage_on(tenant, day);
+        if traffic.way == Way::In {
+            quotas.check(&mine, &all, traffic, now)?;
+        }
+        state
+            .usage
+            .insert((Some(tenant.clone()), day), mine.plus(traffic));
+        state.usage.insert((None, day), all.plus(traffic));
+        Ok(())
+    }
+
     /// One page of `tenant`'s events in `status`, in commit order.
     fn list(&self, tenant: &TenantId, query: PullQuery, status: EventStatus) -> Result<Page> {
         let resolved = query.resolve(tenant, NAME)?;
@@ -306,46 +403,12 @@ impl Leases for MemoryBackend {
         query.check()?;
         let now = self.config.clock.now();
         let policy = &self.config.retry;
+        self.check_out(tenant, now)?;
         let mut state = self.lock()?;
-        let Some(t) = state.tenants.get_mut(tenant) else {
-            return Ok(Vec::new());
-        };
-        // The earliest available first, then commit order.
-        let mut candidates: Vec<(Timestamp, Seq)> = t
-            .events
-            .iter()
-            .filter(|(_, s)| s.delivery.claim_step(now, policy) != ClaimStep::Skip)
-            .map(|(pos, s)| (s.delivery.visible_at, *pos))
-            .collect();
-        candidates.sort_unstable();
-        let mut claimed = Vec::new();
-        for (_, pos) in candidates {
-            if claimed.len() >= query.limit as usize {
-                break;
-            }
-            let Some(stored) = t.events.get_mut(&pos) else {
-                continue;
-            };
-            match stored.delivery.claim_step(now, policy) {
-                ClaimStep::Skip => continue,
-                ClaimStep::DeadLetter => stored.delivery.dead_letter(),
-                ClaimStep::Claim if query.filter.matches(&stored.event) => {
-                    let nonce = rand::random();
-                    let (attempt, expires) =
-                        stored
-                            .delivery
-                            .claim(now, query.lease, nonce, policy, rand::random());
-                    let token = LeaseToken::new(stored.event.id, nonce);
-                    claimed.push(Leased::new(
-                        stored.view(now, policy),
-                        token,
-                        attempt,
-                        expires,
-                    ));
-                }
-                ClaimStep::Claim => continue,
-            }
-        }
+        let claimed = Self::claim_in(&mut state, tenant, &query, now, policy);
+        let bytes = claimed.iter().map(|l| l.event.payload.len() as u64).sum();
+        let traffic = Traffic::new(Way::Out, claimed.len() as u64, bytes);
+        self.charge(&mut state, tenant, traffic, now)?;
         Ok(claimed)
     }
 
@@ -466,12 +529,10 @@ fn rollback(t: &mut TenantState, undo: Vec<Undo>) {
 #[async_trait]
 impl Ingest for MemoryBackend {
     async fn ingest(&self, tenant: &TenantId, event: ValidEvent) -> Result<Ingested> {
-        let now = self.config.clock.now();
-        let mut state = self.lock()?;
-        let ingested = self.ingest_one(&mut state, tenant, event, now, &mut Vec::new())?;
-        drop(state);
-        self.feed.notify(tenant);
-        Ok(ingested)
+        let mut ingested = self.ingest_batch(tenant, vec![event]).await?;
+        ingested
+            .pop()
+            .ok_or_else(|| Error::permanent("ingest stored nothing"))
     }
 
     async fn ingest_batch(
@@ -483,16 +544,31 @@ impl Ingest for MemoryBackend {
         let mut state = self.lock()?;
         let mut undo = Vec::new();
         let mut out = Vec::with_capacity(events.len());
+        let mut traffic = Traffic::new(Way::In, 0, 0);
+        let mut stored = Ok(());
         for event in events {
+            let bytes = event.payload().len() as u64;
             match self.ingest_one(&mut state, tenant, event, now, &mut undo) {
-                Ok(ingested) => out.push(ingested),
-                Err(e) => {
-                    if let Some(t) = state.tenants.get_mut(tenant) {
-                        rollback(t, undo);
+                Ok(ingested) => {
+                    if !ingested.duplicate {
+                        traffic.messages += 1;
+                        traffic.bytes += bytes;
                     }
-                    return Err(e);
+                    out.push(ingested);
+                }
+                Err(e) => {
+                    stored = Err(e);
+                    break;
                 }
             }
+        }
+        // The day's quota counts what is new, or refuses all of it.
+        let stored = stored.and_then(|()| self.charge(&mut state, tenant, traffic, now));
+        if let Err(e) = stored {
+            if let Some(t) = state.tenants.get_mut(tenant) {
+                rollback(t, undo);
+            }
+            return Err(e);
         }
         drop(state);
         self.feed.notify(tenant);
@@ -503,7 +579,14 @@ impl Ingest for MemoryBackend {
 #[async_trait]
 impl InboxPull for MemoryBackend {
     async fn pull(&self, tenant: &TenantId, query: PullQuery) -> Result<Page> {
-        self.list(tenant, query, EventStatus::Pending)
+        let now = self.config.clock.now();
+        self.check_out(tenant, now)?;
+        let page = self.list(tenant, query, EventStatus::Pending)?;
+        let bytes = page.events.iter().map(|e| e.payload.len() as u64).sum();
+        let traffic = Traffic::new(Way::Out, page.events.len() as u64, bytes);
+        let mut state = self.lock()?;
+        self.charge(&mut state, tenant, traffic, now)?;
+        Ok(page)
     }
 
     async fn get(&self, tenant: &TenantId, id: EventId) -> Result<Option<Event>> {

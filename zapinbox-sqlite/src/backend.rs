@@ -12,7 +12,7 @@ use zapinbox_core::raw::{
 use zapinbox_core::{
     AckOutcome, Backend, Capabilities, ClaimQuery, DeleteOutcome, Error, Event, EventId, Filter,
     Ingested, LeaseToken, Leased, Page, PullQuery, Purged, QueueConfig, Redrive, ReleaseOutcome,
-    Result, TenantId, TenantStats, Timestamp,
+    Result, TenantId, TenantStats, Timestamp, Traffic, Way,
 };
 
 use tokio::sync::watch;
@@ -463,6 +463,21 @@ impl SqliteBackend {
             .await
     }
 
+    /// Refuses a delivery once the day's outbound quota is used up.
+    async fn check_out(&self, tenant: &TenantId) -> Result<()> {
+        let quotas = self.inner.config.quotas;
+        if !quotas.limits(Way::Out) {
+            return Ok(());
+        }
+        let (owned, now) = (tenant.clone(), self.inner.config.clock.now());
+        self.inner
+            .readers
+            .read_for(tenant, move |conn| {
+                ops::quota::check_out(conn, &quotas, &owned, now)
+            })
+            .await
+    }
+
     /// Runs a lease operation on the writer with `now` and the retry policy.
     async fn lease_op<T: Send + 'static>(
         &self,
@@ -496,7 +511,8 @@ impl Leases for SqliteBackend {
     async fn claim(&self, tenant: &TenantId, query: ClaimQuery) -> Result<Vec<Leased>> {
         query.check()?;
         let limit = query.limit as usize;
-        let policy = self.inner.config.retry;
+        let (policy, quotas) = (self.inner.config.retry, self.inner.config.quotas);
+        self.check_out(tenant).await?;
         let mut claimed = Vec::with_capacity(limit);
         // Another claim may take candidates between the read and the
         // write, and some may turn out to be dead letters: look again a
@@ -522,7 +538,13 @@ impl Leases for SqliteBackend {
                 .inner
                 .writer
                 .write(move |conn, clock| {
-                    ops::lease::claim(conn, clock.now(), &tenant, &candidates, &round, &policy)
+                    let now = clock.now();
+                    let (got, used_up) =
+                        ops::lease::claim(conn, now, &tenant, &candidates, &round, &policy)?;
+                    let bytes = got.iter().map(|l| l.event.payload.len() as u64).sum();
+                    let traffic = Traffic::new(Way::Out, got.len() as u64, bytes);
+                    ops::quota::charge(conn, &quotas, &tenant, traffic, now)?;
+                    Ok((got, used_up))
                 })
                 .await?;
             claimed.extend(got);
@@ -665,14 +687,19 @@ impl Ingest for SqliteBackend {
         events: Vec<ValidEvent>,
     ) -> Result<Vec<Ingested>> {
         let tenant = tenant.clone();
-        let window = self.inner.config.idempotency_window;
+        let (window, quotas) = (
+            self.inner.config.idempotency_window,
+            self.inner.config.quotas,
+        );
         // Only strings go to the writer thread.
         let events: Vec<EventParts> = events.into_iter().map(ValidEvent::into_parts).collect();
         let owned = tenant.clone();
         let ingested = self
             .inner
             .writer
-            .write(move |conn, clock| ops::ingest::ingest(conn, clock, &owned, &events, window))
+            .write(move |conn, clock| {
+                ops::ingest::ingest(conn, clock, &owned, &events, (window, &quotas))
+            })
             .await?;
         self.inner.feed.notify(&tenant);
         Ok(ingested)
@@ -682,7 +709,22 @@ impl Ingest for SqliteBackend {
 #[async_trait]
 impl InboxPull for SqliteBackend {
     async fn pull(&self, tenant: &TenantId, query: PullQuery) -> Result<Page> {
-        self.list(tenant, query, Listing::Pending).await
+        let quotas = self.inner.config.quotas;
+        self.check_out(tenant).await?;
+        let page = self.list(tenant, query, Listing::Pending).await?;
+        if quotas.limits(Way::Out) && !page.events.is_empty() {
+            // A read has no transaction to count in: the count follows it.
+            let bytes = page.events.iter().map(|e| e.payload.len() as u64).sum();
+            let traffic = Traffic::new(Way::Out, page.events.len() as u64, bytes);
+            let owned = tenant.clone();
+            self.inner
+                .writer
+                .write(move |conn, clock| {
+                    ops::quota::charge(conn, &quotas, &owned, traffic, clock.now())
+                })
+                .await?;
+        }
+        Ok(page)
     }
 
     async fn get(&self, tenant: &TenantId, id: EventId) -> Result<Option<Event>> {

@@ -110,6 +110,19 @@ const MIGRATIONS: &[&str] = &[
         WHERE tenant = new.tenant;
     END;
     "#,
+    // v6: daily quota use per tenant ('' for the whole inbox) and UTC day
+    // (days since the epoch), counted in the transaction of the write.
+    r#"
+    CREATE TABLE usage_days (
+        scope        TEXT    NOT NULL,
+        day          INTEGER NOT NULL,
+        messages_in  INTEGER NOT NULL DEFAULT 0,
+        bytes_in     INTEGER NOT NULL DEFAULT 0,
+        messages_out INTEGER NOT NULL DEFAULT 0,
+        bytes_out    INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (scope, day)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -140,6 +140,8 @@ macro_rules! __conformance_rules {
             third_subscription_is_refused_until_one_is_dropped,
             subscription_shows_only_its_tenant_and_filter,
             a_slow_subscriber_loses_nothing,
+            daily_quota_refuses_the_next_message_until_the_next_day,
+            outbound_quota_refuses_deliveries_once_used_up,
             ack_twice_is_already_acked,
             unknown_or_foreign_id_is_not_found,
             delete_then_everything_is_not_found,

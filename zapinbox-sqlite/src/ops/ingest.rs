@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use zapinbox_core::raw::{EventParts, Fingerprint};
-use zapinbox_core::{Clock, Error, EventId, Ingested, Result, TenantId, Timestamp};
+use zapinbox_core::{
+    Clock, Error, EventId, Ingested, Quotas, Result, TenantId, Timestamp, Traffic, Way,
+};
 
 use crate::error::{corrupt, storage};
 use crate::row::millis;
@@ -20,10 +22,19 @@ pub(crate) fn ingest(
     clock: &Clock,
     tenant: &TenantId,
     rows: &[EventParts],
-    window: Duration,
+    (window, quotas): (Duration, &Quotas),
 ) -> Result<Vec<Ingested>> {
     let now = clock.now();
     let plan = plan(conn, clock, now, tenant, rows)?;
+    // What is new counts against the day's quota, checked before writing.
+    let mut traffic = Traffic::new(Way::In, 0, 0);
+    for (row, step) in rows.iter().zip(&plan) {
+        if let Step::Store(_) = step {
+            traffic.messages += 1;
+            traffic.bytes += row.payload.len() as u64;
+        }
+    }
+    crate::ops::quota::charge(conn, quotas, tenant, traffic, now)?;
     let expires = now.saturating_add(window);
     let mut stored = 0;
     let ingested = rows

@@ -11,4 +11,5 @@ pub(crate) mod keys;
 pub(crate) mod lease;
 pub(crate) mod pull;
 pub(crate) mod purge;
+pub(crate) mod quota;
 pub(crate) mod stats;
