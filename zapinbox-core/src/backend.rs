@@ -143,6 +143,22 @@ pub trait Retention: Send + Sync {
     async fn purge_dead_letters(&self, tenant: &TenantId, which: Redrive) -> Result<u64>;
 }
 
+/// Keeps usage records ([`UsageRecord`](crate::UsageRecord)) for billing.
+#[async_trait]
+pub trait Metering: Send + Sync {
+    /// Adds `records` to the stored counts: records with the same key
+    /// ([`UsageRecord::key`](crate::UsageRecord::key)) add up.
+    async fn add_usage(&self, records: Vec<crate::UsageRecord>) -> Result<()>;
+
+    /// `tenant`'s records for the UTC days in `days`, summed by key, in
+    /// key order.
+    async fn usage(
+        &self,
+        tenant: &TenantId,
+        days: std::ops::RangeInclusive<u64>,
+    ) -> Result<Vec<crate::UsageRecord>>;
+}
+
 /// What one [`Retention::purge_expired`] call removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -240,6 +256,11 @@ pub trait Backend:
 
     /// Per-tenant counts, if the backend has them.
     fn stats(&self) -> Option<&dyn Stats> {
+        None
+    }
+
+    /// Usage records, if the backend keeps them.
+    fn metering(&self) -> Option<&dyn Metering> {
         None
     }
 

@@ -9,6 +9,7 @@ use tracing::instrument;
 
 use std::time::Duration;
 
+use crate::Action;
 use crate::policy::{Call, Operation, Policy};
 use crate::rate_limit::TenantLimiter;
 
@@ -61,6 +62,8 @@ struct Inner {
     policies: Vec<Arc<dyn Policy>>,
     /// Live subscriptions per tenant.
     subscriptions: Arc<crate::subscription::Slots>,
+    /// Usage metering, if on.
+    meter: Option<crate::metering::Meter>,
 }
 
 /// Anything that can serve as an inbox's backend: a backend value, an
@@ -96,6 +99,7 @@ pub struct InboxBuilder {
     tenant_rate_limits: HashMap<TenantId, RateLimit>,
     policies: Vec<Arc<dyn Policy>>,
     max_subscriptions: usize,
+    metering: bool,
 }
 
 impl InboxBuilder {
@@ -118,6 +122,15 @@ impl InboxBuilder {
     /// Gives `tenant` its own rate instead of the default.
     pub fn tenant_rate_limit(mut self, tenant: TenantId, limit: RateLimit) -> Self {
         self.tenant_rate_limits.insert(tenant, limit);
+        self
+    }
+
+    /// Meters every ingest, delivery (pull, claim, subscription), ack and
+    /// delete per tenant, client, topic, action and UTC day (default: off),
+    /// written in the background in batches to a backend that keeps usage
+    /// ([`Inbox::usage`] reads it).
+    pub fn metering(mut self, on: bool) -> Self {
+        self.metering = on;
         self
     }
 
@@ -153,6 +166,7 @@ impl InboxBuilder {
                 limits,
                 policies,
                 subscriptions: crate::subscription::Slots::new(self.max_subscriptions),
+                meter: self.metering.then(crate::metering::Meter::default),
             }),
         }
     }
@@ -173,6 +187,7 @@ impl Inbox {
             tenant_rate_limits: HashMap::new(),
             policies: Vec::new(),
             max_subscriptions: crate::DEFAULT_SUBSCRIPTIONS_PER_TENANT,
+            metering: false,
         }
     }
 
@@ -199,8 +214,10 @@ impl Inbox {
         &self.inner.backend.config().clock
     }
 
-    /// Closes the backend: what is in flight finishes, later calls fail.
+    /// Closes the backend: what is in flight finishes (metered usage is
+    /// written first), later calls fail.
     pub async fn close(&self) -> Result<()> {
+        self.flush_usage().await;
         self.inner.backend.close().await
     }
 
@@ -226,7 +243,15 @@ impl Inbox {
         let event = event.validate(&self.inner.limits)?;
         let call = Call::new(Operation::Ingest, tenant).carrying(1, event.payload().len());
         self.admit(&call)?;
-        self.inner.backend.ingest(tenant, event).await
+        let (client, topic) = (
+            event.client_id().map(str::to_owned),
+            event.topic().map(str::to_owned),
+        );
+        let bytes = event.payload().len() as u64;
+        let ingested = self.inner.backend.ingest(tenant, event).await;
+        let who = (client.as_deref(), topic.as_deref());
+        self.meter_call(tenant, who, Action::Ingest, &ingested, |_| (1, bytes));
+        ingested
     }
 
     /// Stores `events` atomically: if any is invalid or conflicts with an
@@ -259,14 +284,42 @@ impl Inbox {
         }
         let call = Call::new(Operation::IngestBatch, tenant).carrying(valid.len(), bytes);
         self.admit(&call)?;
-        self.inner.backend.ingest_batch(tenant, valid).await
+        if self.meter().is_none() {
+            return self.inner.backend.ingest_batch(tenant, valid).await;
+        }
+        let seen: Vec<(Option<String>, Option<String>, u64)> = valid
+            .iter()
+            .map(|v| {
+                let who = (
+                    v.client_id().map(str::to_owned),
+                    v.topic().map(str::to_owned),
+                );
+                (who.0, who.1, v.payload().len() as u64)
+            })
+            .collect();
+        let ingested = self.inner.backend.ingest_batch(tenant, valid).await;
+        match &ingested {
+            Ok(_) => {
+                let parts = seen
+                    .iter()
+                    .map(|(c, t, b)| ((c.as_deref(), t.as_deref()), *b));
+                self.meter_parts(tenant, Action::Ingest, parts);
+            }
+            Err(_) => self.meter_call(tenant, (None, None), Action::Ingest, &ingested, |_| (0, 0)),
+        }
+        ingested
     }
 
     /// One page of pending events (see [`PullQuery`]).
     #[instrument(skip_all, fields(tenant = %tenant, op = "pull"))]
     pub async fn pull(&self, tenant: &TenantId, query: PullQuery) -> Result<Page> {
         self.admit(&Call::new(Operation::Pull, tenant))?;
-        self.inner.backend.pull(tenant, query).await
+        let page = self.inner.backend.pull(tenant, query).await;
+        match &page {
+            Ok(page) => self.meter_events(tenant, Action::Deliver, &page.events),
+            Err(_) => self.meter_call(tenant, (None, None), Action::Deliver, &page, |_| (0, 0)),
+        }
+        page
     }
 
     /// Every pending event matching `query`, page after page, in its
@@ -332,14 +385,18 @@ impl Inbox {
     #[instrument(skip_all, fields(tenant = %tenant, op = "ack"))]
     pub async fn ack(&self, tenant: &TenantId, id: EventId) -> Result<AckOutcome> {
         self.admit(&Call::new(Operation::Ack, tenant))?;
-        self.inner.backend.ack(tenant, id).await
+        let done = self.inner.backend.ack(tenant, id).await;
+        self.meter_call(tenant, (None, None), Action::Ack, &done, |_| (1, 0));
+        done
     }
 
     /// Removes the event, whatever its state. Not rate limited.
     #[instrument(skip_all, fields(tenant = %tenant, op = "delete"))]
     pub async fn delete(&self, tenant: &TenantId, id: EventId) -> Result<DeleteOutcome> {
         self.admit(&Call::new(Operation::Delete, tenant))?;
-        self.inner.backend.delete(tenant, id).await
+        let done = self.inner.backend.delete(tenant, id).await;
+        self.meter_call(tenant, (None, None), Action::Delete, &done, |_| (1, 0));
+        done
     }
 
     /// The event stored under an idempotency key within its window.
@@ -363,7 +420,14 @@ impl Inbox {
     #[instrument(skip_all, fields(tenant = %tenant, op = "claim"))]
     pub async fn claim(&self, tenant: &TenantId, query: ClaimQuery) -> Result<Vec<Leased>> {
         self.admit(&Call::new(Operation::Claim, tenant))?;
-        self.inner.backend.claim(tenant, query).await
+        let claimed = self.inner.backend.claim(tenant, query).await;
+        match &claimed {
+            Ok(leased) => {
+                self.meter_events(tenant, Action::Deliver, leased.iter().map(|l| &l.event))
+            }
+            Err(_) => self.meter_call(tenant, (None, None), Action::Deliver, &claimed, |_| (0, 0)),
+        }
+        claimed
     }
 
     /// When the earliest event a claim with `filter` could take becomes
@@ -422,7 +486,9 @@ impl Inbox {
     #[instrument(skip_all, fields(tenant = %tenant, op = "ack_lease"))]
     pub async fn ack_lease(&self, tenant: &TenantId, token: LeaseToken) -> Result<AckOutcome> {
         self.admit(&Call::new(Operation::AckLease, tenant))?;
-        self.inner.backend.ack_lease(tenant, token).await
+        let done = self.inner.backend.ack_lease(tenant, token).await;
+        self.meter_call(tenant, (None, None), Action::Ack, &done, |_| (1, 0));
+        done
     }
 
     /// Acks many claimed events at once, each as [`Inbox::ack_lease`] would,
@@ -439,7 +505,12 @@ impl Inbox {
             return Ok(Vec::new());
         }
         self.admit(&Call::new(Operation::AckLeases, tenant).carrying(tokens.len(), 0))?;
-        self.inner.backend.ack_leases(tenant, tokens).await
+        let done = self.inner.backend.ack_leases(tenant, tokens).await;
+        let acked = |answers: &Vec<Result<AckOutcome>>| {
+            (answers.iter().filter(|a| a.is_ok()).count() as u64, 0)
+        };
+        self.meter_call(tenant, (None, None), Action::Ack, &done, acked);
+        done
     }
 
     /// Lists dead-lettered events (filters, order and cursors as in pull).
@@ -519,6 +590,11 @@ impl Inbox {
     /// Lets a subscription of `tenant` through the policies.
     pub(crate) fn admit_subscription(&self, tenant: &TenantId) -> Result<()> {
         self.admit(&Call::new(Operation::Subscribe, tenant))
+    }
+
+    /// The usage meter, if metering is on.
+    pub(crate) fn meter(&self) -> Option<&crate::metering::Meter> {
+        self.inner.meter.as_ref()
     }
 
     /// Where the tenant's live subscriptions are counted.

@@ -33,6 +33,7 @@ mod capabilities;
 mod changes;
 mod cursor;
 mod delivery;
+mod emitter;
 mod error;
 mod event;
 mod fault;
@@ -40,6 +41,7 @@ mod id;
 mod inbox;
 mod lease;
 mod memory;
+mod metering;
 mod payload;
 mod policy;
 mod query;
@@ -49,6 +51,7 @@ pub mod serde_millis;
 mod subscription;
 mod tenant;
 mod time;
+mod usage;
 mod worker;
 
 #[cfg(feature = "testkit")]
@@ -60,6 +63,7 @@ pub mod guide {}
 pub use backend::{AckOutcome, Backend, DeleteOutcome, Purged, QueueConfig, TenantStats};
 pub use capabilities::{Capabilities, ClaimOrder, Purging, SharedWrites};
 pub use cursor::Cursor;
+pub use emitter::{BufferedEmitter, Dropped, Emit, EmitterConfig};
 pub use error::{Error, Result};
 pub use event::{Event, EventStatus, Ingested, Limits, NewEvent};
 pub use fault::Fault;
@@ -77,6 +81,7 @@ pub use rate_limit::RateLimit;
 pub use subscription::{DEFAULT_SUBSCRIPTIONS_PER_TENANT, Subscribed};
 pub use tenant::{MAX_TENANT_LEN, TenantId};
 pub use time::{Clock, ManualClock, Timestamp};
+pub use usage::{Action, UsageKey, UsageRecord, sum_usage};
 pub use worker::{HandlerError, Worker, WorkerHandle, WorkerReport};
 
 // Used throughout the crate by their short paths.
@@ -90,7 +95,7 @@ pub(crate) use lease::{check_delay, check_lease};
 /// ["Implementing a backend"](crate::guide) walks through it.
 pub mod raw {
     pub use crate::backend::{
-        Acknowledge, Delete, Idempotency, InboxPull, Ingest, Leases, Retention, Stats,
+        Acknowledge, Delete, Idempotency, InboxPull, Ingest, Leases, Metering, Retention, Stats,
     };
     pub use crate::changes::{ChangeFeed, Changes};
     pub use crate::cursor::{CursorParts, MAX_POSITION_BYTES, Position};

@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::UsageRecord;
 use crate::backend::{
-    Acknowledge, Backend, Delete, Idempotency, InboxPull, Ingest, Leases, Retention, Stats,
+    Acknowledge, Backend, Delete, Idempotency, InboxPull, Ingest, Leases, Metering, Retention,
+    Stats,
 };
 use crate::changes::{ChangeFeed, Changes};
 use crate::cursor::Position;
@@ -63,6 +65,8 @@ struct State {
     faults: std::collections::VecDeque<Fault>,
     /// Quota use per tenant (`None`: everyone) and UTC day.
     usage: HashMap<(Option<TenantId>, u64), DailyUsage>,
+    /// Metered usage, summed by key.
+    metered: Vec<UsageRecord>,
     tenants: HashMap<TenantId, TenantState>,
 }
 
@@ -151,8 +155,8 @@ impl MemoryBackend {
         self
     }
 
-    /// Offers neither [`Retention`] nor [`Stats`], as a backend without
-    /// them: the inbox answers `Unsupported`.
+    /// Offers none of [`Retention`], [`Stats`] and [`Metering`], as a
+    /// backend without them: the inbox answers `Unsupported`.
     pub fn without_optional_operations(mut self) -> Self {
         self.declared.optional = false;
         self
@@ -663,6 +667,10 @@ impl Backend for MemoryBackend {
         self.declared.optional.then_some(self as &dyn Stats)
     }
 
+    fn metering(&self) -> Option<&dyn Metering> {
+        self.declared.optional.then_some(self as &dyn Metering)
+    }
+
     fn changes(&self, tenant: &TenantId) -> Option<Changes> {
         Some(self.feed.watch(tenant))
     }
@@ -773,5 +781,26 @@ impl Stats for MemoryBackend {
         }
         stats.oldest_pending_age = oldest.map(|o| now.saturating_duration_since(o));
         Ok(stats)
+    }
+}
+
+#[async_trait]
+impl Metering for MemoryBackend {
+    async fn add_usage(&self, records: Vec<UsageRecord>) -> Result<()> {
+        let mut state = self.lock()?;
+        let all = std::mem::take(&mut state.metered);
+        state.metered = crate::sum_usage(all.into_iter().chain(records));
+        Ok(())
+    }
+
+    async fn usage(
+        &self,
+        tenant: &TenantId,
+        days: std::ops::RangeInclusive<u64>,
+    ) -> Result<Vec<UsageRecord>> {
+        let state = self.lock()?;
+        let mine = state.metered.iter();
+        let mine = mine.filter(|r| &r.tenant == tenant && days.contains(&r.day));
+        Ok(mine.cloned().collect())
     }
 }

@@ -192,6 +192,8 @@ async fn next(mut s: Following) -> Option<(Result<Subscribed>, Following)> {
         let tenant = s.tenant.clone();
         match s.inbox.backend().pull(&tenant, s.query.clone()).await {
             Ok(mut page) => {
+                s.inbox
+                    .meter_events(&tenant, crate::Action::Deliver, &page.events);
                 let cursors = (0..page.events.len()).map(|i| page.cursor_after(i));
                 let cursors: Vec<Option<Cursor>> = cursors.collect();
                 let events = std::mem::take(&mut page.events);

@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use zapinbox_core::raw::{
     Acknowledge, ChangeFeed, Changes, Delete, EventParts, Idempotency, InboxPull, Ingest, Leases,
-    Retention, Stats, ValidEvent, check_lease,
+    Metering, Retention, Stats, ValidEvent, check_lease,
 };
 use zapinbox_core::{
     AckOutcome, Backend, Capabilities, ClaimQuery, DeleteOutcome, Error, Event, EventId, Filter,
     Ingested, LeaseToken, Leased, Page, PullQuery, Purged, QueueConfig, Redrive, ReleaseOutcome,
-    Result, TenantId, TenantStats, Timestamp, Traffic, Way,
+    Result, TenantId, TenantStats, Timestamp, Traffic, UsageRecord, Way,
 };
 
 use tokio::sync::watch;
@@ -808,6 +808,10 @@ impl Backend for SqliteBackend {
         Some(self)
     }
 
+    fn metering(&self) -> Option<&dyn Metering> {
+        Some(self)
+    }
+
     /// This process's ingests wake their tenant's subscriptions at once;
     /// other processes' commits wake every subscription within
     /// `changes::POLL` (20 ms), once anyone has subscribed.
@@ -877,6 +881,28 @@ impl Stats for SqliteBackend {
             .read_for(tenant, move |conn| {
                 ops::stats::tenant_stats(conn, &owned, (now, &policy))
             })
+            .await
+    }
+}
+
+#[async_trait]
+impl Metering for SqliteBackend {
+    async fn add_usage(&self, records: Vec<UsageRecord>) -> Result<()> {
+        self.inner
+            .writer
+            .write(move |conn, _| ops::usage::add(conn, &records))
+            .await
+    }
+
+    async fn usage(
+        &self,
+        tenant: &TenantId,
+        days: std::ops::RangeInclusive<u64>,
+    ) -> Result<Vec<UsageRecord>> {
+        let owned = tenant.clone();
+        self.inner
+            .readers
+            .read_for(tenant, move |conn| ops::usage::read(conn, &owned, &days))
             .await
     }
 }

@@ -122,6 +122,19 @@ const MIGRATIONS: &[&str] = &[
         bytes_out    INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (scope, day)
     ) WITHOUT ROWID;
+    -- Metered usage per tenant, UTC day, client, topic ('' for none: an
+    -- empty field is never valid), action and billable.
+    CREATE TABLE usage_records (
+        tenant    TEXT    NOT NULL,
+        day       INTEGER NOT NULL,
+        client_id TEXT    NOT NULL,
+        topic     TEXT    NOT NULL,
+        action    TEXT    NOT NULL,
+        billable  INTEGER NOT NULL,
+        count     INTEGER NOT NULL,
+        bytes     INTEGER NOT NULL,
+        PRIMARY KEY (tenant, day, client_id, topic, action, billable)
+    ) WITHOUT ROWID;
     "#,
 ];
 

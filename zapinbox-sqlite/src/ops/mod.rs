@@ -13,3 +13,4 @@ pub(crate) mod pull;
 pub(crate) mod purge;
 pub(crate) mod quota;
 pub(crate) mod stats;
+pub(crate) mod usage;

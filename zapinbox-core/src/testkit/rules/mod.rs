@@ -13,6 +13,7 @@ mod rate_limit;
 mod restart;
 mod retention;
 mod subscribe;
+mod usage;
 mod worker;
 
 pub use ack_delete::*;
@@ -28,4 +29,5 @@ pub use rate_limit::*;
 pub use restart::*;
 pub use retention::*;
 pub use subscribe::*;
+pub use usage::*;
 pub use worker::*;
