@@ -240,7 +240,9 @@ impl Inbox {
     /// if it differs.
     #[instrument(skip_all, fields(tenant = %tenant, op = "ingest"))]
     pub async fn ingest(&self, tenant: &TenantId, event: NewEvent) -> Result<Ingested> {
-        let event = event.validate(&self.inner.limits)?;
+        let event = event
+            .validate(&self.inner.limits)
+            .inspect_err(crate::telemetry::refused)?;
         let call = Call::new(Operation::Ingest, tenant).carrying(1, event.payload().len());
         self.admit(&call)?;
         let (client, topic) = (
@@ -248,7 +250,10 @@ impl Inbox {
             event.topic().map(str::to_owned),
         );
         let bytes = event.payload().len() as u64;
+        let started = std::time::Instant::now();
         let ingested = self.inner.backend.ingest(tenant, event).await;
+        let outcome = ingested.as_ref().map(std::slice::from_ref);
+        crate::telemetry::ingested(self.backend().name(), tenant, started.elapsed(), outcome, 1);
         let who = (client.as_deref(), topic.as_deref());
         self.meter_call(tenant, who, Action::Ingest, &ingested, |_| (1, bytes));
         ingested
@@ -264,28 +269,18 @@ impl Inbox {
         tenant: &TenantId,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Ingested>> {
-        let limits = &self.inner.limits;
-        Limits::check_count(
-            "batch events (Limits::max_batch_events)",
-            events.len(),
-            limits.max_batch_events,
-        )?;
-        let mut valid = Vec::with_capacity(events.len());
-        let mut bytes = 0usize;
-        for (i, event) in events.into_iter().enumerate() {
-            let event = event.validate(limits).map_err(|e| at_index(i, e))?;
-            bytes = bytes.saturating_add(event.payload().len());
-            Limits::check_count(
-                "batch payload bytes (Limits::max_batch_bytes)",
-                bytes,
-                limits.max_batch_bytes,
-            )?;
-            valid.push(event);
-        }
+        let (valid, bytes) = self
+            .validate_batch(events)
+            .inspect_err(crate::telemetry::refused)?;
         let call = Call::new(Operation::IngestBatch, tenant).carrying(valid.len(), bytes);
         self.admit(&call)?;
+        let (count, started) = (valid.len(), std::time::Instant::now());
+        let name = self.backend().name();
         if self.meter().is_none() {
-            return self.inner.backend.ingest_batch(tenant, valid).await;
+            let ingested = self.inner.backend.ingest_batch(tenant, valid).await;
+            let outcome = ingested.as_deref();
+            crate::telemetry::ingested(name, tenant, started.elapsed(), outcome, count);
+            return ingested;
         }
         let seen: Vec<(Option<String>, Option<String>, u64)> = valid
             .iter()
@@ -298,6 +293,8 @@ impl Inbox {
             })
             .collect();
         let ingested = self.inner.backend.ingest_batch(tenant, valid).await;
+        let outcome = ingested.as_deref();
+        crate::telemetry::ingested(name, tenant, started.elapsed(), outcome, count);
         match &ingested {
             Ok(_) => {
                 let parts = seen
@@ -456,7 +453,9 @@ impl Inbox {
         by: Duration,
     ) -> Result<Timestamp> {
         self.admit(&Call::new(Operation::Extend, tenant))?;
-        self.inner.backend.extend(tenant, token, by).await
+        let extended = self.inner.backend.extend(tenant, token, by).await;
+        crate::telemetry::lease_outcome("extend", &extended);
+        extended
     }
 
     /// Gives a claimed event back (a nack): claimable again after
@@ -470,7 +469,9 @@ impl Inbox {
         retry_after: Option<Duration>,
     ) -> Result<ReleaseOutcome> {
         self.admit(&Call::new(Operation::Release, tenant))?;
-        self.inner.backend.release(tenant, token, retry_after).await
+        let released = self.inner.backend.release(tenant, token, retry_after).await;
+        crate::telemetry::lease_outcome("release", &released);
+        released
     }
 
     /// Gives a claimed event back at once without counting the attempt:
@@ -478,7 +479,9 @@ impl Inbox {
     #[instrument(skip_all, fields(tenant = %tenant, op = "requeue"))]
     pub async fn requeue(&self, tenant: &TenantId, token: LeaseToken) -> Result<()> {
         self.admit(&Call::new(Operation::Requeue, tenant))?;
-        self.inner.backend.requeue(tenant, token).await
+        let requeued = self.inner.backend.requeue(tenant, token).await;
+        crate::telemetry::lease_outcome("requeue", &requeued);
+        requeued
     }
 
     /// Acks a claimed event. `LeaseLost` if the lease ran out and another
@@ -487,6 +490,7 @@ impl Inbox {
     pub async fn ack_lease(&self, tenant: &TenantId, token: LeaseToken) -> Result<AckOutcome> {
         self.admit(&Call::new(Operation::AckLease, tenant))?;
         let done = self.inner.backend.ack_lease(tenant, token).await;
+        crate::telemetry::lease_outcome("ack_lease", &done);
         self.meter_call(tenant, (None, None), Action::Ack, &done, |_| (1, 0));
         done
     }
@@ -604,7 +608,11 @@ impl Inbox {
 
     /// Runs every policy on `call`; the first refusal wins.
     fn admit(&self, call: &Call<'_>) -> Result<()> {
-        self.inner.policies.iter().try_for_each(|p| p.admit(call))
+        let admitted = self.inner.policies.iter().try_for_each(|p| p.admit(call));
+        if let Err(e) = &admitted {
+            crate::telemetry::refused(e);
+        }
+        admitted
     }
 
     /// Checks the number of ids named, and returns it (0 for all).
@@ -618,6 +626,32 @@ impl Inbox {
     /// Refuses more ids or tokens in one call than `Limits::max_ids`.
     fn check_id_count(&self, ids: usize) -> Result<()> {
         Limits::check_count("ids (Limits::max_ids)", ids, self.inner.limits.max_ids)
+    }
+}
+
+impl Inbox {
+    /// Checks a batch against the limits; returns its events validated and
+    /// their payload bytes.
+    fn validate_batch(&self, events: Vec<NewEvent>) -> Result<(Vec<crate::ValidEvent>, usize)> {
+        let limits = &self.inner.limits;
+        Limits::check_count(
+            "batch events (Limits::max_batch_events)",
+            events.len(),
+            limits.max_batch_events,
+        )?;
+        let mut valid = Vec::with_capacity(events.len());
+        let mut bytes = 0usize;
+        for (i, event) in events.into_iter().enumerate() {
+            let event = event.validate(limits).map_err(|e| at_index(i, e))?;
+            bytes = bytes.saturating_add(event.payload().len());
+            Limits::check_count(
+                "batch payload bytes (Limits::max_batch_bytes)",
+                bytes,
+                limits.max_batch_bytes,
+            )?;
+            valid.push(event);
+        }
+        Ok((valid, bytes))
     }
 }
 

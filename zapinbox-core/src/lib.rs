@@ -49,6 +49,7 @@ mod quota;
 mod rate_limit;
 pub mod serde_millis;
 mod subscription;
+pub mod telemetry;
 mod tenant;
 mod time;
 mod usage;

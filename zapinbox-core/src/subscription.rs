@@ -169,6 +169,10 @@ impl Inbox {
 async fn next(mut s: Following) -> Option<(Result<Subscribed>, Following)> {
     loop {
         if let Some(item) = s.buffered.pop_front() {
+            let now = s.inbox.clock().now();
+            crate::telemetry::subscription_lag(
+                now.saturating_duration_since(item.event.created_at),
+            );
             return Some((Ok(item), s));
         }
         if s.done {

@@ -423,6 +423,7 @@ fn commit_batch(
         counters.commits.fetch_add(1, Ordering::Relaxed);
     }
     let held = jobs.len() + set_aside.len();
+    metrics::histogram!("zapinbox_group_commit_requests").record(held as f64);
     tracing::trace!(
         requests = held,
         set_aside = set_aside.len(),
