@@ -38,7 +38,7 @@ step "docs"
 cargo doc --workspace --no-deps --quiet
 
 step "examples run"
-for example in quickstart worker; do
+for example in quickstart worker usage_report; do
   cargo run --quiet --example "$example" > "$CARGO_TARGET_DIR/$example.out"
   printf '%s: %s\n' "$example" "$(tail -n 1 "$CARGO_TARGET_DIR/$example.out")"
 done
