@@ -11,7 +11,15 @@
 //! | `zapinbox_group_commit_requests` | histogram | | requests in one SQLite group commit |
 //!
 //! `tenant` labels grow with the number of tenants: a host with very many
-//! should drop or aggregate that label in its recorder.
+//! should drop or aggregate that label in its recorder. A lease that
+//! simply runs out is seen when its holder next uses it
+//! (`zapinbox_lease_lost_total`); the claim that takes the event again
+//! counts as a delivery.
+//!
+//! Tracing: every inbox call is a span (`op`, `tenant`). On SQLite a
+//! call's reads run in a `sqlite_read` span on the read thread, its writes
+//! in the caller's span inside the writer's `group_commit` span, and
+//! maintenance in `sqlite_maintenance`.
 
 use std::time::Duration;
 

@@ -72,9 +72,14 @@ impl ReadPool {
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let loan = self.loan().await?;
-        tokio::task::spawn_blocking(move || match &loan.conn {
-            Some(conn) => f(conn),
-            None => Err(Error::permanent("read pool lost a connection")),
+        // The caller's span (the inbox call) follows the read to its thread.
+        let span = tracing::trace_span!("sqlite_read");
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.entered();
+            match &loan.conn {
+                Some(conn) => f(conn),
+                None => Err(Error::permanent("read pool lost a connection")),
+            }
         })
         .await
         .map_err(|e| Error::permanent(format!("read task failed: {e}")))?

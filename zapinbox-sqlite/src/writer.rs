@@ -65,6 +65,9 @@ struct Typed<T> {
     op: Op<T>,
     result: Option<Result<T>>,
     reply: oneshot::Sender<Result<T>>,
+    /// The caller's span (its inbox call): the operation runs inside it,
+    /// within the writer's group-commit span.
+    span: tracing::Span,
 }
 
 impl<T: Send + 'static> Job for Typed<T> {
@@ -72,6 +75,7 @@ impl<T: Send + 'static> Job for Typed<T> {
         // A panicking operation fails its own request, not the writer
         // thread and everyone after it.
         let op = &self.op;
+        let _entered = self.span.enter();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op(conn, clock)))
             .unwrap_or_else(|_| Err(Error::permanent("a write operation panicked")));
         let failure = result
@@ -241,6 +245,7 @@ impl Writer {
             op: Box::new(op),
             result: None,
             reply,
+            span: tracing::Span::current(),
         });
         self.queue.send(kind(job)).await.map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
