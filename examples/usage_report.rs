@@ -86,9 +86,9 @@ async fn main() -> Result<()> {
 /// Billable messages and bytes per client and action.
 fn by_client(records: &[UsageRecord]) -> BTreeMap<(String, &'static str), (u64, u64)> {
     let mut sums = BTreeMap::new();
-    for r in records.iter().filter(|r| r.billable) {
-        let client = r.client_id.clone().unwrap_or_else(|| "(by id)".into());
-        let sum: &mut (u64, u64) = sums.entry((client, r.action.name())).or_default();
+    for r in records.iter().filter(|r| r.key.billable) {
+        let client = r.key.client_id.clone().unwrap_or_else(|| "(by id)".into());
+        let sum: &mut (u64, u64) = sums.entry((client, r.key.action.name())).or_default();
         sum.0 += r.count;
         sum.1 += r.bytes;
     }

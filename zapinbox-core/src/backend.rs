@@ -147,7 +147,7 @@ pub trait Retention: Send + Sync {
 #[async_trait]
 pub trait Metering: Send + Sync {
     /// Adds `records` to the stored counts: records with the same key
-    /// ([`UsageRecord::key`](crate::UsageRecord::key)) add up.
+    /// ([`UsageKey`](crate::UsageKey)) add up.
     async fn add_usage(&self, records: Vec<crate::UsageRecord>) -> Result<()>;
 
     /// `tenant`'s records for the UTC days in `days`, summed by key, in

@@ -800,7 +800,7 @@ impl Metering for MemoryBackend {
     ) -> Result<Vec<UsageRecord>> {
         let state = self.lock()?;
         let mine = state.metered.iter();
-        let mine = mine.filter(|r| &r.tenant == tenant && days.contains(&r.day));
+        let mine = mine.filter(|r| &r.key.tenant == tenant && days.contains(&r.key.day));
         Ok(mine.cloned().collect())
     }
 }

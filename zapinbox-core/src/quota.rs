@@ -1,7 +1,9 @@
 //! Daily quotas: how many messages and bytes a tenant, and the whole
-//! inbox, may bring in and take out per UTC day. Backends count in the same
-//! transaction as the write, so a restart does not reset a day and two
-//! processes on one store share it.
+//! inbox, may bring in and take out per UTC day. Backends count what comes
+//! in in the same transaction as the write, so a restart does not reset a
+//! day and two processes on one store share it; what goes out is checked
+//! before a delivery and counted with it (a claim) or just after it (a
+//! pull, which is a read), so concurrent deliveries may each cross it.
 
 use serde::{Deserialize, Serialize};
 

@@ -147,9 +147,9 @@ impl Inbox {
         let slot = self.slots().take(tenant)?;
         let mut query = PullQuery::new().filter(filter).limit(PAGE);
         if let Some(cursor) = from {
+            query = query.after(cursor);
             // Checked now, so a bad cursor fails the call, not the stream.
             query.resolve(tenant, self.backend().name())?;
-            query = query.after(cursor);
         }
         let following = Following {
             changes: self.backend().changes(tenant),
@@ -173,6 +173,10 @@ async fn next(mut s: Following) -> Option<(Result<Subscribed>, Following)> {
             crate::telemetry::subscription_lag(
                 now.saturating_duration_since(item.event.created_at),
             );
+            // Metered as delivered when handed over, not when read ahead.
+            let delivered = std::iter::once(&item.event);
+            s.inbox
+                .meter_events(&s.tenant, crate::Action::Deliver, delivered);
             return Some((Ok(item), s));
         }
         if s.done {
@@ -196,8 +200,6 @@ async fn next(mut s: Following) -> Option<(Result<Subscribed>, Following)> {
         let tenant = s.tenant.clone();
         match s.inbox.backend().pull(&tenant, s.query.clone()).await {
             Ok(mut page) => {
-                s.inbox
-                    .meter_events(&tenant, crate::Action::Deliver, &page.events);
                 let cursors = (0..page.events.len()).map(|i| page.cursor_after(i));
                 let cursors: Vec<Option<Cursor>> = cursors.collect();
                 let events = std::mem::take(&mut page.events);

@@ -34,26 +34,14 @@ impl Action {
     }
 }
 
-/// Counted usage: how many events and payload bytes, for one tenant,
-/// client, topic, action and UTC day, billable or not.
+/// Counted usage: how many events and payload bytes under one key (tenant,
+/// day, client, topic, action, billable). Serialized flat.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct UsageRecord {
-    /// Whose.
-    pub tenant: TenantId,
-    /// The UTC day, as days since the Unix epoch ([`utc_day`](crate::utc_day)).
-    pub day: u64,
-    /// The client that asked, as its events name it (`None` if unnamed).
-    pub client_id: Option<String>,
-    /// The events' topic (`None` without one, or where the call did not
-    /// say: acks and deletes by id).
-    pub topic: Option<String>,
-    /// What was done.
-    pub action: Action,
-    /// Whether it is billed: what succeeded and what the client got wrong
-    /// (invalid input, not found, conflicts, limits); not what failed on
-    /// the inbox's side (storage errors).
-    pub billable: bool,
+    /// What was counted.
+    #[serde(flatten)]
+    pub key: UsageKey,
     /// Events (or calls, for a call that failed).
     pub count: u64,
     /// Payload bytes.
@@ -71,12 +59,14 @@ impl UsageRecord {
         (count, bytes): (u64, u64),
     ) -> Self {
         UsageRecord {
-            tenant,
-            day,
-            client_id,
-            topic,
-            action,
-            billable,
+            key: UsageKey {
+                tenant,
+                day,
+                client_id,
+                topic,
+                action,
+                billable,
+            },
             count,
             bytes,
         }
@@ -87,35 +77,26 @@ impl UsageRecord {
     pub fn billable_error(error: &Error) -> bool {
         !matches!(error, Error::Backend { .. })
     }
-
-    /// What identifies the record apart from its counts.
-    pub fn key(&self) -> UsageKey {
-        UsageKey {
-            tenant: self.tenant.clone(),
-            day: self.day,
-            client_id: self.client_id.clone(),
-            topic: self.topic.clone(),
-            action: self.action,
-            billable: self.billable,
-        }
-    }
 }
 
-/// A usage record's identity: its counts add up under one key.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// What a usage record counts: its counts add up under one key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct UsageKey {
     /// Whose.
     pub tenant: TenantId,
-    /// The UTC day.
+    /// The UTC day, as days since the Unix epoch ([`utc_day`](crate::utc_day)).
     pub day: u64,
-    /// Which client.
+    /// The client that asked, as its events name it (`None` if unnamed).
     pub client_id: Option<String>,
-    /// Which topic.
+    /// The events' topic (`None` without one, or where the call did not
+    /// say: acks and deletes by id).
     pub topic: Option<String>,
     /// What was done.
     pub action: Action,
-    /// Whether billed.
+    /// Whether it is billed: what succeeded and what the client got wrong
+    /// (invalid input, not found, conflicts, limits); not what failed on
+    /// the inbox's side (storage errors).
     pub billable: bool,
 }
 
@@ -124,7 +105,7 @@ pub struct UsageKey {
 pub fn sum_usage(records: impl IntoIterator<Item = UsageRecord>) -> Vec<UsageRecord> {
     let mut sums: HashMap<UsageKey, UsageRecord> = HashMap::new();
     for record in records {
-        sums.entry(record.key())
+        sums.entry(record.key.clone())
             .and_modify(|sum| {
                 sum.count = sum.count.saturating_add(record.count);
                 sum.bytes = sum.bytes.saturating_add(record.bytes);
@@ -132,6 +113,6 @@ pub fn sum_usage(records: impl IntoIterator<Item = UsageRecord>) -> Vec<UsageRec
             .or_insert(record);
     }
     let mut out: Vec<UsageRecord> = sums.into_values().collect();
-    out.sort_by_key(UsageRecord::key);
+    out.sort_by(|a, b| a.key.cmp(&b.key));
     out
 }

@@ -96,7 +96,6 @@ pub(crate) struct Inner {
     feed: ChangeFeed,
     /// Whether that thread was started.
     watching: std::sync::Once,
-    connection_options: ConnectionOptions,
 }
 
 /// Configures and opens a [`SqliteBackend`].
@@ -250,7 +249,6 @@ impl SqliteBuilder {
                 purge_batch: self.purge_batch,
                 feed: ChangeFeed::new(),
                 watching: std::sync::Once::new(),
-                connection_options: options,
             }),
         })
     }
@@ -445,12 +443,19 @@ impl SqliteBackend {
                 .direct(|conn, _| maintenance::optimize(conn))
                 .await;
         }
-        self.inner.writer.close().await
+        let closed = self.inner.writer.close().await;
+        // Subscriptions waiting for news look again, fail, and end.
+        self.inner.feed.notify_all();
+        closed
     }
 }
 
 impl SqliteBackend {
     async fn list(&self, tenant: &TenantId, query: PullQuery, listing: Listing) -> Result<Page> {
+        // Reads could go on after close; like writes, they fail.
+        if self.is_closed() {
+            return Err(crate::writer::closed());
+        }
         let resolved = query.resolve(tenant, NAME)?;
         let owned = tenant.clone();
         let (now, policy) = (self.inner.config.clock.now(), self.inner.config.retry);
@@ -813,20 +818,20 @@ impl Backend for SqliteBackend {
     }
 
     /// This process's ingests wake their tenant's subscriptions at once;
-    /// other processes' commits wake every subscription within
-    /// `changes::POLL` (20 ms), once anyone has subscribed.
+    /// commits through other connections to the file (other processes)
+    /// wake every subscription within `changes::POLL` (20 ms), read by a
+    /// task started with the first subscription. Outside a Tokio runtime
+    /// there is no feed, and subscriptions look again every 100 ms.
     fn changes(&self, tenant: &TenantId) -> Option<Changes> {
         let inner = &self.inner;
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
         inner.watching.call_once(|| {
-            let started = crate::changes::watch_other_processes(
-                inner.path.clone(),
-                inner.connection_options,
+            crate::changes::watch_other_processes(
+                &runtime,
+                Arc::clone(&inner.writer),
                 inner.feed.clone(),
                 inner.stop_maintenance.subscribe(),
             );
-            if let Err(e) = started {
-                tracing::warn!(error = %e, "other processes' commits will not wake subscriptions");
-            }
         });
         Some(inner.feed.watch(tenant))
     }

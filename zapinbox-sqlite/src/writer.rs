@@ -294,7 +294,7 @@ impl Writer {
     }
 }
 
-fn closed() -> Error {
+pub(crate) fn closed() -> Error {
     Error::permanent("the SQLite inbox is closed")
 }
 

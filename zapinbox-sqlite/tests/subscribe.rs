@@ -134,3 +134,31 @@ async fn subscribers_see_other_processes_commits_exactly_once() {
     assert!(quiet.is_err(), "nothing more: {quiet:?}");
     backend.close().await.expect("close");
 }
+
+/// Closing the backend ends its subscriptions: the waiting stream looks
+/// again, yields the error and ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_backend_ends_its_subscriptions() {
+    let harness = harness::SqliteHarness::new();
+    let backend = SqliteBackend::open(harness.path()).await.expect("open");
+    let inbox = Inbox::new(backend.clone());
+    let mut live = Box::pin(
+        inbox
+            .subscribe(&tenant(), Filter::default(), None)
+            .await
+            .expect("subscribe"),
+    );
+    let waiting = tokio::spawn(async move {
+        let first = live.next().await;
+        let after = live.next().await;
+        (first, after)
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    backend.close().await.expect("close");
+    let (first, after) = tokio::time::timeout(PATIENCE, waiting)
+        .await
+        .expect("the stream ends")
+        .expect("task");
+    assert!(matches!(first, Some(Err(_))), "{first:?}");
+    assert!(after.is_none());
+}

@@ -78,10 +78,14 @@ pub(crate) fn charge(
             "INSERT INTO usage_days (scope, day, messages_in, bytes_in, messages_out, bytes_out)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (scope, day) DO UPDATE SET
-                 messages_in = messages_in + excluded.messages_in,
-                 bytes_in = bytes_in + excluded.bytes_in,
-                 messages_out = messages_out + excluded.messages_out,
-                 bytes_out = bytes_out + excluded.bytes_out",
+                 messages_in = min(messages_in, 9223372036854775807 - excluded.messages_in)
+                     + excluded.messages_in,
+                 bytes_in = min(bytes_in, 9223372036854775807 - excluded.bytes_in)
+                     + excluded.bytes_in,
+                 messages_out = min(messages_out, 9223372036854775807 - excluded.messages_out)
+                     + excluded.messages_out,
+                 bytes_out = min(bytes_out, 9223372036854775807 - excluded.bytes_out)
+                     + excluded.bytes_out",
         )
         .map_err(storage)?;
     for scope in [tenant.as_str(), EVERYONE] {

@@ -18,18 +18,20 @@ pub(crate) fn add(conn: &Connection, records: &[UsageRecord]) -> Result<()> {
                  (tenant, day, client_id, topic, action, billable, count, bytes)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT (tenant, day, client_id, topic, action, billable) DO UPDATE SET
-                 count = count + excluded.count, bytes = bytes + excluded.bytes",
+                 count = min(count, 9223372036854775807 - excluded.count) + excluded.count,
+                 bytes = min(bytes, 9223372036854775807 - excluded.bytes) + excluded.bytes",
         )
         .map_err(storage)?;
     for r in records {
         let big = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let k = &r.key;
         stmt.execute(params![
-            r.tenant.as_str(),
-            big(r.day),
-            r.client_id.as_deref().unwrap_or(NONE),
-            r.topic.as_deref().unwrap_or(NONE),
-            r.action.name(),
-            r.billable,
+            k.tenant.as_str(),
+            big(k.day),
+            k.client_id.as_deref().unwrap_or(NONE),
+            k.topic.as_deref().unwrap_or(NONE),
+            k.action.name(),
+            k.billable,
             big(r.count),
             big(r.bytes),
         ])

@@ -107,6 +107,16 @@ pub async fn third_subscription_is_refused_until_one_is_dropped(harness: &dyn Ha
         matches!(third, Err(Error::TooManySubscriptions { limit: 2 })),
         "{third:?}"
     );
+    drop(second);
+    let garbage = Some(crate::Cursor::from_string("garbage"));
+    let bad = inbox
+        .subscribe(&tenant, Filter::default(), garbage)
+        .await
+        .map(drop);
+    assert!(matches!(bad, Err(Error::InvalidInput(_))), "{bad:?}");
+    let second = subscribe(&inbox, &tenant)
+        .await
+        .expect("the bad one took no place");
     let elsewhere = subscribe(&inbox, &other).await.expect("another tenant's");
     drop(first);
     let again = subscribe(&inbox, &tenant).await.expect("a place was freed");
