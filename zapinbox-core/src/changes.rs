@@ -27,9 +27,11 @@ impl ChangeFeed {
         Self::default()
     }
 
-    /// Changes of `tenant` from now on.
+    /// Changes of `tenant` from now on. Also forgets the tenants nobody
+    /// watches any more, so the feed holds only watched ones.
     pub fn watch(&self, tenant: &TenantId) -> Changes {
         let mut tenants = self.lock();
+        tenants.retain(|_, sender| sender.receiver_count() > 0);
         let sender = tenants
             .entry(tenant.clone())
             .or_insert_with(|| watch::channel(0).0);

@@ -245,10 +245,10 @@ impl Inbox {
             .inspect_err(crate::telemetry::refused)?;
         let call = Call::new(Operation::Ingest, tenant).carrying(1, event.payload().len());
         self.admit(&call)?;
-        let (client, topic) = (
-            event.client_id().map(str::to_owned),
-            event.topic().map(str::to_owned),
-        );
+        // Only metering needs these after the event is gone.
+        let metered = self.meter().is_some();
+        let owned = |field: Option<&str>| field.filter(|_| metered).map(str::to_owned);
+        let (client, topic) = (owned(event.client_id()), owned(event.topic()));
         let bytes = event.payload().len() as u64;
         let started = std::time::Instant::now();
         let ingested = self.inner.backend.ingest(tenant, event).await;

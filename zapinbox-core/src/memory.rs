@@ -298,12 +298,11 @@ impl MemoryBackend {
     }
 
     /// Refuses a delivery once the day's outbound quota is used up.
-    fn check_out(&self, tenant: &TenantId, now: Timestamp) -> Result<()> {
+    fn check_out(&self, state: &State, tenant: &TenantId, now: Timestamp) -> Result<()> {
         let quotas = &self.config.quotas;
         if !quotas.limits(Way::Out) {
             return Ok(());
         }
-        let state = self.lock()?;
         let (mine, all) = state.usage_on(tenant, utc_day(now));
         quotas.check(&mine, &all, Traffic::new(Way::Out, 1, 1), now)
     }
@@ -407,8 +406,10 @@ impl Leases for MemoryBackend {
         query.check()?;
         let now = self.config.clock.now();
         let policy = &self.config.retry;
-        self.check_out(tenant, now)?;
+        // Checked, claimed and counted under one lock: no two claims cross
+        // the outbound quota together.
         let mut state = self.lock()?;
+        self.check_out(&state, tenant, now)?;
         let claimed = Self::claim_in(&mut state, tenant, &query, now, policy);
         let bytes = claimed.iter().map(|l| l.event.payload.len() as u64).sum();
         let traffic = Traffic::new(Way::Out, claimed.len() as u64, bytes);
@@ -584,7 +585,7 @@ impl Ingest for MemoryBackend {
 impl InboxPull for MemoryBackend {
     async fn pull(&self, tenant: &TenantId, query: PullQuery) -> Result<Page> {
         let now = self.config.clock.now();
-        self.check_out(tenant, now)?;
+        self.check_out(&*self.lock()?, tenant, now)?;
         let page = self.list(tenant, query, EventStatus::Pending)?;
         let bytes = page.events.iter().map(|e| e.payload.len() as u64).sum();
         let traffic = Traffic::new(Way::Out, page.events.len() as u64, bytes);

@@ -539,11 +539,14 @@ impl Leases for SqliteBackend {
             let last_of_them = candidates.len() < want;
             let round = query.clone().limit((limit - claimed.len()) as u32);
             let tenant = tenant.clone();
-            let (got, used_up) = self
+            let round = self
                 .inner
                 .writer
                 .write(move |conn, clock| {
                     let now = clock.now();
+                    // Checked again in the claim's transaction: no two
+                    // claims cross the outbound quota together.
+                    ops::quota::check_out(conn, &quotas, &tenant, now)?;
                     let (got, used_up) =
                         ops::lease::claim(conn, now, &tenant, &candidates, &round, &policy)?;
                     let bytes = got.iter().map(|l| l.event.payload.len() as u64).sum();
@@ -551,7 +554,14 @@ impl Leases for SqliteBackend {
                     ops::quota::charge(conn, &quotas, &tenant, traffic, now)?;
                     Ok((got, used_up))
                 })
-                .await?;
+                .await;
+            let (got, used_up) = match round {
+                Ok(round) => round,
+                // The quota ran out after an earlier round: what that round
+                // claimed is leased, so it is returned.
+                Err(Error::QuotaExceeded { .. }) if !claimed.is_empty() => break,
+                Err(e) => return Err(e),
+            };
             claimed.extend(got);
             if claimed.len() >= limit || last_of_them || !used_up {
                 break;
