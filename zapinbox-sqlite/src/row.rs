@@ -159,16 +159,20 @@ pub(crate) fn delivery_at(row: &Row<'_>, at: usize, id: EventId) -> Result<Deliv
     })
 }
 
-/// The delivery state of event `id` in `tenant`, if it exists.
+/// The row sequence and delivery state of event `id` in `tenant`, if it
+/// exists.
 pub(crate) fn load_delivery(
     conn: &Connection,
     tenant: &TenantId,
     id: EventId,
-) -> Result<Option<Delivery>> {
-    let sql = format!("SELECT {DELIVERY_COLUMNS} FROM events WHERE id = ?1 AND tenant = ?2");
+) -> Result<Option<(i64, Delivery)>> {
+    let sql = format!("SELECT seq, {DELIVERY_COLUMNS} FROM events WHERE id = ?1 AND tenant = ?2");
     let mut stmt = conn.prepare_cached(&sql).map_err(storage)?;
     stmt.query_row(params![id.to_bytes(), tenant.as_str()], |row| {
-        Ok(delivery_at(row, 0, id))
+        Ok(row
+            .get(0)
+            .map_err(storage)
+            .and_then(|seq| Ok((seq, delivery_at(row, 1, id)?))))
     })
     .optional()
     .map_err(storage)?
@@ -185,24 +189,25 @@ pub(crate) fn change_delivery<T>(
     (now, policy): (Timestamp, &RetryPolicy),
     f: impl FnOnce(&mut Delivery) -> Result<T>,
 ) -> Result<Option<T>> {
-    let Some(stored) = load_delivery(conn, tenant, id)? else {
+    let Some((seq, stored)) = load_delivery(conn, tenant, id)? else {
         return Ok(None);
     };
     let mut delivery = stored.settle(now, policy);
     let out = f(&mut delivery)?;
     if delivery != stored {
-        save_delivery(conn, id, &stored, &delivery)?;
+        save_delivery(conn, seq, &stored, &delivery)?;
     }
     Ok(Some(out))
 }
 
-/// Writes back the delivery state of event `id`, stored as `before`:
+/// Writes back the delivery state of the row `seq`, stored as `before`
+/// (by its row number: the table itself, no index to look it up in):
 /// only the columns that changed, since SQLite updates every index (and
 /// fires every trigger) of a column it sets, changed or not; with the
 /// indexes of schema v5 that was most of a claim's or an ack's time.
 pub(crate) fn save_delivery(
     conn: &Connection,
-    id: EventId,
+    seq: i64,
     before: &Delivery,
     after: &Delivery,
 ) -> Result<()> {
@@ -239,13 +244,12 @@ pub(crate) fn save_delivery(
     if changed.is_empty() {
         return Ok(());
     }
-    // ?1 is the id, then one parameter a changed column.
+    // ?1 is the row, then one parameter a changed column.
     let set: Vec<String> = (changed.iter().enumerate())
         .map(|(i, (column, _))| format!("{column} = ?{}", i + 2))
         .collect();
-    let sql = format!("UPDATE events SET {} WHERE id = ?1", set.join(", "));
-    let id = id.to_bytes();
-    let params: Vec<&dyn ToSql> = std::iter::once(&id as &dyn ToSql)
+    let sql = format!("UPDATE events SET {} WHERE seq = ?1", set.join(", "));
+    let params: Vec<&dyn ToSql> = std::iter::once(&seq as &dyn ToSql)
         .chain(changed.iter().map(|(_, value)| *value))
         .collect();
     conn.prepare_cached(&sql)

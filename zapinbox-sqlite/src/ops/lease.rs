@@ -109,12 +109,12 @@ pub(crate) fn claim(
                 event.attempts = delivery.attempts;
                 event.leased_until = delivery.leased_until();
                 let token = LeaseToken::new(event.id, nonce);
-                save_delivery(conn, event.id, &stored, &delivery)?;
+                save_delivery(conn, seq, &stored, &delivery)?;
                 claimed.push(Leased::new(event, token, attempt, expires));
                 continue;
             }
         }
-        save_delivery(conn, event.id, &stored, &delivery)?;
+        save_delivery(conn, seq, &stored, &delivery)?;
     }
     Ok((claimed, used == candidates.len()))
 }
