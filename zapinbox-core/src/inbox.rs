@@ -314,7 +314,10 @@ impl Inbox {
         let page = self.inner.backend.pull(tenant, query).await;
         match &page {
             Ok(page) => self.meter_events(tenant, Action::Deliver, &page.events),
-            Err(_) => self.meter_call(tenant, (None, None), Action::Deliver, &page, |_| (0, 0)),
+            Err(e) => {
+                crate::telemetry::refused(e);
+                self.meter_call(tenant, (None, None), Action::Deliver, &page, |_| (0, 0));
+            }
         }
         page
     }
@@ -399,7 +402,10 @@ impl Inbox {
     /// The event stored under an idempotency key within its window.
     #[instrument(skip_all, fields(tenant = %tenant, op = "find_by_key"))]
     pub async fn find_by_key(&self, tenant: &TenantId, key: &str) -> Result<Option<EventId>> {
-        self.inner.limits.check_idempotency_key(key)?;
+        self.inner
+            .limits
+            .check_idempotency_key(key)
+            .inspect_err(crate::telemetry::refused)?;
         self.admit(&Call::new(Operation::FindByKey, tenant))?;
         self.inner.backend.find_by_key(tenant, key).await
     }
@@ -422,7 +428,10 @@ impl Inbox {
             Ok(leased) => {
                 self.meter_events(tenant, Action::Deliver, leased.iter().map(|l| &l.event))
             }
-            Err(_) => self.meter_call(tenant, (None, None), Action::Deliver, &claimed, |_| (0, 0)),
+            Err(e) => {
+                crate::telemetry::refused(e);
+                self.meter_call(tenant, (None, None), Action::Deliver, &claimed, |_| (0, 0));
+            }
         }
         claimed
     }
@@ -585,10 +594,12 @@ impl Inbox {
     }
 
     fn unsupported(&self, operation: &'static str) -> crate::Error {
-        crate::Error::Unsupported {
+        let refused = crate::Error::Unsupported {
             operation,
             backend: self.inner.backend.name(),
-        }
+        };
+        crate::telemetry::refused(&refused);
+        refused
     }
 
     /// Lets a subscription of `tenant` through the policies.
@@ -626,6 +637,7 @@ impl Inbox {
     /// Refuses more ids or tokens in one call than `Limits::max_ids`.
     fn check_id_count(&self, ids: usize) -> Result<()> {
         Limits::check_count("ids (Limits::max_ids)", ids, self.inner.limits.max_ids)
+            .inspect_err(crate::telemetry::refused)
     }
 }
 

@@ -144,7 +144,10 @@ impl Inbox {
         from: Option<Cursor>,
     ) -> Result<impl Stream<Item = Result<Subscribed>> + Send + use<>> {
         self.admit_subscription(tenant)?;
-        let slot = self.slots().take(tenant)?;
+        let slot = self
+            .slots()
+            .take(tenant)
+            .inspect_err(crate::telemetry::refused)?;
         let mut query = PullQuery::new().filter(filter).limit(PAGE);
         if let Some(cursor) = from {
             query = query.after(cursor);
