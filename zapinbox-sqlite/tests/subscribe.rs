@@ -6,9 +6,11 @@ use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::Duration;
 
-use futures::StreamExt;
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
 use serde_json::json;
-use zapinbox_core::{EventId, Filter, Inbox, NewEvent, PullQuery, TenantId};
+use zapinbox_core::{EventId, Filter, Inbox, NewEvent, PullQuery, Result, Subscribed, TenantId};
 use zapinbox_sqlite::SqliteBackend;
 
 const CHILD_DB: &str = "ZAPINBOX_SUBSCRIBE_CHILD_DB";
@@ -18,6 +20,12 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 fn tenant() -> TenantId {
     TenantId::new("watched").expect("tenant")
+}
+
+/// A subscription to the watched tenant, from the beginning.
+async fn watch(inbox: &Inbox) -> Pin<Box<dyn Stream<Item = Result<Subscribed>> + Send>> {
+    let live = inbox.subscribe(&tenant(), Filter::default(), None).await;
+    Box::pin(live.expect("subscribe"))
 }
 
 /// The other processes' side; runs only when started by the test below.
@@ -49,12 +57,7 @@ async fn subscribers_see_other_processes_commits_exactly_once() {
     let path = harness.path();
     let backend = SqliteBackend::open(&path).await.expect("create");
     let inbox = Inbox::new(backend.clone());
-    let mut live = Box::pin(
-        inbox
-            .subscribe(&tenant(), Filter::default(), None)
-            .await
-            .expect("subscribe"),
-    );
+    let mut live = watch(&inbox).await;
     let children: Vec<_> = ["first", "second"]
         .iter()
         .map(|name| {
@@ -142,12 +145,7 @@ async fn closing_the_backend_ends_its_subscriptions() {
     let harness = harness::SqliteHarness::new();
     let backend = SqliteBackend::open(harness.path()).await.expect("open");
     let inbox = Inbox::new(backend.clone());
-    let mut live = Box::pin(
-        inbox
-            .subscribe(&tenant(), Filter::default(), None)
-            .await
-            .expect("subscribe"),
-    );
+    let mut live = watch(&inbox).await;
     let waiting = tokio::spawn(async move {
         let first = live.next().await;
         let after = live.next().await;
