@@ -3,10 +3,9 @@
 mod harness;
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::process::Stdio;
 use std::time::Duration;
-
-use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
 use serde_json::json;
