@@ -130,12 +130,7 @@ async fn processes_racing_to_open_and_migrate_one_file_all_succeed() {
         })
         .collect();
     for child in children {
-        let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-            .await
-            .expect("join")
-            .expect("wait");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(output.status.success(), "{stdout}");
+        let stdout = harness::finished(child).await;
         let results = harness::results(&stdout);
         assert!(
             results

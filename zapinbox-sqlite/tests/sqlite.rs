@@ -149,14 +149,7 @@ async fn two_processes_share_one_file() {
         .spawn()
         .expect("start the other process");
     ingest_shared_keys(&path, "parent").await;
-    let status = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .expect("join")
-        .expect("wait");
-    assert!(
-        status.status.success(),
-        "the other process finished cleanly"
-    );
+    harness::finished(child).await;
 
     let backend = SqliteBackend::open(&path).await.expect("reopen");
     let inbox = Inbox::new(backend.clone());

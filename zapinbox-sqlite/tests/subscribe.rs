@@ -107,11 +107,7 @@ async fn subscribers_see_other_processes_commits_exactly_once() {
         subscribed.push(item.event.id);
     }
     for child in children {
-        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-            .await
-            .expect("join")
-            .expect("wait");
-        assert!(out.status.success(), "a writer process failed");
+        harness::finished(child).await;
     }
     let paged = reader.await.expect("reader");
     let committed: Vec<EventId> = inbox

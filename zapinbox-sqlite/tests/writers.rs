@@ -95,12 +95,7 @@ async fn two_processes_writing_without_pause_never_see_locked() {
         .spawn()
         .expect("start the other process");
     let (stored, errors) = write_flat_out(&path, "parent", start).await;
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .expect("join")
-        .expect("wait");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}");
+    let stdout = harness::finished(child).await;
     let result = harness::results(&stdout)
         .first()
         .copied()

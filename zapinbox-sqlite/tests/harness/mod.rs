@@ -108,6 +108,21 @@ pub fn results(stdout: &str) -> Vec<&str> {
         .collect()
 }
 
+/// Waits for `child` without holding up the runtime, asserts that it
+/// exited cleanly, and returns what it printed.
+pub async fn finished(child: std::process::Child) -> String {
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "the other process failed: {stdout}"
+    );
+    stdout
+}
+
 /// This test binary again, running only its ignored
 /// `child_process_entry_point`: the other process of a process test.
 /// Its output is passed through (`--nocapture`) for the parent to read.
