@@ -275,34 +275,35 @@ impl Inbox {
         let call = Call::new(Operation::IngestBatch, tenant).carrying(valid.len(), bytes);
         self.admit(&call)?;
         let (count, started) = (valid.len(), std::time::Instant::now());
-        let name = self.backend().name();
-        if self.meter().is_none() {
-            let ingested = self.inner.backend.ingest_batch(tenant, valid).await;
-            let outcome = ingested.as_deref();
-            crate::telemetry::ingested(name, tenant, started.elapsed(), outcome, count);
-            return ingested;
-        }
-        let seen: Vec<(Option<String>, Option<String>, u64)> = valid
-            .iter()
-            .map(|v| {
-                let who = (
-                    v.client_id().map(str::to_owned),
-                    v.topic().map(str::to_owned),
-                );
-                (who.0, who.1, v.payload().len() as u64)
-            })
-            .collect();
+        // Only metering needs the events' clients and topics afterwards.
+        let seen = self.meter().map(|_| {
+            let owned = |field: Option<&str>| field.map(str::to_owned);
+            let sized = |v: &crate::ValidEvent| {
+                let bytes = v.payload().len() as u64;
+                (owned(v.client_id()), owned(v.topic()), bytes)
+            };
+            valid.iter().map(sized).collect::<Vec<_>>()
+        });
         let ingested = self.inner.backend.ingest_batch(tenant, valid).await;
         let outcome = ingested.as_deref();
-        crate::telemetry::ingested(name, tenant, started.elapsed(), outcome, count);
-        match &ingested {
-            Ok(_) => {
+        crate::telemetry::ingested(
+            self.backend().name(),
+            tenant,
+            started.elapsed(),
+            outcome,
+            count,
+        );
+        match (&ingested, seen) {
+            (_, None) => {}
+            (Ok(_), Some(seen)) => {
                 let parts = seen
                     .iter()
                     .map(|(c, t, b)| ((c.as_deref(), t.as_deref()), *b));
                 self.meter_parts(tenant, Action::Ingest, parts);
             }
-            Err(_) => self.meter_call(tenant, (None, None), Action::Ingest, &ingested, |_| (0, 0)),
+            (Err(_), Some(_)) => {
+                self.meter_call(tenant, (None, None), Action::Ingest, &ingested, |_| (0, 0))
+            }
         }
         ingested
     }

@@ -304,7 +304,7 @@ impl MemoryBackend {
             return Ok(());
         }
         let (mine, all) = state.usage_on(tenant, utc_day(now));
-        quotas.check(&mine, &all, Traffic::new(Way::Out, 1, 1), now)
+        quotas.check_delivery(&mine, &all, now)
     }
 
     /// Counts `traffic` of `tenant` against the day's quotas, or refuses it
@@ -585,12 +585,14 @@ impl Ingest for MemoryBackend {
 impl InboxPull for MemoryBackend {
     async fn pull(&self, tenant: &TenantId, query: PullQuery) -> Result<Page> {
         let now = self.config.clock.now();
+        if self.config.quotas.is_off() {
+            return self.list(tenant, query, EventStatus::Pending);
+        }
         self.check_out(&*self.lock()?, tenant, now)?;
         let page = self.list(tenant, query, EventStatus::Pending)?;
         let bytes = page.events.iter().map(|e| e.payload.len() as u64).sum();
         let traffic = Traffic::new(Way::Out, page.events.len() as u64, bytes);
-        let mut state = self.lock()?;
-        self.charge(&mut state, tenant, traffic, now)?;
+        self.charge(&mut *self.lock()?, tenant, traffic, now)?;
         Ok(page)
     }
 

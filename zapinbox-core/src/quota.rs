@@ -104,6 +104,19 @@ impl Quotas {
         }
         Ok(())
     }
+
+    /// Whether another delivery may start today: refused once what the
+    /// tenant (`tenant`) or everyone (`total`) took out has reached an
+    /// outbound limit. The delivery that crosses it is served whole.
+    pub fn check_delivery(
+        &self,
+        tenant: &DailyUsage,
+        total: &DailyUsage,
+        now: Timestamp,
+    ) -> Result<()> {
+        // One more message or byte would pass a limit already reached.
+        self.check(tenant, total, Traffic::new(Way::Out, 1, 1), now)
+    }
 }
 
 /// Limits on one scope's traffic in one UTC day; `None` is no limit.

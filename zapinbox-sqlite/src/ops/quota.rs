@@ -46,7 +46,7 @@ pub(crate) fn check_out(
         used(conn, tenant.as_str(), day)?,
         used(conn, EVERYONE, day)?,
     );
-    quotas.check(&mine, &all, Traffic::new(Way::Out, 1, 1), now)
+    quotas.check_delivery(&mine, &all, now)
 }
 
 /// Counts `traffic` of `tenant` for the day, refusing inbound traffic that

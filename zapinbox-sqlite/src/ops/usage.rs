@@ -10,6 +10,11 @@ use crate::error::{corrupt, storage};
 /// An absent client or topic as stored (an empty one is never valid).
 const NONE: &str = "";
 
+/// A count as stored, saturating.
+fn stored(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// Adds `records` to the stored counts.
 pub(crate) fn add(conn: &Connection, records: &[UsageRecord]) -> Result<()> {
     let mut stmt = conn
@@ -23,24 +28,24 @@ pub(crate) fn add(conn: &Connection, records: &[UsageRecord]) -> Result<()> {
         )
         .map_err(storage)?;
     for r in records {
-        let big = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         let k = &r.key;
         stmt.execute(params![
             k.tenant.as_str(),
-            big(k.day),
+            stored(k.day),
             k.client_id.as_deref().unwrap_or(NONE),
             k.topic.as_deref().unwrap_or(NONE),
             k.action.name(),
             k.billable,
-            big(r.count),
-            big(r.bytes),
+            stored(r.count),
+            stored(r.bytes),
         ])
         .map_err(storage)?;
     }
     Ok(())
 }
 
-/// `tenant`'s records for `days`, summed by key, in key order.
+/// `tenant`'s records for `days` (one a key: the table's primary key), in
+/// key order.
 pub(crate) fn read(
     conn: &Connection,
     tenant: &TenantId,
@@ -52,10 +57,9 @@ pub(crate) fn read(
              WHERE tenant = ?1 AND day BETWEEN ?2 AND ?3",
         )
         .map_err(storage)?;
-    let big = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     let rows = stmt
         .query_map(
-            params![tenant.as_str(), big(*days.start()), big(*days.end())],
+            params![tenant.as_str(), stored(*days.start()), stored(*days.end())],
             |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
@@ -89,5 +93,6 @@ pub(crate) fn read(
             (count.max(0) as u64, bytes.max(0) as u64),
         ));
     }
-    Ok(zapinbox_core::sum_usage(records))
+    records.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(records)
 }
