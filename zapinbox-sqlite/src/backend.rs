@@ -421,8 +421,8 @@ impl SqliteBackend {
     }
 
     /// Stops maintenance, commits what was queued before this call, stops
-    /// the writer thread and waits for it. Later writes through any clone
-    /// fail.
+    /// the writer thread and waits for it. Later writes and listings (pull,
+    /// dead letters) through any clone fail, so subscriptions end.
     pub async fn close(&self) -> Result<()> {
         self.inner.stop_maintenance.send_replace(true);
         let task = self
