@@ -376,6 +376,26 @@ impl ValidEvent {
 
     /// The stored event this becomes under `id`.
     pub fn into_event(self, tenant: TenantId, id: EventId) -> Event {
+        self.into_parts().into_event(tenant, id)
+    }
+}
+
+impl EventParts {
+    /// An event with `payload` and no metadata, for a backend that reads
+    /// back what it stored after validation (set the other fields as read).
+    pub fn new(payload: Payload) -> Self {
+        EventParts {
+            source: None,
+            event_type: None,
+            topic: None,
+            client_id: None,
+            idempotency: None,
+            payload,
+        }
+    }
+
+    /// The stored event this becomes under `id`.
+    pub fn into_event(self, tenant: TenantId, id: EventId) -> Event {
         let mut event = Event::new(tenant, id, self.payload);
         event.source = self.source;
         event.event_type = self.event_type;

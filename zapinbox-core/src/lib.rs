@@ -40,6 +40,7 @@ mod fault;
 mod id;
 mod inbox;
 mod lease;
+mod machine;
 mod memory;
 mod metering;
 mod payload;
@@ -103,5 +104,6 @@ pub mod raw {
     pub use crate::delivery::{ClaimStep, Delivery};
     pub use crate::event::{EventParts, Fingerprint, ValidEvent};
     pub use crate::lease::{check_delay, check_lease};
+    pub use crate::machine::{Context, Entropy, Machine, Seq};
     pub use crate::query::ResolvedQuery;
 }
