@@ -1,0 +1,548 @@
+//! `KafkaBackend`: writes are records in the tenant's partition, answered
+//! once this instance has applied them; reads come from the applied state.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::ClientConfig;
+use rdkafka::Offset;
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use zapinbox_core::raw::{
+    Acknowledge, Changes, Context, Delete, Idempotency, InboxPull, Ingest, Leases, Machine,
+    Metering, Retention, Stats, ValidEvent, check_delay, check_lease,
+};
+use zapinbox_core::{
+    AckOutcome, Backend, Capabilities, ClaimQuery, DeleteOutcome, Error, Event, EventId,
+    EventStatus, Filter, Ingested, LeaseToken, Leased, Page, PullQuery, Purged, QueueConfig,
+    Redrive, ReleaseOutcome, Result, SharedWrites, TenantId, TenantStats, Timestamp, UsageRecord,
+};
+
+use crate::config::KafkaConfig;
+use crate::log::{Answer, Log};
+use crate::record::{EventRecord, Op, Record, VERSION};
+
+const NAME: &str = "kafka";
+
+/// The inbox on a Kafka topic: each tenant's operations are records in
+/// its partition, and every instance applies them in order to the same
+/// state. See the crate docs.
+#[derive(Clone)]
+pub struct KafkaBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: QueueConfig,
+    kafka: KafkaConfig,
+    producer: FutureProducer,
+    log: Arc<Log>,
+    partitions: usize,
+    instance: u64,
+    next_request: AtomicU64,
+    /// Stops the consumer thread when the last handle goes.
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for KafkaBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaBackend")
+            .field("brokers", &self.inner.kafka.brokers)
+            .field("topic", &self.inner.kafka.topic)
+            .field("partitions", &self.inner.partitions)
+            .finish()
+    }
+}
+
+impl KafkaBackend {
+    /// Opens the inbox on `kafka`'s topic, which must exist, and replays
+    /// its log: the state is that of every record written before this
+    /// call. Every instance on one topic must use the same rules (`config`
+    /// apart from its clock): they decide what each record does.
+    pub async fn open(kafka: KafkaConfig, config: QueueConfig) -> Result<Self> {
+        let config = config.applied();
+        let instance: u64 = rand::random();
+        let producer: FutureProducer = client_config(&kafka)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", kafka.linger.as_millis().to_string())
+            .set("message.max.bytes", kafka.max_record_bytes.to_string())
+            .create()
+            .map_err(classify)?;
+        let consumer: BaseConsumer = client_config(&kafka)
+            .set("group.id", format!("zapinbox-{instance:016x}"))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("fetch.wait.max.ms", "5")
+            .set(
+                "fetch.message.max.bytes",
+                kafka.max_record_bytes.to_string(),
+            )
+            .create()
+            .map_err(classify)?;
+        let topic = kafka.topic.clone();
+        let (consumer, ends) = tokio::task::spawn_blocking(move || assign_all(consumer, &topic))
+            .await
+            .map_err(Error::permanent)??;
+        let log = Arc::new(Log::new(ends.len(), config.clone(), instance));
+        let stop = Arc::new(AtomicBool::new(false));
+        let follower = (Arc::clone(&log), Arc::clone(&stop));
+        std::thread::Builder::new()
+            .name("zapinbox-kafka-log".into())
+            .spawn(move || follower.0.follow(consumer, follower.1))
+            .map_err(Error::permanent)?;
+        let backend = KafkaBackend {
+            inner: Arc::new(Inner {
+                config,
+                partitions: ends.len(),
+                kafka,
+                producer,
+                log,
+                instance,
+                next_request: AtomicU64::new(0),
+                stop,
+            }),
+        };
+        backend
+            .inner
+            .log
+            .caught_up(&ends, backend.inner.kafka.replay_timeout)
+            .await?;
+        Ok(backend)
+    }
+
+    /// The partition holding `tenant`'s log.
+    fn partition_of(&self, tenant: &TenantId) -> usize {
+        // FNV-1a: stable across builds and platforms, unlike std's hasher.
+        let hash = tenant
+            .as_str()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+            });
+        (hash % self.inner.partitions as u64) as usize
+    }
+
+    /// Reads `tenant`'s applied state now.
+    fn read<T>(&self, tenant: &TenantId, f: impl FnOnce(&Machine, Context<'_>) -> T) -> T {
+        let config = &self.inner.config;
+        let cx = Context::new(config.clock.now(), config);
+        let applied = self.inner.log.lock();
+        f(&applied.machines[self.partition_of(tenant)], cx)
+    }
+
+    /// Writes `op` for `tenant` and waits until this instance has applied
+    /// it: its outcome.
+    async fn submit(&self, tenant: &TenantId, op: Op) -> Result<Answer> {
+        let partition = self.partition_of(tenant);
+        self.submit_to(partition, Some(tenant.clone()), op).await
+    }
+
+    async fn submit_to(
+        &self,
+        partition: usize,
+        tenant: Option<TenantId>,
+        op: Op,
+    ) -> Result<Answer> {
+        let inner = &self.inner;
+        let at = inner.config.clock.now();
+        let req = inner.next_request.fetch_add(1, Ordering::Relaxed);
+        let key = tenant
+            .as_ref()
+            .map(|t| t.as_str().to_owned())
+            .unwrap_or_default();
+        let record = Record {
+            v: VERSION,
+            at: at.as_millis(),
+            from: inner.instance,
+            req,
+            seed: rand::random(),
+            tenant,
+            op,
+        };
+        let bytes = serde_json::to_vec(&record).map_err(Error::permanent)?;
+        if bytes.len() > inner.kafka.max_record_bytes {
+            return Err(Error::LimitExceeded {
+                what: "record bytes (KafkaConfig::max_record_bytes)",
+                actual: bytes.len() as u64,
+                limit: inner.kafka.max_record_bytes as u64,
+            });
+        }
+        let answer = inner.log.expect(req);
+        let forget = Forget(&inner.log, req);
+        let sent = FutureRecord::to(&inner.kafka.topic)
+            .partition(partition as i32)
+            .key(&key)
+            .payload(&bytes)
+            .timestamp(at.as_millis() as i64);
+        inner
+            .producer
+            .send(sent, inner.kafka.apply_timeout)
+            .await
+            .map_err(|(e, _)| classify(e))?;
+        let answer = tokio::time::timeout(inner.kafka.apply_timeout, answer)
+            .await
+            .map_err(|_| {
+                Error::transient(format!(
+                    "the record was written but not applied within {:?}",
+                    inner.kafka.apply_timeout
+                ))
+            })?
+            .map_err(|_| Error::transient("the log stopped before applying the record"))?;
+        drop(forget);
+        Ok(answer)
+    }
+}
+
+/// Forgets a request whose caller stopped waiting.
+struct Forget<'a>(&'a Log, u64);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.0.forget(self.1);
+    }
+}
+
+fn client_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &kafka.brokers);
+    for (key, value) in &kafka.client {
+        config.set(key, value);
+    }
+    config
+}
+
+/// Assigns every partition of `topic` from its start; the offsets the
+/// partitions end at now, which opening replays up to.
+fn assign_all(consumer: BaseConsumer, topic: &str) -> Result<(BaseConsumer, Vec<i64>)> {
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(classify)?;
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().len())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            Error::permanent(format!("topic {topic} does not exist: create it first"))
+        })?;
+    let mut assignment = TopicPartitionList::new();
+    let mut ends = Vec::with_capacity(partitions);
+    for partition in 0..partitions as i32 {
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .map_err(classify)?;
+        let (_, high) = consumer
+            .fetch_watermarks(topic, partition, timeout)
+            .map_err(classify)?;
+        ends.push(high);
+    }
+    consumer.assign(&assignment).map_err(classify)?;
+    Ok((consumer, ends))
+}
+
+/// Retryable unless the request itself is wrong.
+fn classify(e: KafkaError) -> Error {
+    let permanent = matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::InvalidConfig
+        )
+    ) || matches!(e, KafkaError::ClientCreation(_));
+    if permanent {
+        Error::permanent(e)
+    } else {
+        Error::transient(e)
+    }
+}
+
+/// An answer of another kind than the operation's: a record this crate
+/// could not apply.
+fn unexpected(answer: Answer) -> Error {
+    match answer {
+        Answer::Unreadable(reason) => Error::permanent(format!("record not applied: {reason}")),
+        other => Error::permanent(format!("unexpected outcome {other:?}")),
+    }
+}
+
+#[async_trait]
+impl Ingest for KafkaBackend {
+    async fn ingest(&self, tenant: &TenantId, event: ValidEvent) -> Result<Ingested> {
+        let mut ingested = self.ingest_batch(tenant, vec![event]).await?;
+        ingested
+            .pop()
+            .ok_or_else(|| Error::permanent("ingest stored nothing"))
+    }
+
+    async fn ingest_batch(
+        &self,
+        tenant: &TenantId,
+        events: Vec<ValidEvent>,
+    ) -> Result<Vec<Ingested>> {
+        let clock = &self.inner.config.clock;
+        let events = events
+            .into_iter()
+            .map(|e| EventRecord::new(clock.next_id(), e))
+            .collect();
+        match self.submit(tenant, Op::Ingest { events }).await? {
+            Answer::Ingested(ingested) => ingested,
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+#[async_trait]
+impl InboxPull for KafkaBackend {
+    async fn pull(&self, tenant: &TenantId, query: PullQuery) -> Result<Page> {
+        let page = self.read(tenant, |m, cx| {
+            m.check_delivery(cx, tenant)?;
+            m.list(cx, tenant, &query, EventStatus::Pending, NAME)
+        })?;
+        if self.inner.config.quotas.is_off() || page.events.is_empty() {
+            return Ok(page);
+        }
+        let messages = page.events.len() as u64;
+        let bytes = page.events.iter().map(|e| e.payload.len() as u64).sum();
+        match self
+            .submit(tenant, Op::Delivered { messages, bytes })
+            .await?
+        {
+            Answer::Done(counted) => counted.map(|()| page),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn get(&self, tenant: &TenantId, id: EventId) -> Result<Option<Event>> {
+        Ok(self.read(tenant, |m, cx| m.get(cx, tenant, id)))
+    }
+}
+
+#[async_trait]
+impl Acknowledge for KafkaBackend {
+    async fn ack(&self, tenant: &TenantId, id: EventId) -> Result<AckOutcome> {
+        match self.submit(tenant, Op::Ack { id }).await? {
+            Answer::Acked(outcome) => outcome,
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+#[async_trait]
+impl Delete for KafkaBackend {
+    async fn delete(&self, tenant: &TenantId, id: EventId) -> Result<DeleteOutcome> {
+        match self.submit(tenant, Op::Delete { id }).await? {
+            Answer::Deleted(outcome) => outcome,
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+#[async_trait]
+impl Idempotency for KafkaBackend {
+    async fn find_by_key(&self, tenant: &TenantId, key: &str) -> Result<Option<EventId>> {
+        Ok(self.read(tenant, |m, cx| m.find_by_key(cx, tenant, key)))
+    }
+}
+
+#[async_trait]
+impl Leases for KafkaBackend {
+    async fn claim(&self, tenant: &TenantId, query: ClaimQuery) -> Result<Vec<Leased>> {
+        query.check()?;
+        match self.submit(tenant, Op::Claim { query }).await? {
+            Answer::Leased(leased) => leased,
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn claimable_at(&self, tenant: &TenantId, filter: &Filter) -> Result<Option<Timestamp>> {
+        Ok(self.read(tenant, |m, cx| m.claimable_at(cx, tenant, filter)))
+    }
+
+    async fn extend(
+        &self,
+        tenant: &TenantId,
+        token: LeaseToken,
+        by: Duration,
+    ) -> Result<Timestamp> {
+        check_lease(by)?;
+        let by_ms = by.as_millis() as u64;
+        match self.submit(tenant, Op::Extend { token, by_ms }).await? {
+            Answer::Expires(expires) => expires,
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn release(
+        &self,
+        tenant: &TenantId,
+        token: LeaseToken,
+        retry_after: Option<Duration>,
+    ) -> Result<ReleaseOutcome> {
+        if let Some(delay) = retry_after {
+            check_delay(delay)?;
+        }
+        let retry_after_ms = retry_after.map(|d| d.as_millis() as u64);
+        let op = Op::Release {
+            token,
+            retry_after_ms,
+        };
+        match self.submit(tenant, op).await? {
+            Answer::Released(outcome) => outcome,
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn requeue(&self, tenant: &TenantId, token: LeaseToken) -> Result<()> {
+        match self.submit(tenant, Op::Requeue { token }).await? {
+            Answer::Requeued(outcome) => outcome,
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn ack_lease(&self, tenant: &TenantId, token: LeaseToken) -> Result<AckOutcome> {
+        match self.submit(tenant, Op::AckLease { token }).await? {
+            Answer::Acked(outcome) => outcome,
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn dead_letters(&self, tenant: &TenantId, query: PullQuery) -> Result<Page> {
+        self.read(tenant, |m, cx| {
+            m.list(cx, tenant, &query, EventStatus::DeadLettered, NAME)
+        })
+    }
+
+    async fn redrive(&self, tenant: &TenantId, which: Redrive) -> Result<u64> {
+        match self.submit(tenant, Op::Redrive { which }).await? {
+            Answer::Count(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+#[async_trait]
+impl Retention for KafkaBackend {
+    /// Partition by partition, each purging in its own log order, until
+    /// `limit` is used up.
+    async fn purge_expired(&self, limit: usize) -> Result<Purged> {
+        let limit = limit.max(1);
+        let (mut events, mut keys, mut more) = (0u64, 0u64, false);
+        for partition in 0..self.inner.partitions {
+            let left = limit.saturating_sub(events.max(keys) as usize);
+            if left == 0 {
+                more = true;
+                break;
+            }
+            let op = Op::PurgeExpired { limit: left };
+            match self.submit_to(partition, None, op).await? {
+                Answer::Purged(purged) => {
+                    events += purged.events;
+                    keys += purged.keys;
+                    more |= purged.more;
+                }
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(Purged::new(events, keys, more))
+    }
+
+    async fn purge_dead_letters(&self, tenant: &TenantId, which: Redrive) -> Result<u64> {
+        match self.submit(tenant, Op::PurgeDeadLetters { which }).await? {
+            Answer::Count(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+#[async_trait]
+impl Stats for KafkaBackend {
+    async fn tenant_stats(&self, tenant: &TenantId) -> Result<TenantStats> {
+        Ok(self.read(tenant, |m, cx| m.tenant_stats(cx, tenant)))
+    }
+}
+
+#[async_trait]
+impl Metering for KafkaBackend {
+    /// Each tenant's records go to its partition.
+    async fn add_usage(&self, records: Vec<UsageRecord>) -> Result<()> {
+        let mut by_partition: Vec<Vec<UsageRecord>> = vec![Vec::new(); self.inner.partitions];
+        for record in records {
+            by_partition[self.partition_of(&record.key.tenant)].push(record);
+        }
+        for (partition, records) in by_partition.into_iter().enumerate() {
+            if records.is_empty() {
+                continue;
+            }
+            match self
+                .submit_to(partition, None, Op::Usage { records })
+                .await?
+            {
+                Answer::Done(done) => done?,
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn usage(
+        &self,
+        tenant: &TenantId,
+        days: std::ops::RangeInclusive<u64>,
+    ) -> Result<Vec<UsageRecord>> {
+        Ok(self.read(tenant, |m, _| m.usage(tenant, &days)))
+    }
+}
+
+#[async_trait]
+impl Backend for KafkaBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn config(&self) -> &QueueConfig {
+        &self.inner.config
+    }
+
+    /// Payloads and batches fit one record under the broker's message
+    /// size; another instance's writes are seen once its consumer fetched
+    /// them (milliseconds; declared as within a second).
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::unlimited()
+            .with_max_payload_bytes(512 * 1024)
+            .with_max_batch(500, 640 * 1024)
+            .with_shared_writes(SharedWrites::Within(Duration::from_secs(1)))
+    }
+
+    fn retention(&self) -> Option<&dyn Retention> {
+        Some(self)
+    }
+
+    fn stats(&self) -> Option<&dyn Stats> {
+        Some(self)
+    }
+
+    fn metering(&self) -> Option<&dyn Metering> {
+        Some(self)
+    }
+
+    fn changes(&self, tenant: &TenantId) -> Option<Changes> {
+        Some(self.inner.log.feed.watch(tenant))
+    }
+}

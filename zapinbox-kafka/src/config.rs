@@ -1,0 +1,54 @@
+//! How an instance reaches its log: brokers, topic, client settings.
+
+use std::time::Duration;
+
+/// Where the log is and how the clients talk to it. Start with
+/// [`KafkaConfig::new`] and the brokers' addresses.
+#[derive(Clone, Debug)]
+pub struct KafkaConfig {
+    /// `host:port` of one or more brokers, comma-separated.
+    pub brokers: String,
+    /// The topic holding every tenant's log (one partition per tenant;
+    /// several tenants share a partition). Default `zapinbox`.
+    pub topic: String,
+    /// How long the producer may wait to batch records. Default 1 ms:
+    /// every write waits for its own record, so latency counts.
+    pub linger: Duration,
+    /// How long a write may wait for its record to be applied. Default 30 s.
+    pub apply_timeout: Duration,
+    /// How long opening may take to replay the log. Default 5 min.
+    pub replay_timeout: Duration,
+    /// Largest record the producer sends, in bytes: at most the broker's
+    /// `message.max.bytes`. Default 1 000 000.
+    pub max_record_bytes: usize,
+    /// Extra librdkafka settings for both clients (`security.protocol`,
+    /// `sasl.*`, …), applied last.
+    pub client: Vec<(String, String)>,
+}
+
+impl KafkaConfig {
+    /// Settings for the brokers at `brokers` (`host:port,…`).
+    pub fn new(brokers: impl Into<String>) -> Self {
+        KafkaConfig {
+            brokers: brokers.into(),
+            topic: "zapinbox".into(),
+            linger: Duration::from_millis(1),
+            apply_timeout: Duration::from_secs(30),
+            replay_timeout: Duration::from_secs(300),
+            max_record_bytes: 1_000_000,
+            client: Vec::new(),
+        }
+    }
+
+    /// With the log on `topic`.
+    pub fn topic(mut self, topic: impl Into<String>) -> Self {
+        self.topic = topic.into();
+        self
+    }
+
+    /// With a librdkafka setting for both clients.
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.client.push((key.into(), value.into()));
+        self
+    }
+}

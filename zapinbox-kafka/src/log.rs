@@ -1,0 +1,250 @@
+//! The applied log: one [`Machine`] per partition, fed in offset order by
+//! a consumer thread, and the callers of this instance waiting for their
+//! own records' outcomes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::message::Message;
+use tokio::sync::{Notify, oneshot};
+use zapinbox_core::raw::{ChangeFeed, Context, Entropy, Machine};
+use zapinbox_core::{
+    AckOutcome, DeleteOutcome, Error, Ingested, Leased, Purged, QueueConfig, ReleaseOutcome,
+    Result, TenantId, Timestamp, Traffic, Way,
+};
+
+use crate::record::{Header, Op, Record, VERSION};
+
+/// What applying a record answered its writer.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    Ingested(Result<Vec<Ingested>>),
+    Leased(Result<Vec<Leased>>),
+    Expires(Result<Timestamp>),
+    Released(Result<ReleaseOutcome>),
+    Requeued(Result<()>),
+    Acked(Result<AckOutcome>),
+    Deleted(Result<DeleteOutcome>),
+    Count(u64),
+    Purged(Purged),
+    Done(Result<()>),
+    /// The record could not be read (not written by this crate's format).
+    Unreadable(String),
+}
+
+/// The state every instance rebuilds from the log.
+pub(crate) struct Log {
+    state: Mutex<Applied>,
+    /// Woken after every batch of applied records.
+    progress: Notify,
+    /// Wakes subscriptions when a tenant's events arrive.
+    pub feed: ChangeFeed,
+    /// The rules records are applied under.
+    rules: QueueConfig,
+    /// This instance, as records name their writer.
+    instance: u64,
+}
+
+pub(crate) struct Applied {
+    pub machines: Vec<Machine>,
+    /// The next offset to apply, per partition.
+    pub next: Vec<i64>,
+    waiting: HashMap<u64, oneshot::Sender<Answer>>,
+}
+
+/// Positions of a record's events: its offset in the high bits, its
+/// place in the record in the low 16 (a batch holds at most 65 535).
+pub(crate) const POSITION_BITS: u32 = 16;
+
+impl Log {
+    pub fn new(partitions: usize, rules: QueueConfig, instance: u64) -> Self {
+        Log {
+            state: Mutex::new(Applied {
+                machines: (0..partitions).map(|_| Machine::new()).collect(),
+                next: vec![0; partitions],
+                waiting: HashMap::new(),
+            }),
+            progress: Notify::new(),
+            feed: ChangeFeed::new(),
+            rules,
+            instance,
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Applied> {
+        // Applying a record never panics halfway on input (records that do
+        // not decode are skipped whole), so a poisoned lock holds no torn
+        // state.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers the writer of request `req` to hear its outcome.
+    pub fn expect(&self, req: u64) -> oneshot::Receiver<Answer> {
+        let (tx, rx) = oneshot::channel();
+        self.lock().waiting.insert(req, tx);
+        rx
+    }
+
+    /// Forgets request `req` (its caller gave up or its send failed).
+    pub fn forget(&self, req: u64) {
+        self.lock().waiting.remove(&req);
+    }
+
+    /// Waits until every partition is applied up to `ends` (exclusive), or
+    /// `within` passes.
+    pub async fn caught_up(&self, ends: &[i64], within: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let progress = self.progress.notified();
+            let behind = {
+                let applied = self.lock();
+                ends.iter().zip(&applied.next).any(|(end, next)| next < end)
+            };
+            if !behind {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, progress).await.is_err() {
+                return Err(Error::transient(format!(
+                    "the log was not replayed within {within:?}"
+                )));
+            }
+        }
+    }
+
+    /// Applies the record at `offset` of `partition`.
+    fn apply(&self, partition: usize, offset: i64, bytes: &[u8]) {
+        let record = serde_json::from_slice::<Record>(bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|r| match r.v {
+                VERSION => Ok(r),
+                v => Err(format!("record format {v} is not {VERSION}")),
+            });
+        let mut applied = self.lock();
+        let Some(next) = applied.next.get_mut(partition) else {
+            return;
+        };
+        if offset < *next {
+            return; // seen already (a consumer that fetched twice)
+        }
+        *next = offset + 1;
+        let record = match record {
+            Ok(record) => record,
+            Err(reason) => {
+                // Skipped by every instance alike; its writer hears why.
+                tracing::warn!(partition, offset, %reason, "skipping a record that does not decode");
+                if let Ok(header) = serde_json::from_slice::<Header>(bytes)
+                    && header.from == self.instance
+                    && let Some(waiter) = applied.waiting.remove(&header.req)
+                {
+                    let _ = waiter.send(Answer::Unreadable(reason));
+                }
+                return;
+            }
+        };
+        let (from, req) = (record.from, record.req);
+        let ingested = matches!(record.op, Op::Ingest { .. });
+        let tenant = record.tenant.clone();
+        let machine = &mut applied.machines[partition];
+        let answer = run(machine, &self.rules, record, offset);
+        if from == self.instance
+            && let Some(waiter) = applied.waiting.remove(&req)
+        {
+            let _ = waiter.send(answer);
+        }
+        drop(applied);
+        if ingested && let Some(tenant) = tenant {
+            self.feed.notify(&tenant);
+        }
+    }
+
+    /// Runs the consumer until `stop` is set: every record of every
+    /// partition, in order.
+    pub fn follow(self: Arc<Self>, consumer: BaseConsumer, stop: Arc<AtomicBool>) {
+        while !stop.load(Ordering::Relaxed) {
+            let mut any = false;
+            // Takes what is buffered before waking waiters once.
+            for _ in 0..1024 {
+                let timeout = if any {
+                    Duration::ZERO
+                } else {
+                    Duration::from_millis(50)
+                };
+                match consumer.poll(timeout) {
+                    None => break,
+                    Some(Ok(message)) => {
+                        any = true;
+                        let partition = usize::try_from(message.partition()).unwrap_or(usize::MAX);
+                        let bytes = message.payload().unwrap_or_default();
+                        self.apply(partition, message.offset(), bytes);
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "kafka consumer error");
+                        break;
+                    }
+                }
+            }
+            if any {
+                self.progress.notify_waiters();
+            }
+        }
+    }
+}
+
+/// Applies one record to its partition's machine.
+fn run(machine: &mut Machine, rules: &QueueConfig, record: Record, offset: i64) -> Answer {
+    let cx = Context::new(record.time(), rules);
+    let mut entropy = Entropy::new(record.seed);
+    let Some(tenant) = record.tenant else {
+        return match record.op {
+            Op::PurgeExpired { limit } => Answer::Purged(machine.purge_expired(cx, limit)),
+            Op::Usage { records } => {
+                machine.add_usage(records);
+                Answer::Done(Ok(()))
+            }
+            other => Answer::Unreadable(format!("{other:?} without a tenant")),
+        };
+    };
+    let tenant: &TenantId = &tenant;
+    match record.op {
+        Op::Ingest { events } => {
+            let Some(events) = events.into_iter().map(|e| e.into_parts()).collect() else {
+                return Answer::Unreadable("an event's fingerprint is not hex".into());
+            };
+            let first = u64::try_from(offset).unwrap_or(0) << POSITION_BITS;
+            machine.skip_positions_to(first + 1);
+            Answer::Ingested(machine.ingest_batch(cx, tenant, events))
+        }
+        Op::Claim { query } => Answer::Leased(machine.claim(cx, tenant, &query, &mut entropy)),
+        Op::Extend { token, by_ms } => {
+            let by = Duration::from_millis(by_ms);
+            Answer::Expires(machine.extend(cx, tenant, token, by, &mut entropy))
+        }
+        Op::Release {
+            token,
+            retry_after_ms,
+        } => {
+            let after = retry_after_ms.map(Duration::from_millis);
+            Answer::Released(machine.release(cx, tenant, token, after, &mut entropy))
+        }
+        Op::Requeue { token } => Answer::Requeued(machine.requeue(cx, tenant, token)),
+        Op::AckLease { token } => Answer::Acked(machine.ack_lease(cx, tenant, token)),
+        Op::Ack { id } => Answer::Acked(machine.ack(cx, tenant, id)),
+        Op::Delete { id } => Answer::Deleted(machine.delete(cx, tenant, id)),
+        Op::Redrive { which } => Answer::Count(machine.redrive(cx, tenant, &which)),
+        Op::PurgeDeadLetters { which } => {
+            Answer::Count(machine.purge_dead_letters(cx, tenant, &which))
+        }
+        Op::Delivered { messages, bytes } => {
+            let traffic = Traffic::new(Way::Out, messages, bytes);
+            Answer::Done(machine.count_delivery(cx, tenant, traffic))
+        }
+        Op::PurgeExpired { limit } => Answer::Purged(machine.purge_expired(cx, limit)),
+        Op::Usage { records } => {
+            machine.add_usage(records);
+            Answer::Done(Ok(()))
+        }
+    }
+}
