@@ -179,6 +179,10 @@ macro_rules! __conformance_rules {
             worker_handle_shows_live_counters,
             dead_letters_are_purged_on_purpose,
             tenant_stats_count_each_state,
+            two_handles_race_one_key_to_one_event,
+            two_handles_never_lease_one_event_twice,
+            two_handles_see_each_others_events_and_acks,
+            a_subscriber_sees_events_ingested_through_another_handle,
             ]
             store: [
             acked_events_are_purged_after_retention,
