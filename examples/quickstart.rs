@@ -1,24 +1,25 @@
 //! The 30-second tour of zapinbox on its embedded default, SQLite.
 //!
 //!     cargo run --example quickstart
+//!     ZAPINBOX_BACKEND=kafka cargo run --features kafka --example quickstart
 //!
-//! Opens (or creates) an inbox file, stores events for two tenants, shows a
-//! safe retry, pulls with a filter, acknowledges and deletes. Set
-//! `ZAPINBOX_DB` to choose the file; by default it lives in the temp dir and
-//! starts empty on every run.
+//! Opens (or creates) an inbox, stores events for two tenants, shows a
+//! safe retry, pulls with a filter, acknowledges and deletes. On SQLite,
+//! set `ZAPINBOX_DB` to choose the file; by default it lives in the temp
+//! dir and starts empty on every run. `ZAPINBOX_BACKEND` chooses the
+//! storage (see `examples/support/mod.rs`): on Kafka without
+//! `ZAPINBOX_KAFKA_BROKERS`, a broker starts inside the process.
 
-use std::path::PathBuf;
+mod support;
 
 use serde_json::json;
-use zapinbox::sqlite::SqliteBackend;
-use zapinbox::{Error, Inbox, NewEvent, PullQuery, TenantId};
+use zapinbox::{Error, Inbox, NewEvent, PullQuery, QueueConfig, TenantId};
 
 #[tokio::main]
 async fn main() -> zapinbox::Result<()> {
-    let path = database_path()?;
-    let backend = SqliteBackend::open(&path).await?;
-    let inbox = Inbox::new(backend.clone());
-    println!("Opened an inbox at {}\n", path.display());
+    let storage = support::open("quickstart", QueueConfig::default()).await?;
+    let inbox = Inbox::new(storage.backend.clone());
+    println!("Opened an inbox on {}\n", storage.description);
 
     // Every call names a tenant; tenants never see each other's events.
     let acme = TenantId::new("acme")?;
@@ -111,22 +112,5 @@ async fn main() -> zapinbox::Result<()> {
         "\nacme has {} pending event(s) left. Done.",
         left.events.len()
     );
-    backend.close().await
-}
-
-/// `ZAPINBOX_DB`, or a fresh file in the temp directory.
-fn database_path() -> zapinbox::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("ZAPINBOX_DB") {
-        return Ok(PathBuf::from(path));
-    }
-    let path = std::env::temp_dir().join("zapinbox-quickstart.db");
-    for suffix in ["", "-wal", "-shm"] {
-        let file = PathBuf::from(format!("{}{suffix}", path.display()));
-        match std::fs::remove_file(&file) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::permanent(e)),
-        }
-    }
-    Ok(path)
+    storage.backend.close().await
 }

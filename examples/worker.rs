@@ -7,7 +7,11 @@
 //! worker releases them and they come back after a backoff); one order
 //! always fails and ends up dead-lettered after its last attempt. Then the
 //! dead letter is redriven and handled. Runs on a fresh SQLite file in the
-//! temp dir; `ZAPINBOX_BACKEND=memory` runs it in memory instead.
+//! temp dir; `ZAPINBOX_BACKEND=memory` runs it in memory instead, and
+//! `ZAPINBOX_BACKEND=kafka` (with `--features kafka`) on Kafka (see
+//! `examples/support/mod.rs`).
+
+mod support;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,10 +20,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
-use zapinbox::sqlite::SqliteBackend;
 use zapinbox::{
-    Backend, HandlerError, Inbox, Leased, MemoryBackend, NewEvent, PullQuery, QueueConfig, Redrive,
-    RetryPolicy, TenantId, Worker,
+    HandlerError, Inbox, Leased, NewEvent, PullQuery, QueueConfig, Redrive, RetryPolicy, TenantId,
+    Worker,
 };
 
 const ORDERS: u64 = 24;
@@ -36,8 +39,9 @@ async fn main() -> zapinbox::Result<()> {
     // Short backoffs so the demo finishes in seconds: 100 ms, 200 ms, ...
     let retry = RetryPolicy::exponential(Duration::from_millis(100), Duration::from_secs(1))
         .with_max_attempts(3);
-    let backend = open_backend(QueueConfig::default().with_retry(retry)).await?;
-    let inbox = Inbox::new(backend);
+    let storage = support::open("worker", QueueConfig::default().with_retry(retry)).await?;
+    println!("Running on {}", storage.description);
+    let inbox = Inbox::new(storage.backend.clone());
     let tenant = TenantId::new("shop")?;
 
     // Every order that fails its first tries: how many failures it has left.
@@ -170,18 +174,4 @@ fn handler(
 
 async fn until(mut flag: watch::Receiver<bool>) {
     let _ = flag.wait_for(|set| *set).await;
-}
-
-/// SQLite in a fresh temp file, or memory with `ZAPINBOX_BACKEND=memory`.
-async fn open_backend(config: QueueConfig) -> zapinbox::Result<Arc<dyn Backend>> {
-    if std::env::var("ZAPINBOX_BACKEND").as_deref() == Ok("memory") {
-        return Ok(Arc::new(MemoryBackend::with_config(config)));
-    }
-    let dir = std::env::temp_dir().join(format!("zapinbox-worker-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(zapinbox::Error::permanent)?;
-    let backend = SqliteBackend::builder(dir.join("worker.db"))
-        .config(config)
-        .open()
-        .await?;
-    Ok(Arc::new(backend))
 }

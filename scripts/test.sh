@@ -23,6 +23,7 @@ cargo fmt --all -- --check
 
 step "lint"
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --features kafka -- -D warnings
 
 step "sqlite beside sqlx: one libsqlite3-sys for both"
 ./scripts/check-sqlx-compat.sh
@@ -41,6 +42,11 @@ step "examples run"
 for example in quickstart worker usage_report; do
   cargo run --quiet --example "$example" > "$CARGO_TARGET_DIR/$example.out"
   printf '%s: %s\n' "$example" "$(tail -n 1 "$CARGO_TARGET_DIR/$example.out")"
+done
+# On Kafka, with a broker started inside the example's process.
+for example in quickstart worker; do
+  ZAPINBOX_BACKEND=kafka cargo run --quiet --features kafka --example "$example" > "$CARGO_TARGET_DIR/$example-kafka.out"
+  printf '%s on kafka: %s\n' "$example" "$(tail -n 1 "$CARGO_TARGET_DIR/$example-kafka.out")"
 done
 
 step "benchmark smoke run (report only, no timed assertions)"

@@ -11,7 +11,7 @@ use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use zapinbox_core::raw::{
     Acknowledge, Changes, Context, Delete, Idempotency, InboxPull, Ingest, Leases, Machine,
     Metering, Retention, Stats, ValidEvent, check_delay, check_lease,
@@ -133,12 +133,21 @@ impl KafkaBackend {
         (hash % self.inner.partitions as u64) as usize
     }
 
+    /// Fails once the backend is closed.
+    fn ensure_open(&self) -> Result<()> {
+        if self.inner.stop.load(Ordering::Relaxed) {
+            return Err(Error::permanent("the Kafka backend is closed"));
+        }
+        Ok(())
+    }
+
     /// Reads `tenant`'s applied state now.
-    fn read<T>(&self, tenant: &TenantId, f: impl FnOnce(&Machine, Context<'_>) -> T) -> T {
+    fn read<T>(&self, tenant: &TenantId, f: impl FnOnce(&Machine, Context<'_>) -> T) -> Result<T> {
+        self.ensure_open()?;
         let config = &self.inner.config;
         let cx = Context::new(config.clock.now(), config);
         let applied = self.inner.log.lock();
-        f(&applied.machines[self.partition_of(tenant)], cx)
+        Ok(f(&applied.machines[self.partition_of(tenant)], cx))
     }
 
     /// Writes `op` for `tenant` and waits until this instance has applied
@@ -154,6 +163,7 @@ impl KafkaBackend {
         tenant: Option<TenantId>,
         op: Op,
     ) -> Result<Answer> {
+        self.ensure_open()?;
         let inner = &self.inner;
         let at = inner.config.clock.now();
         let req = inner.next_request.fetch_add(1, Ordering::Relaxed);
@@ -314,7 +324,7 @@ impl InboxPull for KafkaBackend {
         let page = self.read(tenant, |m, cx| {
             m.check_delivery(cx, tenant)?;
             m.list(cx, tenant, &query, EventStatus::Pending, NAME)
-        })?;
+        })??;
         if self.inner.config.quotas.is_off() || page.events.is_empty() {
             return Ok(page);
         }
@@ -330,7 +340,7 @@ impl InboxPull for KafkaBackend {
     }
 
     async fn get(&self, tenant: &TenantId, id: EventId) -> Result<Option<Event>> {
-        Ok(self.read(tenant, |m, cx| m.get(cx, tenant, id)))
+        self.read(tenant, |m, cx| m.get(cx, tenant, id))
     }
 }
 
@@ -357,7 +367,7 @@ impl Delete for KafkaBackend {
 #[async_trait]
 impl Idempotency for KafkaBackend {
     async fn find_by_key(&self, tenant: &TenantId, key: &str) -> Result<Option<EventId>> {
-        Ok(self.read(tenant, |m, cx| m.find_by_key(cx, tenant, key)))
+        self.read(tenant, |m, cx| m.find_by_key(cx, tenant, key))
     }
 }
 
@@ -372,7 +382,7 @@ impl Leases for KafkaBackend {
     }
 
     async fn claimable_at(&self, tenant: &TenantId, filter: &Filter) -> Result<Option<Timestamp>> {
-        Ok(self.read(tenant, |m, cx| m.claimable_at(cx, tenant, filter)))
+        self.read(tenant, |m, cx| m.claimable_at(cx, tenant, filter))
     }
 
     async fn extend(
@@ -426,7 +436,7 @@ impl Leases for KafkaBackend {
     async fn dead_letters(&self, tenant: &TenantId, query: PullQuery) -> Result<Page> {
         self.read(tenant, |m, cx| {
             m.list(cx, tenant, &query, EventStatus::DeadLettered, NAME)
-        })
+        })?
     }
 
     async fn redrive(&self, tenant: &TenantId, which: Redrive) -> Result<u64> {
@@ -474,7 +484,7 @@ impl Retention for KafkaBackend {
 #[async_trait]
 impl Stats for KafkaBackend {
     async fn tenant_stats(&self, tenant: &TenantId) -> Result<TenantStats> {
-        Ok(self.read(tenant, |m, cx| m.tenant_stats(cx, tenant)))
+        self.read(tenant, |m, cx| m.tenant_stats(cx, tenant))
     }
 }
 
@@ -506,7 +516,7 @@ impl Metering for KafkaBackend {
         tenant: &TenantId,
         days: std::ops::RangeInclusive<u64>,
     ) -> Result<Vec<UsageRecord>> {
-        Ok(self.read(tenant, |m, _| m.usage(tenant, &days)))
+        self.read(tenant, |m, _| m.usage(tenant, &days))
     }
 }
 
@@ -544,5 +554,19 @@ impl Backend for KafkaBackend {
 
     fn changes(&self, tenant: &TenantId) -> Option<Changes> {
         Some(self.inner.log.feed.watch(tenant))
+    }
+
+    /// Waits for records in flight to reach the brokers, stops following
+    /// the log, and wakes subscriptions (which then end: reads fail).
+    async fn close(&self) -> Result<()> {
+        self.inner.stop.store(true, Ordering::Relaxed);
+        let producer = self.inner.producer.clone();
+        let timeout = self.inner.kafka.apply_timeout;
+        tokio::task::spawn_blocking(move || producer.flush(timeout))
+            .await
+            .map_err(Error::permanent)?
+            .map_err(classify)?;
+        self.inner.log.feed.notify_all();
+        Ok(())
     }
 }
