@@ -5,12 +5,14 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::{
     AckOutcome, Error, EventId, EventStatus, ReleaseOutcome, Result, RetryPolicy, Timestamp,
 };
 
 /// The part of a stored event that delivery changes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
     /// Pending, acked or dead-lettered.
     pub status: EventStatus,

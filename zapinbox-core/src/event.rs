@@ -408,7 +408,7 @@ impl EventParts {
 
 /// SHA-256 over an event's content (every field but the idempotency key),
 /// with object keys in sorted order so equal JSON always hashes the same.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Fingerprint(pub [u8; 32]);
 
 impl Fingerprint {

@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::cursor::Position;
 use crate::event::EventParts;
 use crate::{
@@ -74,25 +76,80 @@ impl Entropy {
 }
 
 /// An inbox's state and every operation on it. See the module docs.
-#[derive(Debug, Default)]
+///
+/// It serializes whole (with `serde_json`): a snapshot a log-based backend
+/// can resume from instead of replaying the log from its start.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(from = "Image")]
 pub struct Machine {
     next_position: Seq,
     /// Quota use per tenant (`None`: everyone) and UTC day.
+    #[serde(with = "usage_entries")]
     usage: HashMap<(Option<TenantId>, u64), DailyUsage>,
     /// Metered usage, summed by key.
     metered: Vec<UsageRecord>,
     tenants: HashMap<TenantId, TenantState>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct TenantState {
     events: BTreeMap<Seq, Stored>,
+    /// Where each event is in `events` (rebuilt from it, not stored).
+    #[serde(skip)]
     positions: HashMap<EventId, Seq>,
     keys: HashMap<String, KeyRecord>,
 }
 
+/// A machine as it serializes: the same fields, without the indexes
+/// rebuilt on load.
+#[derive(Deserialize)]
+struct Image {
+    next_position: Seq,
+    #[serde(with = "usage_entries")]
+    usage: HashMap<(Option<TenantId>, u64), DailyUsage>,
+    metered: Vec<UsageRecord>,
+    tenants: HashMap<TenantId, TenantState>,
+}
+
+impl From<Image> for Machine {
+    fn from(image: Image) -> Self {
+        let mut tenants = image.tenants;
+        for t in tenants.values_mut() {
+            t.positions = t.events.iter().map(|(pos, s)| (s.event.id, *pos)).collect();
+        }
+        Machine {
+            next_position: image.next_position,
+            usage: image.usage,
+            metered: image.metered,
+            tenants,
+        }
+    }
+}
+
+/// Quota use as a list of entries, sorted (JSON maps take string keys only).
+mod usage_entries {
+    use std::collections::HashMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::{DailyUsage, TenantId};
+
+    type Usage = HashMap<(Option<TenantId>, u64), DailyUsage>;
+
+    pub fn serialize<S: Serializer>(usage: &Usage, s: S) -> Result<S::Ok, S::Error> {
+        let mut entries: Vec<_> = usage.iter().collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        entries.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Usage, D::Error> {
+        let entries = Vec::<((Option<TenantId>, u64), DailyUsage)>::deserialize(d)?;
+        Ok(entries.into_iter().collect())
+    }
+}
+
 /// An event as given, and where it is in its delivery.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Stored {
     event: Event,
     delivery: Delivery,
@@ -116,7 +173,7 @@ impl Stored {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct KeyRecord {
     id: EventId,
     fingerprint: Fingerprint,
@@ -711,6 +768,55 @@ mod tests {
         assert!(samples.iter().all(|x| (0.0..1.0).contains(x)));
         let mean = samples.iter().sum::<f64>() / 1000.0;
         assert!((0.4..0.6).contains(&mean), "{mean}");
+    }
+
+    #[test]
+    fn a_machine_serializes_whole_and_answers_the_same_after() {
+        let rules = QueueConfig::default();
+        let cx = Context::new(Timestamp::from_millis(1_000), &rules);
+        let tenant = TenantId::new("t").expect("valid");
+        let mut machine = Machine::new();
+        let mut parts = EventParts::new(crate::Payload::from_stored(r#"{"n":1}"#));
+        parts.idempotency = Some(("k".into(), Fingerprint([7; 32])));
+        let id = EventId::generate(cx.now);
+        machine
+            .ingest_batch(cx, &tenant, vec![(id, parts)])
+            .expect("ingest");
+        let second = EventId::generate(cx.now);
+        let plain = EventParts::new(crate::Payload::from_stored(r#"{"n":2}"#));
+        machine
+            .ingest_batch(cx, &tenant, vec![(second, plain)])
+            .expect("ingest");
+        let leased = machine
+            .claim(
+                cx,
+                &tenant,
+                &ClaimQuery::new().limit(1),
+                &mut Entropy::new(3),
+            )
+            .expect("claim");
+        assert_eq!(leased.len(), 1);
+
+        let text = serde_json::to_string(&machine).expect("serialize");
+        let restored: Machine = serde_json::from_str(&text).expect("deserialize");
+        assert_eq!(restored.get(cx, &tenant, id), machine.get(cx, &tenant, id));
+        assert_eq!(restored.find_by_key(cx, &tenant, "k"), Some(id));
+        assert_eq!(
+            restored.tenant_stats(cx, &tenant),
+            machine.tenant_stats(cx, &tenant)
+        );
+        let again = serde_json::to_value(&restored).expect("serialize");
+        assert_eq!(
+            again,
+            serde_json::from_str::<serde_json::Value>(&text).expect("json")
+        );
+        let mut restored = restored;
+        assert_eq!(
+            restored
+                .ack(cx, &tenant, second)
+                .expect("ack by id finds it"),
+            AckOutcome::Acked
+        );
     }
 
     #[test]

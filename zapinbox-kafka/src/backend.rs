@@ -25,6 +25,7 @@ use zapinbox_core::{
 use crate::config::KafkaConfig;
 use crate::log::{Answer, Log};
 use crate::record::{EventRecord, Op, Record, VERSION};
+use crate::snapshot;
 
 const NAME: &str = "kafka";
 
@@ -42,6 +43,12 @@ struct Inner {
     producer: FutureProducer,
     log: Arc<Log>,
     partitions: usize,
+    /// The snapshot topic's partition count (0: none).
+    snapshot_partitions: usize,
+    /// The slot each partition's next snapshot goes to.
+    slots: std::sync::Mutex<Vec<u8>>,
+    /// Where opening resumed each partition.
+    resumed_from: Vec<i64>,
     instance: u64,
     next_request: AtomicU64,
     /// Stops the consumer thread when the last handle goes.
@@ -90,11 +97,25 @@ impl KafkaBackend {
             )
             .create()
             .map_err(classify)?;
-        let topic = kafka.topic.clone();
-        let (consumer, ends) = tokio::task::spawn_blocking(move || assign_all(consumer, &topic))
-            .await
-            .map_err(Error::permanent)??;
-        let log = Arc::new(Log::new(ends.len(), config.clone(), instance));
+        let loader: BaseConsumer = client_config(&kafka)
+            .set("group.id", format!("zapinbox-{instance:016x}-snapshots"))
+            .set("enable.auto.commit", "false")
+            .set(
+                "fetch.message.max.bytes",
+                kafka.max_record_bytes.to_string(),
+            )
+            .create()
+            .map_err(classify)?;
+        let settings = kafka.clone();
+        let (consumer, mut start) =
+            tokio::task::spawn_blocking(move || resume(consumer, &loader, &settings))
+                .await
+                .map_err(Error::permanent)??;
+        let ends = std::mem::take(&mut start.ends);
+        let machines = std::mem::take(&mut start.machines);
+        let next = std::mem::take(&mut start.next);
+        let resumed_from = next.clone();
+        let log = Arc::new(Log::new(machines, next, config.clone(), instance));
         let stop = Arc::new(AtomicBool::new(false));
         let follower = (Arc::clone(&log), Arc::clone(&stop));
         std::thread::Builder::new()
@@ -105,6 +126,9 @@ impl KafkaBackend {
             inner: Arc::new(Inner {
                 config,
                 partitions: ends.len(),
+                snapshot_partitions: start.snapshot_partitions,
+                slots: std::sync::Mutex::new(start.slots),
+                resumed_from,
                 kafka,
                 producer,
                 log,
@@ -119,6 +143,79 @@ impl KafkaBackend {
             .caught_up(&ends, backend.inner.kafka.replay_timeout)
             .await?;
         Ok(backend)
+    }
+
+    /// Writes a snapshot of every partition's applied state to the
+    /// snapshot topic, so that opening later replays only the records
+    /// after it. Returns, per partition, the offset the snapshot resumes
+    /// from. Fails if snapshots are off or their topic does not exist.
+    ///
+    /// Any instance may write one (they are identical at one offset);
+    /// the state of each partition is serialized under the applier's lock,
+    /// which holds up that instance's writes meanwhile (see the crate docs
+    /// for figures).
+    pub async fn snapshot(&self) -> Result<Vec<i64>> {
+        self.ensure_open()?;
+        let inner = &self.inner;
+        let topic = inner.kafka.snapshot_topic().ok_or(Error::Unsupported {
+            operation: "snapshot (snapshots are off)",
+            backend: NAME,
+        })?;
+        if inner.snapshot_partitions == 0 {
+            return Err(Error::permanent(format!(
+                "the snapshot topic {topic} did not exist when this instance opened"
+            )));
+        }
+        let mut offsets = Vec::with_capacity(inner.partitions);
+        for partition in 0..inner.partitions {
+            let (state, next) = {
+                let applied = inner.log.lock();
+                let state = serde_json::to_vec(&applied.machines[partition]);
+                (state.map_err(Error::permanent)?, applied.next[partition])
+            };
+            let slot = {
+                let mut slots = inner.slots.lock().unwrap_or_else(|p| p.into_inner());
+                let slot = slots[partition];
+                slots[partition] = 1 - slot;
+                slot
+            };
+            let max = inner.kafka.max_record_bytes;
+            let records = snapshot::chunks(partition, next, slot, &state, max);
+            let sends = records.iter().map(|(key, value)| {
+                let record = FutureRecord::to(&topic)
+                    .key(key)
+                    .payload(value)
+                    .partition((partition % inner.snapshot_partitions) as i32);
+                inner.producer.send(record, inner.kafka.apply_timeout)
+            });
+            for sent in futures::future::join_all(sends).await {
+                sent.map_err(|(e, _)| classify(e))?;
+            }
+            offsets.push(next);
+        }
+        Ok(offsets)
+    }
+
+    /// Where opening resumed each partition: the offset after its newest
+    /// snapshot, or 0 (the log replayed from its start).
+    pub fn resumed_from(&self) -> &[i64] {
+        &self.inner.resumed_from
+    }
+
+    /// The state of every partition as this instance has applied it, as
+    /// JSON, with the offset of the next record to apply: two instances at
+    /// the same offsets have equal states. For checks and debugging; it
+    /// copies everything.
+    pub fn applied_state(&self) -> Result<Vec<(i64, serde_json::Value)>> {
+        let applied = self.inner.log.lock();
+        let states = applied.machines.iter().map(serde_json::to_value);
+        let states = states.collect::<serde_json::Result<Vec<_>>>();
+        Ok(applied
+            .next
+            .iter()
+            .copied()
+            .zip(states.map_err(Error::permanent)?)
+            .collect())
     }
 
     /// The partition holding `tenant`'s log.
@@ -232,9 +329,27 @@ fn client_config(kafka: &KafkaConfig) -> ClientConfig {
     config
 }
 
-/// Assigns every partition of `topic` from its start; the offsets the
-/// partitions end at now, which opening replays up to.
-fn assign_all(consumer: BaseConsumer, topic: &str) -> Result<(BaseConsumer, Vec<i64>)> {
+/// Where opening starts: each partition's state and next offset (from its
+/// newest snapshot, or empty at the log's start), and where the log ends
+/// now, which opening replays up to.
+struct Start {
+    machines: Vec<Machine>,
+    next: Vec<i64>,
+    ends: Vec<i64>,
+    /// The snapshot topic's partition count (0: no snapshot topic).
+    snapshot_partitions: usize,
+    /// The slot each partition's next snapshot goes to.
+    slots: Vec<u8>,
+}
+
+/// Loads the snapshots and assigns every partition of the log from where
+/// they end (or from its start).
+fn resume(
+    consumer: BaseConsumer,
+    loader: &BaseConsumer,
+    kafka: &KafkaConfig,
+) -> Result<(BaseConsumer, Start)> {
+    let topic = &kafka.topic;
     let timeout = Duration::from_secs(10);
     let metadata = consumer
         .fetch_metadata(Some(topic), timeout)
@@ -248,23 +363,49 @@ fn assign_all(consumer: BaseConsumer, topic: &str) -> Result<(BaseConsumer, Vec<
         .ok_or_else(|| {
             Error::permanent(format!("topic {topic} does not exist: create it first"))
         })?;
+    let loaded = match kafka.snapshot_topic() {
+        Some(snapshots) => snapshot::load(loader, &snapshots, partitions, kafka.replay_timeout)?,
+        None => None,
+    };
+    let (snapshot_partitions, snapshots) = match loaded {
+        Some(loaded) => (loaded.partitions, loaded.snapshots),
+        None => (0, (0..partitions).map(|_| None).collect()),
+    };
     let mut assignment = TopicPartitionList::new();
-    let mut ends = Vec::with_capacity(partitions);
-    for partition in 0..partitions as i32 {
-        assignment
-            .add_partition_offset(topic, partition, Offset::Beginning)
-            .map_err(classify)?;
-        let (_, high) = consumer
+    let mut start = Start {
+        machines: Vec::with_capacity(partitions),
+        next: Vec::with_capacity(partitions),
+        ends: Vec::with_capacity(partitions),
+        snapshot_partitions,
+        slots: Vec::with_capacity(partitions),
+    };
+    for (partition, snapshot) in (0..partitions as i32).zip(snapshots) {
+        let (low, high) = consumer
             .fetch_watermarks(topic, partition, timeout)
             .map_err(classify)?;
-        ends.push(high);
+        let (machine, next, slot) = match snapshot {
+            Some(s) => (s.machine, s.next, 1 - s.slot.min(1)),
+            None => (Machine::new(), 0, 0),
+        };
+        if next < low {
+            return Err(Error::permanent(format!(
+                "records {next} to {low} of {topic}/{partition} are gone and no snapshot covers them"
+            )));
+        }
+        assignment
+            .add_partition_offset(topic, partition, Offset::Offset(next))
+            .map_err(classify)?;
+        start.slots.push(slot);
+        start.machines.push(machine);
+        start.next.push(next);
+        start.ends.push(high);
     }
     consumer.assign(&assignment).map_err(classify)?;
-    Ok((consumer, ends))
+    Ok((consumer, start))
 }
 
 /// Retryable unless the request itself is wrong.
-fn classify(e: KafkaError) -> Error {
+pub(crate) fn classify(e: KafkaError) -> Error {
     let permanent = matches!(
         e.rdkafka_error_code(),
         Some(

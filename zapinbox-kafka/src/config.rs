@@ -21,9 +21,26 @@ pub struct KafkaConfig {
     /// Largest record the producer sends, in bytes: at most the broker's
     /// `message.max.bytes`. Default 1 000 000.
     pub max_record_bytes: usize,
+    /// Where snapshots go. Default: the topic `<topic>.snapshots`, used
+    /// if it exists.
+    pub snapshots: SnapshotTopic,
     /// Extra librdkafka settings for both clients (`security.protocol`,
     /// `sasl.*`, …), applied last.
     pub client: Vec<(String, String)>,
+}
+
+/// The topic snapshots are written to and read from (see
+/// [`KafkaBackend::snapshot`](crate::KafkaBackend::snapshot)). Create it
+/// with `cleanup.policy=compact`; while it does not exist, opening replays
+/// the whole log and `snapshot` fails.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SnapshotTopic {
+    /// `<topic>.snapshots`.
+    Beside,
+    /// This topic.
+    Named(String),
+    /// No snapshots: opening always replays the log from its start.
+    Off,
 }
 
 impl KafkaConfig {
@@ -36,6 +53,7 @@ impl KafkaConfig {
             apply_timeout: Duration::from_secs(30),
             replay_timeout: Duration::from_secs(300),
             max_record_bytes: 1_000_000,
+            snapshots: SnapshotTopic::Beside,
             client: Vec::new(),
         }
     }
@@ -44,6 +62,21 @@ impl KafkaConfig {
     pub fn topic(mut self, topic: impl Into<String>) -> Self {
         self.topic = topic.into();
         self
+    }
+
+    /// With snapshots on `snapshots`.
+    pub fn snapshots(mut self, snapshots: SnapshotTopic) -> Self {
+        self.snapshots = snapshots;
+        self
+    }
+
+    /// The snapshot topic's name, unless snapshots are off.
+    pub fn snapshot_topic(&self) -> Option<String> {
+        match &self.snapshots {
+            SnapshotTopic::Beside => Some(format!("{}.snapshots", self.topic)),
+            SnapshotTopic::Named(topic) => Some(topic.clone()),
+            SnapshotTopic::Off => None,
+        }
     }
 
     /// With a librdkafka setting for both clients.

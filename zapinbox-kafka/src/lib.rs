@@ -41,7 +41,8 @@ mod config;
 mod log;
 mod mock;
 mod record;
+mod snapshot;
 
 pub use backend::KafkaBackend;
-pub use config::KafkaConfig;
+pub use config::{KafkaConfig, SnapshotTopic};
 pub use mock::MockBroker;

@@ -60,11 +60,13 @@ pub(crate) struct Applied {
 pub(crate) const POSITION_BITS: u32 = 16;
 
 impl Log {
-    pub fn new(partitions: usize, rules: QueueConfig, instance: u64) -> Self {
+    /// A log whose partitions are applied up to `next` (exclusive) into
+    /// `machines`.
+    pub fn new(machines: Vec<Machine>, next: Vec<i64>, rules: QueueConfig, instance: u64) -> Self {
         Log {
             state: Mutex::new(Applied {
-                machines: (0..partitions).map(|_| Machine::new()).collect(),
-                next: vec![0; partitions],
+                machines,
+                next,
                 waiting: HashMap::new(),
             }),
             progress: Notify::new(),

@@ -1,0 +1,253 @@
+//! Snapshots bound replay: each partition's state at an offset, split into
+//! chunks on a topic of their own (compacted on a real broker). Opening
+//! resumes each partition from its newest complete snapshot and replays
+//! only the records after it.
+//!
+//! A chunk is a 33-byte header (magic, partition, next offset, snapshot
+//! id, index, count, slot) and a slice of the state's JSON. Its key,
+//! `<partition>/<slot>/<index>`, alternates between two slots, so a
+//! compacted topic always keeps the last complete snapshot whole even
+//! when writing the next one stops halfway.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use zapinbox_core::raw::Machine;
+use zapinbox_core::{Error, Result};
+
+const MAGIC: &[u8; 4] = b"ZIS1";
+const HEADER: usize = 33;
+
+/// One partition's state, the offset of the first record after it, and
+/// the slot it was written to.
+pub(crate) struct Snapshot {
+    pub next: i64,
+    pub machine: Machine,
+    pub slot: u8,
+}
+
+/// What the snapshot topic holds.
+pub(crate) struct Loaded {
+    /// Its partition count.
+    pub partitions: usize,
+    /// The newest complete snapshot of each log partition.
+    pub snapshots: Vec<Option<Snapshot>>,
+}
+
+/// A chunk's header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub partition: u32,
+    pub next: i64,
+    pub id: u64,
+    pub index: u32,
+    pub count: u32,
+    pub slot: u8,
+}
+
+impl Header {
+    fn encode(&self, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER + data.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&self.partition.to_be_bytes());
+        out.extend_from_slice(&self.next.to_be_bytes());
+        out.extend_from_slice(&self.id.to_be_bytes());
+        out.extend_from_slice(&self.index.to_be_bytes());
+        out.extend_from_slice(&self.count.to_be_bytes());
+        out.push(self.slot);
+        out.extend_from_slice(data);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<(Header, &[u8])> {
+        let (head, data) = (bytes.get(..HEADER)?, bytes.get(HEADER..)?);
+        if &head[..4] != MAGIC {
+            return None;
+        }
+        let u32_at = |i: usize| Some(u32::from_be_bytes(head.get(i..i + 4)?.try_into().ok()?));
+        let u64_at = |i: usize| Some(u64::from_be_bytes(head.get(i..i + 8)?.try_into().ok()?));
+        let header = Header {
+            partition: u32_at(4)?,
+            next: i64::from_be_bytes(head.get(8..16)?.try_into().ok()?),
+            id: u64_at(16)?,
+            index: u32_at(24)?,
+            count: u32_at(28)?,
+            slot: *head.get(32)?,
+        };
+        (header.index < header.count).then_some((header, data))
+    }
+}
+
+/// The records that carry a snapshot of `partition` (`state`, taken just
+/// before offset `next`), each at most `max_bytes`: (key, value).
+pub(crate) fn chunks(
+    partition: usize,
+    next: i64,
+    slot: u8,
+    state: &[u8],
+    max_bytes: usize,
+) -> Vec<(String, Vec<u8>)> {
+    let size = max_bytes.saturating_sub(HEADER + 64).max(1024);
+    let pieces: Vec<&[u8]> = state.chunks(size).collect();
+    let id: u64 = rand::random();
+    let count = pieces.len().max(1) as u32;
+    let pieces = if pieces.is_empty() {
+        vec![&[][..]]
+    } else {
+        pieces
+    };
+    pieces
+        .into_iter()
+        .enumerate()
+        .map(|(index, data)| {
+            let header = Header {
+                partition: partition as u32,
+                next,
+                id,
+                index: index as u32,
+                count,
+                slot,
+            };
+            (format!("{partition}/{slot}/{index}"), header.encode(data))
+        })
+        .collect()
+}
+
+/// A snapshot being put together from its chunks.
+#[derive(Default)]
+struct Assembly {
+    next: i64,
+    slot: u8,
+    count: u32,
+    parts: BTreeMap<u32, Vec<u8>>,
+}
+
+/// Reads the snapshot topic `topic` to its end, for a log of
+/// `partitions` partitions. `None` if the topic does not exist (snapshots
+/// are off).
+pub(crate) fn load(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: usize,
+    within: Duration,
+) -> Result<Option<Loaded>> {
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(crate::backend::classify)?;
+    let Some(count) = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().len())
+        .filter(|n| *n > 0)
+    else {
+        return Ok(None);
+    };
+    let mut assignment = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for p in 0..count as i32 {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, timeout)
+            .map_err(crate::backend::classify)?;
+        if high > low {
+            ends.insert(p, high);
+            assignment
+                .add_partition_offset(topic, p, Offset::Beginning)
+                .map_err(crate::backend::classify)?;
+        }
+    }
+    let mut assemblies: HashMap<(u32, u64), Assembly> = HashMap::new();
+    if !ends.is_empty() {
+        consumer
+            .assign(&assignment)
+            .map_err(crate::backend::classify)?;
+        let deadline = std::time::Instant::now() + within;
+        while !ends.is_empty() {
+            if std::time::Instant::now() > deadline {
+                return Err(Error::transient(format!(
+                    "snapshots on {topic} were not read within {within:?}"
+                )));
+            }
+            let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let message = message.map_err(crate::backend::classify)?;
+            if ends.get(&message.partition()) <= Some(&(message.offset() + 1)) {
+                ends.remove(&message.partition());
+            }
+            let Some((header, data)) = message.payload().and_then(Header::decode) else {
+                continue;
+            };
+            let assembly = assemblies.entry((header.partition, header.id)).or_default();
+            assembly.next = header.next;
+            assembly.slot = header.slot;
+            assembly.count = header.count;
+            assembly.parts.insert(header.index, data.to_vec());
+        }
+        consumer.unassign().map_err(crate::backend::classify)?;
+    }
+    let mut newest: Vec<Option<(i64, u8, Vec<u8>)>> = (0..partitions).map(|_| None).collect();
+    for ((partition, _), assembly) in assemblies {
+        let complete = assembly.parts.len() == assembly.count as usize;
+        let Some(slot) = newest.get_mut(partition as usize) else {
+            continue;
+        };
+        if complete && slot.as_ref().is_none_or(|(next, ..)| *next < assembly.next) {
+            let state = assembly.parts.into_values().flatten().collect();
+            *slot = Some((assembly.next, assembly.slot, state));
+        }
+    }
+    let snapshots = newest
+        .into_iter()
+        .map(|found| {
+            found
+                .map(|(next, slot, state)| {
+                    let machine = serde_json::from_slice(&state).map_err(|e| {
+                        Error::permanent(format!("a snapshot on {topic} does not decode: {e}"))
+                    })?;
+                    Ok(Snapshot {
+                        next,
+                        machine,
+                        slot,
+                    })
+                })
+                .transpose()
+        })
+        .collect::<Result<_>>()?;
+    Ok(Some(Loaded {
+        partitions: count,
+        snapshots,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_carry_their_header_and_slice() {
+        let state = vec![7u8; 5000];
+        let records = chunks(3, 42, 1, &state, 2048);
+        assert!(records.len() >= 3);
+        let mut whole = Vec::new();
+        for (i, (key, value)) in records.iter().enumerate() {
+            assert_eq!(key, &format!("3/1/{i}"));
+            let (header, data) = Header::decode(value).expect("decodes");
+            assert_eq!(
+                (header.partition, header.next, header.index),
+                (3, 42, i as u32)
+            );
+            assert_eq!(header.slot, 1);
+            assert_eq!(header.count as usize, records.len());
+            whole.extend_from_slice(data);
+        }
+        assert_eq!(whole, state);
+        assert_eq!(Header::decode(b"short"), None);
+        assert_eq!(Header::decode(&[0u8; 40]), None);
+        assert_eq!(Header::decode(&records[0].1[..HEADER - 1]), None);
+    }
+}

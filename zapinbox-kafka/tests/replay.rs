@@ -1,0 +1,125 @@
+//! Bounded replay: an instance opened from a snapshot and one that
+//! replays the whole log reach exactly the state of the instance that
+//! wrote it all, live.
+
+use std::time::Duration;
+
+use serde_json::json;
+use zapinbox_core::raw::Metering;
+use zapinbox_core::{
+    Action, ClaimQuery, Inbox, NewEvent, QueueConfig, Redrive, RetryPolicy, TenantId, UsageRecord,
+};
+use zapinbox_kafka::{KafkaBackend, KafkaConfig, MockBroker, SnapshotTopic};
+
+fn config() -> QueueConfig {
+    let retry = RetryPolicy::exponential(Duration::from_millis(1), Duration::from_millis(10))
+        .with_max_attempts(2);
+    QueueConfig::default().with_retry(retry)
+}
+
+/// Every kind of record, for a few tenants: keyed and plain ingests,
+/// claims, acks by id and by lease, releases into the dead letters, a
+/// redrive, deletes and usage.
+async fn traffic(backend: &KafkaBackend, round: usize) {
+    let inbox = Inbox::new(backend.clone());
+    for t in 0..5 {
+        let tenant = TenantId::new(format!("tenant-{t}")).expect("valid");
+        let events = (0..40)
+            .map(|n| {
+                let event = NewEvent::new(json!({ "round": round, "n": n }));
+                if n % 3 == 0 {
+                    event.with_idempotency_key(format!("{round}-{n}"))
+                } else {
+                    event
+                }
+            })
+            .collect();
+        let ids: Vec<_> = inbox
+            .ingest_batch(&tenant, events)
+            .await
+            .expect("ingest")
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        for id in ids.iter().step_by(5) {
+            inbox.ack(&tenant, *id).await.expect("ack");
+        }
+        inbox.delete(&tenant, ids[1]).await.expect("delete");
+        let leased = inbox
+            .claim(&tenant, ClaimQuery::new().limit(8))
+            .await
+            .expect("claim");
+        for (i, lease) in leased.iter().enumerate() {
+            match i % 3 {
+                0 => drop(inbox.ack_lease(&tenant, lease.token).await.expect("ack")),
+                1 => drop(
+                    inbox
+                        .release(&tenant, lease.token, None)
+                        .await
+                        .expect("release"),
+                ),
+                _ => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for lease in inbox
+            .claim(&tenant, ClaimQuery::new().limit(3))
+            .await
+            .expect("claim")
+        {
+            inbox
+                .release(&tenant, lease.token, None)
+                .await
+                .expect("dead-lettered");
+        }
+        if round % 2 == 1 {
+            inbox.redrive(&tenant, Redrive::All).await.expect("redrive");
+        }
+        let who = (Some("client".to_owned()), None);
+        let usage = UsageRecord::new(
+            tenant.clone(),
+            20_000,
+            who,
+            Action::Ingest,
+            true,
+            (40, 1000),
+        );
+        backend.add_usage(vec![usage]).await.expect("usage");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_from_the_start_and_from_a_snapshot_equals_the_live_state() {
+    let broker = MockBroker::start().expect("the in-process mock Kafka cluster starts");
+    broker.create_topic("replay", 4).expect("create the log");
+    broker
+        .create_topic("replay.snapshots", 2)
+        .expect("create the snapshot topic");
+    let kafka = KafkaConfig::new(broker.brokers()).topic("replay");
+    let live = KafkaBackend::open(kafka.clone(), config())
+        .await
+        .expect("open");
+    assert_eq!(live.resumed_from(), &[0, 0, 0, 0]);
+    traffic(&live, 0).await;
+    let taken = live.snapshot().await.expect("snapshot");
+    assert!(taken.iter().all(|offset| *offset > 0), "{taken:?}");
+    traffic(&live, 1).await;
+    let second = live
+        .snapshot()
+        .await
+        .expect("a second snapshot, in the other slot");
+    traffic(&live, 2).await;
+
+    let from_snapshot = KafkaBackend::open(kafka.clone(), config())
+        .await
+        .expect("open");
+    assert_eq!(from_snapshot.resumed_from(), &second[..]);
+    let from_start = KafkaBackend::open(kafka.snapshots(SnapshotTopic::Off), config())
+        .await
+        .expect("open");
+    assert_eq!(from_start.resumed_from(), &[0, 0, 0, 0]);
+
+    let state = live.applied_state().expect("state");
+    assert_eq!(from_snapshot.applied_state().expect("state"), state);
+    assert_eq!(from_start.applied_state().expect("state"), state);
+}
