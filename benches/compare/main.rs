@@ -10,6 +10,7 @@
 //! throughput against concurrency to `target/bench-ingest.svg`.
 
 mod backends;
+mod kafka;
 mod neighbours;
 mod processes;
 mod raw;
@@ -44,6 +45,8 @@ pub struct Scale {
     pub big_tenant: usize,
     /// How long writers in several processes write.
     pub writers: Duration,
+    /// Events of history a new Kafka instance replays.
+    pub kafka_history: usize,
 }
 
 /// The median of `values` (the middle one, or the lower middle).
@@ -67,6 +70,7 @@ impl Scale {
             soak: Duration::from_secs(6),
             big_tenant: 20_000,
             writers: Duration::from_secs(2),
+            kafka_history: 20_000,
         }
     }
 
@@ -81,6 +85,7 @@ impl Scale {
             soak: Duration::from_secs(60),
             big_tenant: 1_000_000,
             writers: Duration::from_secs(10),
+            kafka_history: 1_000_000,
         }
     }
 }
@@ -134,6 +139,9 @@ fn main() {
         }
         if workloads::selected("big tenant") {
             report.extend(neighbours::run(scale).await);
+        }
+        if workloads::selected("kafka") {
+            report.extend(kafka::run(scale).await);
         }
         if workloads::selected("writers in") {
             let rows = tokio::task::spawn_blocking(move || processes::run(scale))

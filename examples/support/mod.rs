@@ -61,15 +61,14 @@ pub async fn open(example: &str, config: QueueConfig) -> Result<Storage> {
 async fn open_kafka(config: QueueConfig) -> Result<Storage> {
     use zapinbox::kafka::{KafkaBackend, KafkaConfig, MockBroker};
     let topic = std::env::var("ZAPINBOX_KAFKA_TOPIC").unwrap_or_else(|_| "zapinbox".into());
-    let (brokers, broker) = match std::env::var("ZAPINBOX_KAFKA_BROKERS") {
-        Ok(brokers) => (brokers, None),
+    let (kafka, brokers, broker) = match std::env::var("ZAPINBOX_KAFKA_BROKERS") {
+        Ok(brokers) => (KafkaConfig::new(&brokers).topic(&topic), brokers, None),
         Err(_) => {
             let broker = MockBroker::start()?;
             broker.create_topic(&topic, 4)?;
-            (broker.brokers().to_owned(), Some(broker))
+            (broker.config(&topic), String::new(), Some(broker))
         }
     };
-    let kafka = KafkaConfig::new(&brokers).topic(&topic);
     let backend = KafkaBackend::open(kafka, config).await?;
     let place = if broker.is_some() {
         "an in-process mock cluster"

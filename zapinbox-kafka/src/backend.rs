@@ -90,7 +90,10 @@ impl KafkaBackend {
             .set("group.id", format!("zapinbox-{instance:016x}"))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("fetch.wait.max.ms", "5")
+            .set(
+                "fetch.wait.max.ms",
+                kafka.fetch_wait.as_millis().to_string(),
+            )
             .set(
                 "fetch.message.max.bytes",
                 kafka.max_record_bytes.to_string(),
@@ -100,6 +103,10 @@ impl KafkaBackend {
         let loader: BaseConsumer = client_config(&kafka)
             .set("group.id", format!("zapinbox-{instance:016x}-snapshots"))
             .set("enable.auto.commit", "false")
+            .set(
+                "fetch.wait.max.ms",
+                kafka.fetch_wait.as_millis().to_string(),
+            )
             .set(
                 "fetch.message.max.bytes",
                 kafka.max_record_bytes.to_string(),
@@ -181,11 +188,14 @@ impl KafkaBackend {
             };
             let max = inner.kafka.max_record_bytes;
             let records = snapshot::chunks(partition, next, slot, &state, max);
-            let sends = records.iter().map(|(key, value)| {
+            // Chunks spread over the snapshot topic's partitions.
+            let spread =
+                |index: usize| (partition + index * inner.partitions) % inner.snapshot_partitions;
+            let sends = records.iter().enumerate().map(|(index, (key, value))| {
                 let record = FutureRecord::to(&topic)
                     .key(key)
                     .payload(value)
-                    .partition((partition % inner.snapshot_partitions) as i32);
+                    .partition(spread(index) as i32);
                 inner.producer.send(record, inner.kafka.apply_timeout)
             });
             for sent in futures::future::join_all(sends).await {
@@ -379,10 +389,8 @@ fn resume(
         snapshot_partitions,
         slots: Vec::with_capacity(partitions),
     };
-    for (partition, snapshot) in (0..partitions as i32).zip(snapshots) {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition, timeout)
-            .map_err(classify)?;
+    let marks = snapshot::watermarks(&consumer, topic, partitions)?;
+    for ((partition, snapshot), (low, high)) in (0..partitions as i32).zip(snapshots).zip(marks) {
         let (machine, next, slot) = match snapshot {
             Some(s) => (s.machine, s.next, 1 - s.slot.min(1)),
             None => (Machine::new(), 0, 0),

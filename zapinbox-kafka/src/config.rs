@@ -14,6 +14,12 @@ pub struct KafkaConfig {
     /// How long the producer may wait to batch records. Default 1 ms:
     /// every write waits for its own record, so latency counts.
     pub linger: Duration,
+    /// Longest a fetch waits at the broker for records to arrive
+    /// (`fetch.wait.max.ms`). Default 100 ms: a broker answers as soon as
+    /// records arrive. librdkafka's mock cluster answers only when the wait
+    /// is over, so [`MockBroker::config`](crate::MockBroker::config) sets
+    /// 5 ms.
+    pub fetch_wait: Duration,
     /// How long a write may wait for its record to be applied. Default 30 s.
     pub apply_timeout: Duration,
     /// How long opening may take to replay the log. Default 5 min.
@@ -50,6 +56,7 @@ impl KafkaConfig {
             brokers: brokers.into(),
             topic: "zapinbox".into(),
             linger: Duration::from_millis(1),
+            fetch_wait: Duration::from_millis(100),
             apply_timeout: Duration::from_secs(30),
             replay_timeout: Duration::from_secs(300),
             max_record_bytes: 1_000_000,
@@ -61,6 +68,12 @@ impl KafkaConfig {
     /// With the log on `topic`.
     pub fn topic(mut self, topic: impl Into<String>) -> Self {
         self.topic = topic.into();
+        self
+    }
+
+    /// With fetches that wait at most `wait` at the broker.
+    pub fn fetch_wait(mut self, wait: Duration) -> Self {
+        self.fetch_wait = wait;
         self
     }
 

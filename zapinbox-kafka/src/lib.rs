@@ -16,12 +16,13 @@
 //! # async fn main() -> zapinbox_core::Result<()> {
 //! use serde_json::json;
 //! use zapinbox_core::{Inbox, NewEvent, PullQuery, QueueConfig, TenantId};
-//! use zapinbox_kafka::{KafkaBackend, KafkaConfig, MockBroker};
+//! use zapinbox_kafka::{KafkaBackend, MockBroker};
 //!
-//! // A broker inside this process; give real brokers' addresses instead.
+//! // A broker inside this process; with real brokers, start from
+//! // `KafkaConfig::new("host:9092").topic("inbox")`.
 //! let broker = MockBroker::start()?;
 //! broker.create_topic("inbox", 4)?;
-//! let kafka = KafkaConfig::new(broker.brokers()).topic("inbox");
+//! let kafka = broker.config("inbox");
 //! let inbox = Inbox::new(KafkaBackend::open(kafka, QueueConfig::default()).await?);
 //!
 //! let tenant = TenantId::new("acme")?;

@@ -7,6 +7,8 @@ use std::thread;
 use rdkafka::mocking::MockCluster;
 use zapinbox_core::{Error, Result};
 
+use crate::KafkaConfig;
+
 /// A Kafka-protocol cluster inside this process (librdkafka's mock
 /// broker), listening on 127.0.0.1: for tests and demos on a machine
 /// without Kafka. It has no admin API (create topics with
@@ -55,6 +57,17 @@ impl MockBroker {
     /// The cluster's `bootstrap.servers`.
     pub fn brokers(&self) -> &str {
         &self.brokers
+    }
+
+    /// Settings for a backend on this cluster's `topic`: its brokers, and
+    /// fetches that wait 5 ms. The mock answers a fetch only when its wait
+    /// is over, and a write waits for its record to come back: each write
+    /// then takes about that long. 1 ms writes faster, at the cost of a
+    /// thousand fetches a second per idle instance.
+    pub fn config(&self, topic: &str) -> KafkaConfig {
+        KafkaConfig::new(&self.brokers)
+            .topic(topic)
+            .fetch_wait(std::time::Duration::from_millis(5))
     }
 
     /// Creates `topic` with `partitions` partitions.

@@ -149,10 +149,7 @@ pub(crate) fn load(
     };
     let mut assignment = TopicPartitionList::new();
     let mut ends = HashMap::new();
-    for p in 0..count as i32 {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, timeout)
-            .map_err(crate::backend::classify)?;
+    for (p, (low, high)) in (0..count as i32).zip(watermarks(consumer, topic, count)?) {
         if high > low {
             ends.insert(p, high);
             assignment
@@ -201,27 +198,71 @@ pub(crate) fn load(
             *slot = Some((assembly.next, assembly.slot, state));
         }
     }
-    let snapshots = newest
-        .into_iter()
-        .map(|found| {
-            found
-                .map(|(next, slot, state)| {
-                    let machine = serde_json::from_slice(&state).map_err(|e| {
-                        Error::permanent(format!("a snapshot on {topic} does not decode: {e}"))
-                    })?;
-                    Ok(Snapshot {
-                        next,
-                        machine,
-                        slot,
-                    })
+    let decode = |found: Option<(i64, u8, Vec<u8>)>| {
+        found
+            .map(|(next, slot, state)| {
+                let machine = serde_json::from_slice(&state).map_err(|e| {
+                    Error::permanent(format!("a snapshot on {topic} does not decode: {e}"))
+                })?;
+                Ok(Snapshot {
+                    next,
+                    machine,
+                    slot,
                 })
-                .transpose()
-        })
+            })
+            .transpose()
+    };
+    let snapshots = in_parallel(newest, decode)
+        .into_iter()
         .collect::<Result<_>>()?;
     Ok(Some(Loaded {
         partitions: count,
         snapshots,
     }))
+}
+
+/// The low and high watermarks of each of `topic`'s `count` partitions,
+/// asked for several at a time (one round trip each).
+pub(crate) fn watermarks(
+    consumer: &BaseConsumer,
+    topic: &str,
+    count: usize,
+) -> Result<Vec<(i64, i64)>> {
+    let timeout = Duration::from_secs(10);
+    let ask = |p: usize| {
+        consumer
+            .fetch_watermarks(topic, p as i32, timeout)
+            .map_err(crate::backend::classify)
+    };
+    in_parallel((0..count).collect(), ask).into_iter().collect()
+}
+
+/// `f` of each item, on a few threads, in order.
+fn in_parallel<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 8);
+    let per_thread = items.len().div_ceil(threads).max(1);
+    let mut groups: Vec<Vec<T>> = Vec::new();
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        groups.push(items.by_ref().take(per_thread).collect());
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let running: Vec<_> = groups
+            .into_iter()
+            .map(|group| scope.spawn(move || group.into_iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        running
+            .into_iter()
+            .flat_map(|thread| {
+                thread
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p))
+            })
+            .collect()
+    })
 }
 
 #[cfg(test)]
@@ -249,5 +290,15 @@ mod tests {
         assert_eq!(Header::decode(b"short"), None);
         assert_eq!(Header::decode(&[0u8; 40]), None);
         assert_eq!(Header::decode(&records[0].1[..HEADER - 1]), None);
+    }
+
+    #[test]
+    fn in_parallel_keeps_the_order() {
+        let items: Vec<usize> = (0..37).collect();
+        assert_eq!(
+            in_parallel(items.clone(), |i| i * 2),
+            items.iter().map(|i| i * 2).collect::<Vec<_>>()
+        );
+        assert!(in_parallel(Vec::<usize>::new(), |i| i).is_empty());
     }
 }

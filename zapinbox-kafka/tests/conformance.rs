@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use async_trait::async_trait;
 use zapinbox_core::testkit::{Harness, run_tenant_rules};
 use zapinbox_core::{Backend, QueueConfig, Result};
-use zapinbox_kafka::{KafkaBackend, KafkaConfig, MockBroker};
+use zapinbox_kafka::{KafkaBackend, MockBroker};
 
 /// One mock cluster for every test of this binary.
 fn broker() -> &'static MockBroker {
@@ -33,7 +33,7 @@ impl KafkaHarness {
 #[async_trait]
 impl Harness for KafkaHarness {
     async fn open(&self, config: QueueConfig) -> Result<Arc<dyn Backend>> {
-        let kafka = KafkaConfig::new(broker().brokers()).topic(&self.topic);
+        let kafka = broker().config(&self.topic);
         Ok(Arc::new(KafkaBackend::open(kafka, config).await?))
     }
 }

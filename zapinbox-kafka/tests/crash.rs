@@ -24,7 +24,10 @@ fn tenant() -> TenantId {
 }
 
 async fn open(brokers: &str, topic: &str) -> Inbox {
-    let kafka = KafkaConfig::new(brokers).topic(topic);
+    // The mock cluster answers fetches only when their wait is over.
+    let kafka = KafkaConfig::new(brokers)
+        .topic(topic)
+        .fetch_wait(Duration::from_millis(5));
     let backend = KafkaBackend::open(kafka, QueueConfig::default())
         .await
         .expect("open");

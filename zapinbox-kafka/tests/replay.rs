@@ -9,7 +9,7 @@ use zapinbox_core::raw::Metering;
 use zapinbox_core::{
     Action, ClaimQuery, Inbox, NewEvent, QueueConfig, Redrive, RetryPolicy, TenantId, UsageRecord,
 };
-use zapinbox_kafka::{KafkaBackend, KafkaConfig, MockBroker, SnapshotTopic};
+use zapinbox_kafka::{KafkaBackend, MockBroker, SnapshotTopic};
 
 fn config() -> QueueConfig {
     let retry = RetryPolicy::exponential(Duration::from_millis(1), Duration::from_millis(10))
@@ -95,7 +95,7 @@ async fn replay_from_the_start_and_from_a_snapshot_equals_the_live_state() {
     broker
         .create_topic("replay.snapshots", 2)
         .expect("create the snapshot topic");
-    let kafka = KafkaConfig::new(broker.brokers()).topic("replay");
+    let kafka = broker.config("replay");
     let live = KafkaBackend::open(kafka.clone(), config())
         .await
         .expect("open");

@@ -257,6 +257,34 @@ pub fn assert_unsupported<T: std::fmt::Debug>(result: Result<T>, operation: &str
     );
 }
 
+/// How long writes through another handle on the same storage may take to
+/// be seen, as the backend declares ([`SharedWrites`](crate::SharedWrites)).
+pub fn shared_lag(inbox: &Inbox) -> Duration {
+    match inbox.capabilities().shared_writes {
+        crate::SharedWrites::Within(d) => d,
+        _ => Duration::ZERO,
+    }
+}
+
+/// Whether `check` comes true within `within`, trying every 5 ms (and at
+/// least once).
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// A tenant no other test uses.
 pub fn fresh_tenant() -> TenantId {
     let n: u64 = rand::random();

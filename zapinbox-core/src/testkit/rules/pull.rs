@@ -2,7 +2,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::testkit::{
-    Harness, fresh_tenant, number_of, numbered, open_inbox, pull_all, start_time,
+    Harness, eventually, fresh_tenant, number_of, numbered, open_inbox, pull_all, shared_lag,
+    start_time,
 };
 use crate::{
     Cursor, Error, EventId, Filter, Inbox, ManualClock, Order, PullQuery, QueueConfig, TenantId,
@@ -201,6 +202,10 @@ pub async fn late_commit_with_a_smaller_id_is_not_skipped(harness: &dyn Harness)
         late.iter().all(|id| *id < newest),
         "the late ids sort before the cursor"
     );
+    let seen = eventually(shared_lag(&fast), || async {
+        fast.get(&tenant, late[1]).await.expect("get").is_some()
+    });
+    assert!(seen.await, "the other handle's writes are seen in time");
     let next = PullQuery::new().after(page.next_cursor.expect("cursor"));
     let rest = fast.pull(&tenant, next).await.expect("pull");
     assert_eq!(rest.events.iter().map(|e| e.id).collect::<Vec<_>>(), late);

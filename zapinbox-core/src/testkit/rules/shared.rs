@@ -1,46 +1,16 @@
 use std::collections::HashSet;
-use std::future::Future;
 use std::time::Duration;
 
 use futures::StreamExt;
 
-use crate::testkit::{Harness, fresh_tenant, numbered, open_inbox};
-use crate::{
-    ClaimQuery, EventId, EventStatus, Filter, Inbox, ManualClock, QueueConfig, SharedWrites,
-    TenantId,
-};
+use crate::testkit::{Harness, eventually, fresh_tenant, numbered, open_inbox, shared_lag};
+use crate::{ClaimQuery, EventId, EventStatus, Filter, Inbox, ManualClock, QueueConfig, TenantId};
 
 /// A second inbox on the same storage, on the same clock: another
 /// process, or another instance on the same log.
 async fn second(harness: &dyn Harness, clock: &ManualClock) -> Inbox {
     let config = QueueConfig::default().with_clock(clock.clock());
     Inbox::new(harness.open(config).await.expect("a second handle opens"))
-}
-
-/// How long another handle's writes may take to be seen, as declared.
-fn lag(inbox: &Inbox) -> Duration {
-    match inbox.capabilities().shared_writes {
-        SharedWrites::Within(d) => d,
-        _ => Duration::ZERO,
-    }
-}
-
-/// Whether `check` comes true within `within` (tried at least once).
-async fn within<F, Fut>(within: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 async fn status(inbox: &Inbox, tenant: &TenantId, id: EventId) -> Option<EventStatus> {
@@ -74,11 +44,11 @@ pub async fn two_handles_never_lease_one_event_twice(harness: &dyn Harness) {
     let tenant = fresh_tenant();
     let events = (0..60).map(numbered).collect();
     a.ingest_batch(&tenant, events).await.expect("ingest");
-    let seen = within(lag(&a), || async {
+    let seen = eventually(shared_lag(&a), || async {
         let claimable = b.claimable_at(&tenant, &Filter::default()).await;
         claimable.expect("claimable_at").is_some()
     });
-    assert!(seen.await, "b sees a's events within {:?}", lag(&a));
+    assert!(seen.await, "b sees a's events within {:?}", shared_lag(&a));
     let drain = |inbox: Inbox, tenant: TenantId| async move {
         let mut ids = Vec::new();
         for _ in 0..1000 {
@@ -104,12 +74,12 @@ pub async fn two_handles_see_each_others_events_and_acks(harness: &dyn Harness) 
     let b = second(harness, &clock).await;
     let tenant = fresh_tenant();
     let id = a.ingest(&tenant, numbered(1)).await.expect("ingest").id;
-    let pending = within(lag(&a), || async {
+    let pending = eventually(shared_lag(&a), || async {
         status(&b, &tenant, id).await == Some(EventStatus::Pending)
     });
     assert!(pending.await, "b sees a's event");
     b.ack(&tenant, id).await.expect("ack on b");
-    let acked = within(lag(&a), || async {
+    let acked = eventually(shared_lag(&a), || async {
         status(&a, &tenant, id).await == Some(EventStatus::Acked)
     });
     assert!(acked.await, "a sees b's ack");
@@ -132,7 +102,7 @@ pub async fn a_subscriber_sees_events_ingested_through_another_handle(harness: &
     let mut got = Vec::new();
     // The lag, plus a polling subscription's pause, plus room for a
     // loaded machine.
-    let patience = lag(&a) + Duration::from_secs(10);
+    let patience = shared_lag(&a) + Duration::from_secs(10);
     while got.len() < sent.len() {
         let item = tokio::time::timeout(patience, live.next())
             .await
