@@ -91,7 +91,7 @@ pub struct Machine {
     tenants: HashMap<TenantId, TenantState>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize)]
 struct TenantState {
     events: BTreeMap<Seq, Stored>,
     /// Where each event is in `events` (rebuilt from it, not stored).
@@ -108,21 +108,141 @@ struct Image {
     #[serde(with = "usage_entries")]
     usage: HashMap<(Option<TenantId>, u64), DailyUsage>,
     metered: Vec<UsageRecord>,
-    tenants: HashMap<TenantId, TenantState>,
+    tenants: HashMap<TenantId, TenantImage>,
+}
+
+#[derive(Deserialize)]
+struct TenantImage {
+    events: BTreeMap<Seq, StoredImage>,
+    keys: HashMap<String, KeyRecord>,
 }
 
 impl From<Image> for Machine {
     fn from(image: Image) -> Self {
-        let mut tenants = image.tenants;
-        for t in tenants.values_mut() {
-            t.positions = t.events.iter().map(|(pos, s)| (s.event.id, *pos)).collect();
-        }
+        let tenants = image.tenants.into_iter().map(|(tenant, t)| {
+            let events: BTreeMap<Seq, Stored> = t
+                .events
+                .into_iter()
+                .map(|(pos, image)| (pos, image.into_stored(&tenant)))
+                .collect();
+            let positions = events.iter().map(|(pos, s)| (s.event.id, *pos)).collect();
+            let keys = t.keys;
+            let state = TenantState {
+                events,
+                positions,
+                keys,
+            };
+            (tenant, state)
+        });
         Machine {
             next_position: image.next_position,
             usage: image.usage,
             metered: image.metered,
-            tenants,
+            tenants: tenants.collect(),
         }
+    }
+}
+
+/// A stored event as a snapshot keeps it: its tenant is the key it is
+/// under, its creation time its id's, times in milliseconds; the shown
+/// status and attempts come from its delivery.
+#[derive(Serialize)]
+struct StoredRef<'a> {
+    id: EventId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
+    payload: &'a crate::Payload,
+    delivery: DeliveryImage,
+}
+
+/// [`StoredRef`], read back.
+#[derive(Deserialize)]
+struct StoredImage {
+    id: EventId,
+    #[serde(default)]
+    source: Option<String>,
+    #[serde(default)]
+    event_type: Option<String>,
+    #[serde(default)]
+    topic: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    key: Option<String>,
+    payload: crate::Payload,
+    delivery: DeliveryImage,
+}
+
+impl StoredImage {
+    fn into_stored(self, tenant: &TenantId) -> Stored {
+        let mut event = Event::new(tenant.clone(), self.id, self.payload);
+        event.source = self.source;
+        event.event_type = self.event_type;
+        event.topic = self.topic;
+        event.client_id = self.client_id;
+        event.idempotency_key = self.key;
+        Stored {
+            event,
+            delivery: self.delivery.into(),
+        }
+    }
+}
+
+/// A [`Delivery`] as `[status, attempts, visible_at, lease, acked_at]`,
+/// times in milliseconds.
+#[derive(Serialize, Deserialize)]
+struct DeliveryImage(u8, u32, u64, Option<(u64, u64)>, Option<u64>);
+
+impl From<&Delivery> for DeliveryImage {
+    fn from(d: &Delivery) -> Self {
+        DeliveryImage(
+            d.status.code(),
+            d.attempts,
+            d.visible_at.as_millis(),
+            d.lease.map(|(nonce, expires)| (nonce, expires.as_millis())),
+            d.acked_at.map(Timestamp::as_millis),
+        )
+    }
+}
+
+impl From<DeliveryImage> for Delivery {
+    fn from(d: DeliveryImage) -> Self {
+        Delivery {
+            // Codes come from `EventStatus::code`; an unknown one is read
+            // as pending rather than losing the event.
+            status: EventStatus::from_code(d.0).unwrap_or(EventStatus::Pending),
+            attempts: d.1,
+            visible_at: Timestamp::from_millis(d.2),
+            lease: d
+                .3
+                .map(|(nonce, expires)| (nonce, Timestamp::from_millis(expires))),
+            acked_at: d.4.map(Timestamp::from_millis),
+        }
+    }
+}
+
+impl Serialize for Stored {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let e = &self.event;
+        StoredRef {
+            id: e.id,
+            source: e.source.as_deref(),
+            event_type: e.event_type.as_deref(),
+            topic: e.topic.as_deref(),
+            client_id: e.client_id.as_deref(),
+            key: e.idempotency_key.as_deref(),
+            payload: &e.payload,
+            delivery: (&self.delivery).into(),
+        }
+        .serialize(s)
     }
 }
 
@@ -149,7 +269,7 @@ mod usage_entries {
 }
 
 /// An event as given, and where it is in its delivery.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 struct Stored {
     event: Event,
     delivery: Delivery,
@@ -778,6 +898,10 @@ mod tests {
         let mut machine = Machine::new();
         let mut parts = EventParts::new(crate::Payload::from_stored(r#"{"n":1}"#));
         parts.idempotency = Some(("k".into(), Fingerprint([7; 32])));
+        parts.source = Some("billing".into());
+        parts.event_type = Some("invoice.paid".into());
+        parts.topic = Some("payments".into());
+        parts.client_id = Some("client-7".into());
         let id = EventId::generate(cx.now);
         machine
             .ingest_batch(cx, &tenant, vec![(id, parts)])
@@ -796,10 +920,23 @@ mod tests {
             )
             .expect("claim");
         assert_eq!(leased.len(), 1);
+        let third = EventId::generate(cx.now);
+        let acked = EventParts::new(crate::Payload::from_stored(r#"{"n":3}"#));
+        machine
+            .ingest_batch(cx, &tenant, vec![(third, acked)])
+            .expect("ingest");
+        machine.ack(cx, &tenant, third).expect("ack");
 
         let text = serde_json::to_string(&machine).expect("serialize");
         let restored: Machine = serde_json::from_str(&text).expect("deserialize");
-        assert_eq!(restored.get(cx, &tenant, id), machine.get(cx, &tenant, id));
+        for each in [id, second, third] {
+            assert_eq!(
+                restored.get(cx, &tenant, each),
+                machine.get(cx, &tenant, each)
+            );
+        }
+        let leased_view = restored.get(cx, &tenant, id).expect("kept");
+        assert!(leased_view.leased_until.is_some() && leased_view.source.is_some());
         assert_eq!(restored.find_by_key(cx, &tenant, "k"), Some(id));
         assert_eq!(
             restored.tenant_stats(cx, &tenant),
