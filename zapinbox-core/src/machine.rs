@@ -89,6 +89,10 @@ pub struct Machine {
     /// Metered usage, summed by key.
     metered: Vec<UsageRecord>,
     tenants: HashMap<TenantId, TenantState>,
+    /// Whether an acked event's content leaves memory at its ack (see
+    /// [`Machine::drop_acked_content`]). A setting, not state.
+    #[serde(skip)]
+    drop_acked: bool,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -139,6 +143,7 @@ impl From<Image> for Machine {
             usage: image.usage,
             metered: image.metered,
             tenants: tenants.collect(),
+            drop_acked: false,
         }
     }
 }
@@ -159,7 +164,9 @@ struct StoredRef<'a> {
     client_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<&'a str>,
-    payload: &'a crate::Payload,
+    /// None once the content was dropped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<&'a crate::Payload>,
     delivery: DeliveryImage,
 }
 
@@ -177,13 +184,18 @@ struct StoredImage {
     client_id: Option<String>,
     #[serde(default)]
     key: Option<String>,
-    payload: crate::Payload,
+    #[serde(default)]
+    payload: Option<crate::Payload>,
     delivery: DeliveryImage,
 }
 
 impl StoredImage {
     fn into_stored(self, tenant: &TenantId) -> Stored {
-        let mut event = Event::new(tenant.clone(), self.id, self.payload);
+        let dropped = self.payload.is_none();
+        let payload = self
+            .payload
+            .unwrap_or_else(|| crate::Payload::damaged(DROPPED));
+        let mut event = Event::new(tenant.clone(), self.id, payload);
         event.source = self.source;
         event.event_type = self.event_type;
         event.topic = self.topic;
@@ -192,6 +204,7 @@ impl StoredImage {
         Stored {
             event,
             delivery: self.delivery.into(),
+            dropped,
         }
     }
 }
@@ -239,7 +252,7 @@ impl Serialize for Stored {
             topic: e.topic.as_deref(),
             client_id: e.client_id.as_deref(),
             key: e.idempotency_key.as_deref(),
-            payload: &e.payload,
+            payload: (!self.dropped).then_some(&e.payload),
             delivery: (&self.delivery).into(),
         }
         .serialize(s)
@@ -273,6 +286,9 @@ mod usage_entries {
 struct Stored {
     event: Event,
     delivery: Delivery,
+    /// Whether its content (payload, source, type, topic, client) was
+    /// dropped after its ack.
+    dropped: bool,
 }
 
 impl Stored {
@@ -291,7 +307,19 @@ impl Stored {
         self.delivery = self.delivery.settle(now, policy);
         &mut self.delivery
     }
+
+    /// Lets the content go: only the id, key and delivery stay.
+    fn drop_content(&mut self) {
+        let e = &mut self.event;
+        e.payload = crate::Payload::damaged(DROPPED);
+        (e.source, e.event_type, e.topic, e.client_id) = (None, None, None, None);
+        self.dropped = true;
+    }
 }
+
+/// Why an acked event read from a machine that dropped its content has no
+/// payload.
+const DROPPED: &str = "an acked event's content is not kept in memory";
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct KeyRecord {
@@ -310,6 +338,22 @@ impl Machine {
     /// An empty inbox.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Makes every acked event's content (payload, source, type, topic,
+    /// client) leave memory at its ack, for a backend that can read it back
+    /// from elsewhere (a log): [`Machine::get`] then gives the acked event
+    /// with a damaged payload and no metadata, and
+    /// [`Machine::dropped_content`] says where it was ingested.
+    pub fn drop_acked_content(&mut self, drop: bool) {
+        self.drop_acked = drop;
+    }
+
+    /// The position of an event whose content was dropped.
+    pub fn dropped_content(&self, tenant: &TenantId, id: EventId) -> Option<Seq> {
+        let t = self.tenants.get(tenant)?;
+        let pos = *t.positions.get(&id)?;
+        t.events.get(&pos)?.dropped.then_some(pos)
     }
 
     /// Makes the next event's position at least `seq`, so positions can
@@ -393,6 +437,7 @@ impl Machine {
             // Available from the operation's time, not from the id's
             // stamp: after the clock steps back, the id keeps the later time.
             delivery: Delivery::available_from(cx.now),
+            dropped: false,
         };
         t.events.insert(position, stored);
         t.positions.insert(id, position);
@@ -666,15 +711,29 @@ impl Machine {
         tenant: &TenantId,
         token: LeaseToken,
     ) -> Result<AckOutcome> {
-        self.with_lease(cx, tenant, token, |d| {
+        let outcome = self.with_lease(cx, tenant, token, |d| {
             d.ack_lease(token.event(), token.nonce(), cx.now)
-        })
+        })?;
+        self.acked(tenant, token.event());
+        Ok(outcome)
     }
 
     /// Acks by id.
     pub fn ack(&mut self, cx: Context<'_>, tenant: &TenantId, id: EventId) -> Result<AckOutcome> {
         let stored = self.find_mut(tenant, id)?;
-        Ok(stored.settle(cx.now, cx.retry()).ack(cx.now))
+        let outcome = stored.settle(cx.now, cx.retry()).ack(cx.now);
+        self.acked(tenant, id);
+        Ok(outcome)
+    }
+
+    /// Drops an acked event's content, if this machine does.
+    fn acked(&mut self, tenant: &TenantId, id: EventId) {
+        if self.drop_acked
+            && let Ok(stored) = self.find_mut(tenant, id)
+            && !stored.dropped
+        {
+            stored.drop_content();
+        }
     }
 
     /// Deletes an event in any state.
@@ -954,6 +1013,39 @@ mod tests {
                 .expect("ack by id finds it"),
             AckOutcome::Acked
         );
+    }
+
+    #[test]
+    fn a_machine_can_let_acked_content_go_and_says_where_it_was() {
+        let rules = QueueConfig::default();
+        let cx = Context::new(Timestamp::from_millis(1_000), &rules);
+        let tenant = TenantId::new("t").expect("valid");
+        let mut machine = Machine::new();
+        machine.drop_acked_content(true);
+        let mut parts = EventParts::new(crate::Payload::from_stored(r#"{"n":1}"#));
+        parts.source = Some("billing".into());
+        let id = EventId::generate(cx.now);
+        machine.skip_positions_to(7);
+        machine
+            .ingest_batch(cx, &tenant, vec![(id, parts)])
+            .expect("ingest");
+        assert_eq!(machine.dropped_content(&tenant, id), None);
+        assert_eq!(
+            machine.ack(cx, &tenant, id).expect("ack"),
+            AckOutcome::Acked
+        );
+        assert_eq!(machine.dropped_content(&tenant, id), Some(7));
+        let acked = machine.get(cx, &tenant, id).expect("still known");
+        assert_eq!((acked.status, acked.source), (EventStatus::Acked, None));
+        assert!(acked.payload.as_value().is_err());
+        assert_eq!(
+            machine.ack(cx, &tenant, id).expect("ack"),
+            AckOutcome::AlreadyAcked
+        );
+
+        let text = serde_json::to_string(&machine).expect("serialize");
+        let restored: Machine = serde_json::from_str(&text).expect("deserialize");
+        assert_eq!(restored.dropped_content(&tenant, id), Some(7));
     }
 
     #[test]

@@ -24,6 +24,7 @@ use zapinbox_core::{
 
 use crate::config::KafkaConfig;
 use crate::log::{Answer, Log};
+use crate::reader::Reader;
 use crate::record::{EventRecord, Op, Record, VERSION};
 use crate::snapshot;
 
@@ -49,6 +50,8 @@ struct Inner {
     slots: std::sync::Mutex<Vec<u8>>,
     /// Where opening resumed each partition.
     resumed_from: Vec<i64>,
+    /// Reads acked events' content back from the log.
+    reader: Reader,
     instance: u64,
     next_request: AtomicU64,
     /// Stops the consumer thread when the last handle goes.
@@ -113,6 +116,21 @@ impl KafkaBackend {
             )
             .create()
             .map_err(classify)?;
+        let reader: BaseConsumer = client_config(&kafka)
+            .set("group.id", format!("zapinbox-{instance:016x}-reader"))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "error")
+            .set(
+                "fetch.wait.max.ms",
+                kafka.fetch_wait.as_millis().to_string(),
+            )
+            .set(
+                "fetch.message.max.bytes",
+                kafka.max_record_bytes.to_string(),
+            )
+            .create()
+            .map_err(classify)?;
+        let reader = Reader::new(reader, kafka.topic.clone(), kafka.apply_timeout);
         let settings = kafka.clone();
         let (consumer, mut start) =
             tokio::task::spawn_blocking(move || resume(consumer, &loader, &settings))
@@ -136,6 +154,7 @@ impl KafkaBackend {
                 snapshot_partitions: start.snapshot_partitions,
                 slots: std::sync::Mutex::new(start.slots),
                 resumed_from,
+                reader,
                 kafka,
                 producer,
                 log,
@@ -488,8 +507,26 @@ impl InboxPull for KafkaBackend {
         }
     }
 
+    /// An acked event's content is read back from its ingest record.
     async fn get(&self, tenant: &TenantId, id: EventId) -> Result<Option<Event>> {
-        self.read(tenant, |m, cx| m.get(cx, tenant, id))
+        let (event, dropped) = self.read(tenant, |m, cx| {
+            (m.get(cx, tenant, id), m.dropped_content(tenant, id))
+        })?;
+        let (mut event, position) = match (event, dropped) {
+            (Some(event), Some(position)) => (event, position),
+            (event, _) => return Ok(event),
+        };
+        let backend = self.clone();
+        let partition = self.partition_of(tenant);
+        tokio::task::spawn_blocking(move || {
+            backend
+                .inner
+                .reader
+                .restore(partition, position, &mut event)?;
+            Ok(Some(event))
+        })
+        .await
+        .map_err(Error::permanent)?
     }
 }
 

@@ -41,6 +41,7 @@ mod backend;
 mod config;
 mod log;
 mod mock;
+mod reader;
 mod record;
 mod snapshot;
 

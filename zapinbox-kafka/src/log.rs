@@ -62,7 +62,16 @@ pub(crate) const POSITION_BITS: u32 = 16;
 impl Log {
     /// A log whose partitions are applied up to `next` (exclusive) into
     /// `machines`.
-    pub fn new(machines: Vec<Machine>, next: Vec<i64>, rules: QueueConfig, instance: u64) -> Self {
+    pub fn new(
+        mut machines: Vec<Machine>,
+        next: Vec<i64>,
+        rules: QueueConfig,
+        instance: u64,
+    ) -> Self {
+        // The log keeps acked events' content; memory keeps what is live.
+        for machine in &mut machines {
+            machine.drop_acked_content(true);
+        }
         Log {
             state: Mutex::new(Applied {
                 machines,

@@ -1,11 +1,12 @@
-use crate::testkit::{Harness, fresh_tenant, numbered, open_inbox, pull_all};
+use crate::testkit::{Harness, fresh_tenant, number_of, numbered, open_inbox, pull_all};
 use crate::{AckOutcome, Error, EventId, EventStatus, PullQuery, Timestamp};
 
 /// Ack takes an event out of the inbox; acking again is `AlreadyAcked`.
 pub async fn ack_twice_is_already_acked(harness: &dyn Harness) {
     let (inbox, _) = open_inbox(harness).await;
     let tenant = fresh_tenant();
-    let a = inbox.ingest(&tenant, numbered(1)).await.expect("ingest").id;
+    let first = numbered(1).with_source("billing").with_topic("payments");
+    let a = inbox.ingest(&tenant, first).await.expect("ingest").id;
     let b = inbox.ingest(&tenant, numbered(2)).await.expect("ingest").id;
     assert_eq!(inbox.ack(&tenant, a).await.expect("ack"), AckOutcome::Acked);
     assert_eq!(
@@ -24,6 +25,9 @@ pub async fn ack_twice_is_already_acked(harness: &dyn Harness) {
         .expect("get")
         .expect("acked events stay readable");
     assert_eq!(acked.status, EventStatus::Acked);
+    assert_eq!(number_of(&acked), Some(1), "with their payload");
+    let fields = (acked.source.as_deref(), acked.topic.as_deref());
+    assert_eq!(fields, (Some("billing"), Some("payments")));
 }
 
 /// An id that does not exist, or exists in another tenant, is `NotFound`

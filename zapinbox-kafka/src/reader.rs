@@ -1,0 +1,96 @@
+//! Reads one record back from the log: where an acked event's content is,
+//! once the applied state let it go.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use zapinbox_core::{Error, Event, Payload, Result};
+
+use crate::backend::classify;
+use crate::log::POSITION_BITS;
+use crate::record::{Op, Record};
+
+/// A consumer that fetches single records on request.
+pub(crate) struct Reader {
+    consumer: Mutex<BaseConsumer>,
+    topic: String,
+    timeout: Duration,
+}
+
+impl Reader {
+    pub fn new(consumer: BaseConsumer, topic: String, timeout: Duration) -> Self {
+        Reader {
+            consumer: Mutex::new(consumer),
+            topic,
+            timeout,
+        }
+    }
+
+    /// Fills `event` (acked, its content dropped from memory) with the
+    /// content its ingest record at `position` of `partition` carried; if
+    /// the log no longer holds it, its payload says so.
+    pub fn restore(&self, partition: usize, position: u64, event: &mut Event) -> Result<()> {
+        let offset = (position >> POSITION_BITS) as i64;
+        let index = ((position & ((1 << POSITION_BITS) - 1)) as usize).saturating_sub(1);
+        let found = match self.fetch(partition as i32, offset)? {
+            Some(bytes) => serde_json::from_slice::<Record>(&bytes)
+                .ok()
+                .and_then(|r| match r.op {
+                    Op::Ingest { events } => events.into_iter().nth(index),
+                    _ => None,
+                }),
+            None => None,
+        };
+        match found {
+            Some(record) if record.id == event.id => {
+                event.payload = record.payload;
+                event.source = record.source;
+                event.event_type = record.event_type;
+                event.topic = record.topic;
+                event.client_id = record.client_id;
+            }
+            _ => {
+                event.payload = Payload::damaged(format!(
+                    "the log no longer holds this acked event (record {offset} of partition {partition})"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The record at `offset` of `partition`, or `None` if the log no
+    /// longer holds it.
+    fn fetch(&self, partition: i32, offset: i64) -> Result<Option<Vec<u8>>> {
+        let consumer = self.consumer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(&self.topic, partition, Offset::Offset(offset))
+            .map_err(classify)?;
+        consumer.assign(&assignment).map_err(classify)?;
+        let deadline = Instant::now() + self.timeout;
+        while Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) if message.offset() == offset => {
+                    return Ok(Some(message.payload().unwrap_or_default().to_vec()));
+                }
+                // Past it: compaction or retention removed it.
+                Some(Ok(message)) if message.offset() > offset => return Ok(None),
+                Some(Ok(_)) | None => {}
+                Some(Err(e))
+                    if e.rdkafka_error_code()
+                        == Some(rdkafka::types::RDKafkaErrorCode::OffsetOutOfRange) =>
+                {
+                    return Ok(None);
+                }
+                Some(Err(e)) => return Err(classify(e)),
+            }
+        }
+        Err(Error::transient(format!(
+            "record {offset} of {}/{partition} was not fetched within {:?}",
+            self.topic, self.timeout
+        )))
+    }
+}
