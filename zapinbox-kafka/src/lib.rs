@@ -32,9 +32,72 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Guarantees
+//!
+//! - **Durable on return.** The producer is idempotent with `acks=all`; a
+//!   write returns after its delivery report and after this instance
+//!   applied it.
+//! - **One order per tenant.** A tenant's records go to one partition
+//!   (FNV-1a of the tenant id, modulo the partition count: do not change
+//!   the partition count of a topic in use). Every instance decides the
+//!   same way: two instances racing one idempotency key store one event,
+//!   and two claims never lease one event twice. Each record carries its
+//!   writer's time, the ids it chose, and a seed for lease nonces and
+//!   retry jitter, so a replay next month decides as today.
+//! - **Other instances' writes** are seen once this instance's consumer
+//!   fetched them: milliseconds, declared as within a second
+//!   (`SharedWrites::Within`). Subscriptions follow the applied log.
+//! - **Cursors** carry the position of the event's ingest record: its
+//!   offset in the high bits, its place in a batch in the low 16.
+//!
+//! # Rules every instance shares
+//!
+//! The records say what happened; the rules (`QueueConfig`: retry policy,
+//! idempotency window, retention, quotas) decide what it does, and they
+//! are this instance's. Open every instance on one topic with the same
+//! rules. Daily quotas for all tenants together (`Quotas::total`) are
+//! counted per partition: a partition's log is the only order its records
+//! have.
+//!
+//! # Bounded replay and memory
+//!
+//! Opening replays the log to where it ends. [`KafkaBackend::snapshot`]
+//! writes each partition's state to `<topic>.snapshots` (create it
+//! compacted; chunks alternate between two key slots so compaction always
+//! keeps one complete snapshot); opening then resumes each partition after
+//! its newest complete snapshot. Opening refuses a log whose early records
+//! are gone with no snapshot covering them. An acked event's content
+//! leaves memory at its ack: [`get`](zapinbox_core::Inbox::get) reads it
+//! back from its ingest record, so keep the log's retention longer than
+//! the inbox's (7 days by default); past it, the acked event comes back
+//! with a damaged payload saying so.
+//!
+//! Measured on a 2-core VM, librdkafka's in-process mock cluster, 200-byte
+//! payloads (`cargo bench --bench compare`, workload `kafka`):
+//!
+//! | | |
+//! |---|---|
+//! | ingest, one producer awaiting each (fetch wait 1 ms) | p50 1.5–1.6 ms, p99 2.9–3.0 ms (a raw idempotent send: p50 1.2 ms) |
+//! | opening, replaying 1 000 000 ingested events | 3.4–4.1 s |
+//! | writing a snapshot of 1 000 000 pending events | 1.1–1.2 s |
+//! | opening from that snapshot | 2.7–4.2 s |
+//! | memory per pending event (RSS growth of a replaying instance) | 820–880 bytes |
+//!
+//! The mock cluster answers a fetch only when its wait is over, and a
+//! write waits for its own record to come back: with the default
+//! [`MockBroker::config`] (5 ms) a write takes about 6 ms there. A real
+//! broker answers a fetch as soon as records arrive.
+//!
+//! # Limits
+//!
+//! A payload up to 512 KiB and a batch up to 500 events and 640 KiB go in
+//! one record, under the broker's usual 1 MB message size
+//! ([`KafkaConfig::max_record_bytes`]); a record over it is refused with
+//! `LimitExceeded` and nothing is written. The topic must exist (create it
+//! with as many partitions as you want tenants spread over).
+//!
 //! Records are JSON (the payloads already are): the log reads with any
-//! Kafka tool. The producer is idempotent with `acks=all`, so a write that
-//! returned is durable on the brokers.
+//! Kafka tool.
 #![warn(missing_docs)]
 
 mod backend;
