@@ -11,9 +11,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Capabilities, ClaimQuery, Clock, Event, EventId, EventStatus, Filter, Ingested, LeaseToken,
-    Leased, Page, PullQuery, Redrive, ReleaseOutcome, Result, RetryPolicy, TenantId, Timestamp,
-    ValidEvent,
+    Capabilities, ClaimQuery, Clock, Error, Event, EventId, EventStatus, Filter, Ingested,
+    LeaseToken, Leased, Page, PullQuery, Redrive, ReleaseOutcome, Result, RetryPolicy, TenantId,
+    Timestamp, ValidEvent,
 };
 
 /// Stores new events.
@@ -22,8 +22,13 @@ pub trait Ingest: Send + Sync {
     /// Stores one event, durably before returning, or finds its idempotent
     /// original. A caller that stops waiting (drops the future) after the
     /// request reached the backend may still see it stored: retry with the
-    /// same idempotency key to find out safely.
-    async fn ingest(&self, tenant: &TenantId, event: ValidEvent) -> Result<Ingested>;
+    /// same idempotency key to find out safely. By default, a batch of one.
+    async fn ingest(&self, tenant: &TenantId, event: ValidEvent) -> Result<Ingested> {
+        let mut ingested = self.ingest_batch(tenant, vec![event]).await?;
+        ingested
+            .pop()
+            .ok_or_else(|| Error::permanent("ingest stored nothing"))
+    }
 
     /// Stores many events atomically: all of them or, on error, none. Each
     /// event gets its own idempotency handling, in order.

@@ -211,13 +211,6 @@ impl Leases for MemoryBackend {
 
 #[async_trait]
 impl Ingest for MemoryBackend {
-    async fn ingest(&self, tenant: &TenantId, event: ValidEvent) -> Result<Ingested> {
-        let mut ingested = self.ingest_batch(tenant, vec![event]).await?;
-        ingested
-            .pop()
-            .ok_or_else(|| Error::permanent("ingest stored nothing"))
-    }
-
     async fn ingest_batch(
         &self,
         tenant: &TenantId,

@@ -82,54 +82,22 @@ impl KafkaBackend {
     pub async fn open(kafka: KafkaConfig, config: QueueConfig) -> Result<Self> {
         let config = config.applied();
         let instance: u64 = rand::random();
-        let producer: FutureProducer = client_config(&kafka)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", kafka.linger.as_millis().to_string())
-            .set("message.max.bytes", kafka.max_record_bytes.to_string())
-            .create()
-            .map_err(classify)?;
-        let consumer: BaseConsumer = client_config(&kafka)
-            .set("group.id", format!("zapinbox-{instance:016x}"))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set(
-                "fetch.wait.max.ms",
-                kafka.fetch_wait.as_millis().to_string(),
-            )
-            .set(
-                "fetch.message.max.bytes",
-                kafka.max_record_bytes.to_string(),
-            )
-            .create()
-            .map_err(classify)?;
-        let loader: BaseConsumer = client_config(&kafka)
-            .set("group.id", format!("zapinbox-{instance:016x}-snapshots"))
-            .set("enable.auto.commit", "false")
-            .set(
-                "fetch.wait.max.ms",
-                kafka.fetch_wait.as_millis().to_string(),
-            )
-            .set(
-                "fetch.message.max.bytes",
-                kafka.max_record_bytes.to_string(),
-            )
-            .create()
-            .map_err(classify)?;
-        let reader: BaseConsumer = client_config(&kafka)
-            .set("group.id", format!("zapinbox-{instance:016x}-reader"))
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "error")
-            .set(
-                "fetch.wait.max.ms",
-                kafka.fetch_wait.as_millis().to_string(),
-            )
-            .set(
-                "fetch.message.max.bytes",
-                kafka.max_record_bytes.to_string(),
-            )
-            .create()
-            .map_err(classify)?;
+        let producer: FutureProducer = client_config(
+            &kafka,
+            &[
+                ("enable.idempotence", "true".into()),
+                ("acks", "all".into()),
+                ("linger.ms", kafka.linger.as_millis().to_string()),
+                ("message.max.bytes", kafka.max_record_bytes.to_string()),
+            ],
+        )
+        .create()
+        .map_err(classify)?;
+        let consumer = new_consumer(&kafka, format!("zapinbox-{instance:016x}"), &[])?;
+        let loader = new_consumer(&kafka, format!("zapinbox-{instance:016x}-snapshots"), &[])?;
+        // A record the log no longer holds is an error, not a jump.
+        let reset = [("auto.offset.reset", "error")];
+        let reader = new_consumer(&kafka, format!("zapinbox-{instance:016x}-reader"), &reset)?;
         let reader = Reader::new(reader, kafka.topic.clone(), kafka.apply_timeout);
         let settings = kafka.clone();
         let (consumer, mut start) =
@@ -349,9 +317,38 @@ impl Drop for Forget<'_> {
     }
 }
 
-fn client_config(kafka: &KafkaConfig) -> ClientConfig {
+/// A consumer in group `group` that is assigned partitions and commits
+/// nothing, with `extra` settings.
+fn new_consumer(
+    kafka: &KafkaConfig,
+    group: String,
+    extra: &[(&str, &str)],
+) -> Result<BaseConsumer> {
+    let mut settings = vec![
+        ("group.id", group),
+        ("enable.auto.commit", "false".into()),
+        ("enable.auto.offset.store", "false".into()),
+        (
+            "fetch.wait.max.ms",
+            kafka.fetch_wait.as_millis().to_string(),
+        ),
+        (
+            "fetch.message.max.bytes",
+            kafka.max_record_bytes.to_string(),
+        ),
+    ];
+    settings.extend(extra.iter().map(|(key, value)| (*key, (*value).to_owned())));
+    client_config(kafka, &settings).create().map_err(classify)
+}
+
+/// A client's settings: the brokers, `settings`, then the user's own
+/// (which win).
+fn client_config(kafka: &KafkaConfig, settings: &[(&str, String)]) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &kafka.brokers);
+    for (key, value) in settings {
+        config.set(*key, value);
+    }
     for (key, value) in &kafka.client {
         config.set(key, value);
     }
@@ -462,13 +459,6 @@ fn unexpected(answer: Answer) -> Error {
 
 #[async_trait]
 impl Ingest for KafkaBackend {
-    async fn ingest(&self, tenant: &TenantId, event: ValidEvent) -> Result<Ingested> {
-        let mut ingested = self.ingest_batch(tenant, vec![event]).await?;
-        ingested
-            .pop()
-            .ok_or_else(|| Error::permanent("ingest stored nothing"))
-    }
-
     async fn ingest_batch(
         &self,
         tenant: &TenantId,

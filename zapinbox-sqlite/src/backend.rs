@@ -689,13 +689,6 @@ impl std::fmt::Debug for SqliteBackend {
 
 #[async_trait]
 impl Ingest for SqliteBackend {
-    async fn ingest(&self, tenant: &TenantId, event: ValidEvent) -> Result<Ingested> {
-        let mut ingested = self.ingest_batch(tenant, vec![event]).await?;
-        ingested
-            .pop()
-            .ok_or_else(|| Error::permanent("ingest stored nothing"))
-    }
-
     async fn ingest_batch(
         &self,
         tenant: &TenantId,
