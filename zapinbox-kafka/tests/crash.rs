@@ -5,11 +5,11 @@
 //! process talking to them over TCP on 127.0.0.1.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Write};
-use std::process::Stdio;
+use std::io::Write;
 use std::time::Duration;
 
 use serde_json::json;
+use zapinbox_core::testkit::process::{child_process, run_until_killed};
 use zapinbox_core::{
     Event, EventId, EventStatus, Inbox, NewEvent, PullQuery, QueueConfig, TenantId,
 };
@@ -77,49 +77,12 @@ async fn child_process_entry_point() {
     }
 }
 
-/// This test binary again, running only the child's side.
-fn child_process() -> std::process::Command {
-    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"));
-    child.args([
-        "child_process_entry_point",
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ]);
-    child
-}
-
 /// Starts the child, lets it run `after` past its first line, kills it;
 /// the ids it reported stored and acked.
 fn run_and_kill(brokers: &str, topic: &str, after: Duration) -> (Vec<EventId>, Vec<EventId>) {
-    let mut child = child_process()
-        .env(BROKERS_ENV, brokers)
-        .env(TOPIC_ENV, topic)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the child");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let started = lines_rx
-        .iter()
-        .take(100)
-        .any(|line| line.ends_with("READY"));
-    assert!(started, "the child started");
-    std::thread::sleep(after);
-    child.kill().expect("SIGKILL the child");
-    child.wait().expect("reap the child");
-    reader.join().expect("reader thread");
-    let lines: Vec<String> = lines_rx.try_iter().collect();
+    let mut command = child_process();
+    command.env(BROKERS_ENV, brokers).env(TOPIC_ENV, topic);
+    let lines = run_until_killed(command, after);
     let ids = |prefix: &str| -> Vec<EventId> {
         let ids = lines.iter().filter_map(|l| l.strip_prefix(prefix));
         ids.map(|id| id.parse().expect("an id")).collect()

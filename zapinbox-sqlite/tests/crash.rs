@@ -6,11 +6,11 @@
 
 mod harness;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::Stdio;
+use std::io::Write;
 use std::time::Duration;
 
 use serde_json::json;
+use zapinbox_core::testkit::process::run_until_killed;
 use zapinbox_core::{EventId, Inbox, NewEvent, PullQuery, TenantId};
 use zapinbox_sqlite::{Durability, SqliteBackend};
 
@@ -76,36 +76,16 @@ fn run_and_kill(
     durability: &str,
     after: Duration,
 ) -> Vec<EventId> {
-    let mut child = harness::child_process()
-        .env(CHILD_ENV, path)
-        .env(DURABILITY_ENV, durability)
-        .env(CYCLE_ENV, cycle.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the child");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    // The test harness prints its own lines first.
-    let started = lines_rx
+    let command = {
+        let mut command = harness::child_process();
+        command
+            .env(CHILD_ENV, path)
+            .env(DURABILITY_ENV, durability)
+            .env(CYCLE_ENV, cycle.to_string());
+        command
+    };
+    run_until_killed(command, after)
         .iter()
-        .take(100)
-        .any(|line| line.ends_with("READY"));
-    assert!(started, "the child started");
-    std::thread::sleep(after);
-    child.kill().expect("SIGKILL the child");
-    child.wait().expect("reap the child");
-    reader.join().expect("reader thread");
-    lines_rx
-        .try_iter()
         .filter_map(|line| {
             line.strip_prefix("ACKED ")
                 .map(|id| id.parse().expect("an id"))

@@ -27,6 +27,7 @@ use crate::{
 };
 
 pub mod model;
+pub mod process;
 pub mod rules;
 
 /// Gives rules a backend on storage of their own.

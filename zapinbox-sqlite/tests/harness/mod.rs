@@ -98,42 +98,5 @@ impl Harness for SharedFilesHarness {
     }
 }
 
-/// What a child process reported: the rest of each line it began with
-/// `RESULT ` (the test harness may print its own words before the first).
-pub fn results(stdout: &str) -> Vec<&str> {
-    stdout
-        .split("RESULT ")
-        .skip(1)
-        .filter_map(|chunk| chunk.lines().next())
-        .collect()
-}
-
-/// Waits for `child` without holding up the runtime, asserts that it
-/// exited cleanly, and returns what it printed.
-pub async fn finished(child: std::process::Child) -> String {
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .expect("join")
-        .expect("wait");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "the other process failed: {stdout}"
-    );
-    stdout
-}
-
-/// This test binary again, running only its ignored
-/// `child_process_entry_point`: the other process of a process test.
-/// Its output is passed through (`--nocapture`) for the parent to read.
-pub fn child_process() -> std::process::Command {
-    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"));
-    child.args([
-        "child_process_entry_point",
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ]);
-    child
-}
+#[allow(unused_imports)]
+pub use zapinbox_core::testkit::process::{child_process, finished, results};
