@@ -344,13 +344,13 @@ impl Machine {
     /// client) leave memory at its ack, for a backend that can read it back
     /// from elsewhere (a log): [`Machine::get`] then gives the acked event
     /// with a damaged payload and no metadata, and
-    /// [`Machine::dropped_content`] says where it was ingested.
+    /// [`Machine::dropped_position`] says where it was ingested.
     pub fn drop_acked_content(&mut self, drop: bool) {
         self.drop_acked = drop;
     }
 
     /// The position of an event whose content was dropped.
-    pub fn dropped_content(&self, tenant: &TenantId, id: EventId) -> Option<Seq> {
+    pub fn dropped_position(&self, tenant: &TenantId, id: EventId) -> Option<Seq> {
         let t = self.tenants.get(tenant)?;
         let pos = *t.positions.get(&id)?;
         t.events.get(&pos)?.dropped.then_some(pos)
@@ -410,6 +410,10 @@ impl Machine {
         event: EventParts,
         undo: &mut Vec<Undo>,
     ) -> Result<Ingested> {
+        // Every event of a batch takes a position, stored or not, so a
+        // position also says where in its batch an event was.
+        let position = self.next_position + 1;
+        self.next_position = position;
         let t = self.tenants.entry(tenant.clone()).or_default();
         if let Some((key, fingerprint)) = &event.idempotency
             && let Some(rec) = t.keys.get(key).filter(|r| r.expires_at > cx.now)
@@ -422,8 +426,6 @@ impl Machine {
             }
             return Ok(Ingested::new(rec.id, true));
         }
-        let position = self.next_position + 1;
-        self.next_position = position;
         if let Some((key, fingerprint)) = &event.idempotency {
             let rec = KeyRecord {
                 id,
@@ -1029,12 +1031,12 @@ mod tests {
         machine
             .ingest_batch(cx, &tenant, vec![(id, parts)])
             .expect("ingest");
-        assert_eq!(machine.dropped_content(&tenant, id), None);
+        assert_eq!(machine.dropped_position(&tenant, id), None);
         assert_eq!(
             machine.ack(cx, &tenant, id).expect("ack"),
             AckOutcome::Acked
         );
-        assert_eq!(machine.dropped_content(&tenant, id), Some(7));
+        assert_eq!(machine.dropped_position(&tenant, id), Some(7));
         let acked = machine.get(cx, &tenant, id).expect("still known");
         assert_eq!((acked.status, acked.source), (EventStatus::Acked, None));
         assert!(acked.payload.as_value().is_err());
@@ -1045,7 +1047,7 @@ mod tests {
 
         let text = serde_json::to_string(&machine).expect("serialize");
         let restored: Machine = serde_json::from_str(&text).expect("deserialize");
-        assert_eq!(restored.dropped_content(&tenant, id), Some(7));
+        assert_eq!(restored.dropped_position(&tenant, id), Some(7));
     }
 
     #[test]

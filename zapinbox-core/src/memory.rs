@@ -216,13 +216,14 @@ impl Ingest for MemoryBackend {
         tenant: &TenantId,
         events: Vec<ValidEvent>,
     ) -> Result<Vec<Ingested>> {
-        let clock = &self.config.clock;
-        let events = events
-            .into_iter()
-            .map(|e| (clock.next_id(), e.into_parts()))
-            .collect();
         let ingested = {
             let (mut m, cx) = self.machine()?;
+            // Ids drawn under the lock: they sort in commit order.
+            let clock = &self.config.clock;
+            let events = events
+                .into_iter()
+                .map(|e| (clock.next_id(), e.into_parts()))
+                .collect();
             m.ingest_batch(cx, tenant, events)?
         };
         self.feed.notify(tenant);

@@ -24,6 +24,7 @@ use zapinbox_core::{
 
 use crate::config::KafkaConfig;
 use crate::log::{Answer, Log};
+use crate::metadata;
 use crate::reader::Reader;
 use crate::record::{EventRecord, Op, Record, VERSION};
 use crate::snapshot;
@@ -93,10 +94,11 @@ impl KafkaBackend {
         )
         .create()
         .map_err(classify)?;
-        let consumer = new_consumer(&kafka, format!("zapinbox-{instance:016x}"), &[])?;
-        let loader = new_consumer(&kafka, format!("zapinbox-{instance:016x}-snapshots"), &[])?;
-        // A record the log no longer holds is an error, not a jump.
+        // Records gone before they were applied stop this instance rather
+        // than letting it skip ahead (see `Log::follow`).
         let reset = [("auto.offset.reset", "error")];
+        let consumer = new_consumer(&kafka, format!("zapinbox-{instance:016x}"), &reset)?;
+        let loader = new_consumer(&kafka, format!("zapinbox-{instance:016x}-snapshots"), &[])?;
         let reader = new_consumer(&kafka, format!("zapinbox-{instance:016x}-reader"), &reset)?;
         let reader = Reader::new(reader, kafka.topic.clone(), kafka.apply_timeout);
         let settings = kafka.clone();
@@ -144,8 +146,10 @@ impl KafkaBackend {
     /// after it. Returns, per partition, the offset the snapshot resumes
     /// from. Fails if snapshots are off or their topic does not exist.
     ///
-    /// Any instance may write one (they are identical at one offset);
-    /// the state of each partition is serialized under the applier's lock,
+    /// Let one instance write snapshots: two writing at once may each
+    /// overwrite the slot the other is writing, and then neither completes
+    /// (opening then resumes from an older snapshot, or the log's start).
+    /// Each partition's state is serialized under the applier's lock,
     /// which holds up that instance's writes meanwhile (see the crate docs
     /// for figures).
     pub async fn snapshot(&self) -> Result<Vec<i64>> {
@@ -167,12 +171,7 @@ impl KafkaBackend {
                 let state = serde_json::to_vec(&applied.machines[partition]);
                 (state.map_err(Error::permanent)?, applied.next[partition])
             };
-            let slot = {
-                let mut slots = inner.slots.lock().unwrap_or_else(|p| p.into_inner());
-                let slot = slots[partition];
-                slots[partition] = 1 - slot;
-                slot
-            };
+            let slot = inner.slots.lock().unwrap_or_else(|p| p.into_inner())[partition];
             let max = inner.kafka.max_record_bytes;
             let records = snapshot::chunks(partition, next, slot, &state, max);
             // Chunks spread over the snapshot topic's partitions.
@@ -188,6 +187,8 @@ impl KafkaBackend {
             for sent in futures::future::join_all(sends).await {
                 sent.map_err(|(e, _)| classify(e))?;
             }
+            // The other slot next time, now that this one is complete.
+            inner.slots.lock().unwrap_or_else(|p| p.into_inner())[partition] = 1 - slot;
             offsets.push(next);
         }
         Ok(offsets)
@@ -227,12 +228,15 @@ impl KafkaBackend {
         (hash % self.inner.partitions as u64) as usize
     }
 
-    /// Fails once the backend is closed.
+    /// Fails once the backend is closed or stopped following the log.
     fn ensure_open(&self) -> Result<()> {
         if self.inner.stop.load(Ordering::Relaxed) {
             return Err(Error::permanent("the Kafka backend is closed"));
         }
-        Ok(())
+        match self.inner.log.stopped() {
+            Some(reason) => Err(Error::permanent(reason)),
+            None => Ok(()),
+        }
     }
 
     /// Reads `tenant`'s applied state now.
@@ -282,7 +286,7 @@ impl KafkaBackend {
                 limit: inner.kafka.max_record_bytes as u64,
             });
         }
-        let answer = inner.log.expect(req);
+        let answer = inner.log.expect(req)?;
         let forget = Forget(&inner.log, req);
         let sent = FutureRecord::to(&inner.kafka.topic)
             .partition(partition as i32)
@@ -302,7 +306,12 @@ impl KafkaBackend {
                     inner.kafka.apply_timeout
                 ))
             })?
-            .map_err(|_| Error::transient("the log stopped before applying the record"))?;
+            .map_err(|_| {
+                let reason = inner.log.stopped().unwrap_or_default();
+                Error::transient(format!(
+                    "the log stopped before applying the record: {reason}"
+                ))
+            })?;
         drop(forget);
         Ok(answer)
     }
@@ -376,19 +385,9 @@ fn resume(
     kafka: &KafkaConfig,
 ) -> Result<(BaseConsumer, Start)> {
     let topic = &kafka.topic;
-    let timeout = Duration::from_secs(10);
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(classify)?;
-    let partitions = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none())
-        .map(|t| t.partitions().len())
-        .filter(|n| *n > 0)
-        .ok_or_else(|| {
-            Error::permanent(format!("topic {topic} does not exist: create it first"))
-        })?;
+    let partitions = metadata::partition_count(&consumer, topic)?.ok_or_else(|| {
+        Error::permanent(format!("topic {topic} does not exist: create it first"))
+    })?;
     let loaded = match kafka.snapshot_topic() {
         Some(snapshots) => snapshot::load(loader, &snapshots, partitions, kafka.replay_timeout)?,
         None => None,
@@ -405,7 +404,7 @@ fn resume(
         snapshot_partitions,
         slots: Vec::with_capacity(partitions),
     };
-    let marks = snapshot::watermarks(&consumer, topic, partitions)?;
+    let marks = metadata::watermarks(&consumer, topic, partitions)?;
     for ((partition, snapshot), (low, high)) in (0..partitions as i32).zip(snapshots).zip(marks) {
         let (machine, next, slot) = match snapshot {
             Some(s) => (s.machine, s.next, 1 - s.slot.min(1)),
@@ -414,6 +413,12 @@ fn resume(
         if next < low {
             return Err(Error::permanent(format!(
                 "records {next} to {low} of {topic}/{partition} are gone and no snapshot covers them"
+            )));
+        }
+        if next > high {
+            return Err(Error::permanent(format!(
+                "the snapshot of {topic}/{partition} resumes at {next}, past the log's end {high}: \
+                 was the topic recreated? Delete its snapshots"
             )));
         }
         assignment
@@ -448,6 +453,16 @@ pub(crate) fn classify(e: KafkaError) -> Error {
     }
 }
 
+/// The outcome in an answer of kind `$kind` (one carrying a `Result`).
+macro_rules! outcome {
+    ($answer:expr, $kind:ident) => {
+        match $answer {
+            Answer::$kind(outcome) => outcome,
+            other => Err(unexpected(other)),
+        }
+    };
+}
+
 /// An answer of another kind than the operation's: a record this crate
 /// could not apply.
 fn unexpected(answer: Answer) -> Error {
@@ -469,10 +484,7 @@ impl Ingest for KafkaBackend {
             .into_iter()
             .map(|e| EventRecord::new(clock.next_id(), e))
             .collect();
-        match self.submit(tenant, Op::Ingest { events }).await? {
-            Answer::Ingested(ingested) => ingested,
-            other => Err(unexpected(other)),
-        }
+        outcome!(self.submit(tenant, Op::Ingest { events }).await?, Ingested)
     }
 }
 
@@ -500,7 +512,7 @@ impl InboxPull for KafkaBackend {
     /// An acked event's content is read back from its ingest record.
     async fn get(&self, tenant: &TenantId, id: EventId) -> Result<Option<Event>> {
         let (event, dropped) = self.read(tenant, |m, cx| {
-            (m.get(cx, tenant, id), m.dropped_content(tenant, id))
+            (m.get(cx, tenant, id), m.dropped_position(tenant, id))
         })?;
         let (mut event, position) = match (event, dropped) {
             (Some(event), Some(position)) => (event, position),
@@ -523,20 +535,14 @@ impl InboxPull for KafkaBackend {
 #[async_trait]
 impl Acknowledge for KafkaBackend {
     async fn ack(&self, tenant: &TenantId, id: EventId) -> Result<AckOutcome> {
-        match self.submit(tenant, Op::Ack { id }).await? {
-            Answer::Acked(outcome) => outcome,
-            other => Err(unexpected(other)),
-        }
+        outcome!(self.submit(tenant, Op::Ack { id }).await?, Acked)
     }
 }
 
 #[async_trait]
 impl Delete for KafkaBackend {
     async fn delete(&self, tenant: &TenantId, id: EventId) -> Result<DeleteOutcome> {
-        match self.submit(tenant, Op::Delete { id }).await? {
-            Answer::Deleted(outcome) => outcome,
-            other => Err(unexpected(other)),
-        }
+        outcome!(self.submit(tenant, Op::Delete { id }).await?, Deleted)
     }
 }
 
@@ -551,10 +557,7 @@ impl Idempotency for KafkaBackend {
 impl Leases for KafkaBackend {
     async fn claim(&self, tenant: &TenantId, query: ClaimQuery) -> Result<Vec<Leased>> {
         query.check()?;
-        match self.submit(tenant, Op::Claim { query }).await? {
-            Answer::Leased(leased) => leased,
-            other => Err(unexpected(other)),
-        }
+        outcome!(self.submit(tenant, Op::Claim { query }).await?, Leased)
     }
 
     async fn claimable_at(&self, tenant: &TenantId, filter: &Filter) -> Result<Option<Timestamp>> {
@@ -569,10 +572,10 @@ impl Leases for KafkaBackend {
     ) -> Result<Timestamp> {
         check_lease(by)?;
         let by_ms = by.as_millis() as u64;
-        match self.submit(tenant, Op::Extend { token, by_ms }).await? {
-            Answer::Expires(expires) => expires,
-            other => Err(unexpected(other)),
-        }
+        outcome!(
+            self.submit(tenant, Op::Extend { token, by_ms }).await?,
+            Expires
+        )
     }
 
     async fn release(
@@ -589,24 +592,15 @@ impl Leases for KafkaBackend {
             token,
             retry_after_ms,
         };
-        match self.submit(tenant, op).await? {
-            Answer::Released(outcome) => outcome,
-            other => Err(unexpected(other)),
-        }
+        outcome!(self.submit(tenant, op).await?, Released)
     }
 
     async fn requeue(&self, tenant: &TenantId, token: LeaseToken) -> Result<()> {
-        match self.submit(tenant, Op::Requeue { token }).await? {
-            Answer::Requeued(outcome) => outcome,
-            other => Err(unexpected(other)),
-        }
+        outcome!(self.submit(tenant, Op::Requeue { token }).await?, Requeued)
     }
 
     async fn ack_lease(&self, tenant: &TenantId, token: LeaseToken) -> Result<AckOutcome> {
-        match self.submit(tenant, Op::AckLease { token }).await? {
-            Answer::Acked(outcome) => outcome,
-            other => Err(unexpected(other)),
-        }
+        outcome!(self.submit(tenant, Op::AckLease { token }).await?, Acked)
     }
 
     async fn dead_letters(&self, tenant: &TenantId, query: PullQuery) -> Result<Page> {
@@ -707,12 +701,15 @@ impl Backend for KafkaBackend {
     }
 
     /// Payloads and batches fit one record under the broker's message
-    /// size; another instance's writes are seen once its consumer fetched
-    /// them (milliseconds; declared as within a second).
+    /// size (half of `max_record_bytes` for one payload, at most 512 KiB;
+    /// two thirds for a batch, leaving room for each event's fields);
+    /// another instance's writes are seen once its consumer fetched them
+    /// (milliseconds; declared as within a second).
     fn capabilities(&self) -> Capabilities {
+        let record = self.inner.kafka.max_record_bytes;
         Capabilities::unlimited()
-            .with_max_payload_bytes(512 * 1024)
-            .with_max_batch(500, 640 * 1024)
+            .with_max_payload_bytes((record / 2).min(512 * 1024))
+            .with_max_batch(500, record / 3 * 2)
             .with_shared_writes(SharedWrites::Within(Duration::from_secs(1)))
     }
 

@@ -63,8 +63,9 @@
 //!
 //! Opening replays the log to where it ends. [`KafkaBackend::snapshot`]
 //! writes each partition's state to `<topic>.snapshots` (create it
-//! compacted; chunks alternate between two key slots so compaction always
-//! keeps one complete snapshot); opening then resumes each partition after
+//! compacted; chunks alternate between two key slots so that, with one
+//! instance writing snapshots, compaction always keeps a complete one);
+//! opening then resumes each partition after
 //! its newest complete snapshot. Opening refuses a log whose early records
 //! are gone with no snapshot covering them. An acked event's content
 //! leaves memory at its ack: [`get`](zapinbox_core::Inbox::get) reads it
@@ -90,9 +91,11 @@
 //!
 //! # Limits
 //!
-//! A payload up to 512 KiB and a batch up to 500 events and 640 KiB go in
-//! one record, under the broker's usual 1 MB message size
-//! ([`KafkaConfig::max_record_bytes`]); a record over it is refused with
+//! One record holds a whole write, under the broker's message size
+//! ([`KafkaConfig::max_record_bytes`], default 1 000 000 bytes): a payload
+//! up to half of it (at most 512 KiB; 488 KiB by default), a batch up to
+//! 500 events and two thirds of it. The inbox refuses more with its usual
+//! errors; a record still over the size (long fields) is refused with
 //! `LimitExceeded` and nothing is written. The topic must exist (create it
 //! with as many partitions as you want tenants spread over).
 //!
@@ -103,6 +106,7 @@
 mod backend;
 mod config;
 mod log;
+mod metadata;
 mod mock;
 mod reader;
 mod record;

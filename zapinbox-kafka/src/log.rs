@@ -16,7 +16,7 @@ use zapinbox_core::{
     Result, TenantId, Timestamp, Traffic, Way,
 };
 
-use crate::record::{Header, Op, Record, VERSION};
+use crate::record::{Op, Origin, Record, VERSION};
 
 /// What applying a record answered its writer.
 #[derive(Debug)]
@@ -53,6 +53,8 @@ pub(crate) struct Applied {
     /// The next offset to apply, per partition.
     pub next: Vec<i64>,
     waiting: HashMap<u64, oneshot::Sender<Answer>>,
+    /// Why this instance stopped following the log, once it has.
+    stopped: Option<String>,
 }
 
 /// Positions of a record's events: its offset in the high bits, its
@@ -77,6 +79,7 @@ impl Log {
                 machines,
                 next,
                 waiting: HashMap::new(),
+                stopped: None,
             }),
             progress: Notify::new(),
             feed: ChangeFeed::new(),
@@ -92,11 +95,21 @@ impl Log {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers the writer of request `req` to hear its outcome.
-    pub fn expect(&self, req: u64) -> oneshot::Receiver<Answer> {
+    /// Registers the writer of request `req` to hear its outcome; why
+    /// not, if this instance stopped following the log.
+    pub fn expect(&self, req: u64) -> Result<oneshot::Receiver<Answer>> {
+        let mut applied = self.lock();
+        if let Some(reason) = &applied.stopped {
+            return Err(Error::permanent(reason.clone()));
+        }
         let (tx, rx) = oneshot::channel();
-        self.lock().waiting.insert(req, tx);
-        rx
+        applied.waiting.insert(req, tx);
+        Ok(rx)
+    }
+
+    /// Why this instance stopped following the log, if it has.
+    pub fn stopped(&self) -> Option<String> {
+        self.lock().stopped.clone()
     }
 
     /// Forgets request `req` (its caller gave up or its send failed).
@@ -112,6 +125,9 @@ impl Log {
             let progress = self.progress.notified();
             let behind = {
                 let applied = self.lock();
+                if let Some(reason) = &applied.stopped {
+                    return Err(Error::permanent(reason.clone()));
+                }
                 ends.iter().zip(&applied.next).any(|(end, next)| next < end)
             };
             if !behind {
@@ -146,9 +162,9 @@ impl Log {
             Err(reason) => {
                 // Skipped by every instance alike; its writer hears why.
                 tracing::warn!(partition, offset, %reason, "skipping a record that does not decode");
-                if let Ok(header) = serde_json::from_slice::<Header>(bytes)
-                    && header.from == self.instance
-                    && let Some(waiter) = applied.waiting.remove(&header.req)
+                if let Ok(origin) = serde_json::from_slice::<Origin>(bytes)
+                    && origin.from == self.instance
+                    && let Some(waiter) = applied.waiting.remove(&origin.req)
                 {
                     let _ = waiter.send(Answer::Unreadable(reason));
                 }
@@ -172,8 +188,23 @@ impl Log {
     }
 
     /// Runs the consumer until `stop` is set: every record of every
-    /// partition, in order.
+    /// partition, in order. If records it had yet to apply are gone from
+    /// the log, it stops: this instance can no longer reach the state the
+    /// others have.
     pub fn follow(self: Arc<Self>, consumer: BaseConsumer, stop: Arc<AtomicBool>) {
+        let reason = self.apply_until(&consumer, &stop);
+        let mut applied = self.lock();
+        applied.stopped = Some(reason);
+        // Writers still waiting hear that the log stopped.
+        applied.waiting.clear();
+        drop(applied);
+        self.progress.notify_waiters();
+        self.feed.notify_all();
+    }
+
+    /// Applies records until `stop` is set or the log loses records this
+    /// instance needs; why it stopped.
+    fn apply_until(&self, consumer: &BaseConsumer, stop: &AtomicBool) -> String {
         while !stop.load(Ordering::Relaxed) {
             let mut any = false;
             // Takes what is buffered before waking waiters once.
@@ -191,6 +222,12 @@ impl Log {
                         let bytes = message.payload().unwrap_or_default();
                         self.apply(partition, message.offset(), bytes);
                     }
+                    Some(Err(e)) if crate::reader::gone(&e) => {
+                        tracing::error!(error = %e, "records this instance needs are gone");
+                        return format!(
+                            "the log no longer holds records this instance had yet to apply ({e}): reopen it"
+                        );
+                    }
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "kafka consumer error");
                         break;
@@ -201,6 +238,7 @@ impl Log {
                 self.progress.notify_waiters();
             }
         }
+        "the backend is closed".into()
     }
 }
 

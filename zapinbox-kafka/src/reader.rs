@@ -13,6 +13,16 @@ use crate::backend::classify;
 use crate::log::POSITION_BITS;
 use crate::record::{Op, Record};
 
+/// Whether `e` says the offset asked for is outside the log: removed by
+/// retention, with `auto.offset.reset=error`.
+pub(crate) fn gone(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode::{AutoOffsetReset, OffsetOutOfRange};
+    matches!(
+        e.rdkafka_error_code(),
+        Some(AutoOffsetReset | OffsetOutOfRange)
+    )
+}
+
 /// A consumer that fetches single records on request.
 pub(crate) struct Reader {
     consumer: Mutex<BaseConsumer>,
@@ -79,12 +89,8 @@ impl Reader {
                 // Past it: compaction or retention removed it.
                 Some(Ok(message)) if message.offset() > offset => return Ok(None),
                 Some(Ok(_)) | None => {}
-                Some(Err(e))
-                    if e.rdkafka_error_code()
-                        == Some(rdkafka::types::RDKafkaErrorCode::OffsetOutOfRange) =>
-                {
-                    return Ok(None);
-                }
+                // Before the log's start (`auto.offset.reset=error`).
+                Some(Err(e)) if gone(&e) => return Ok(None),
                 Some(Err(e)) => return Err(classify(e)),
             }
         }

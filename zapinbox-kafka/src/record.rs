@@ -36,7 +36,7 @@ pub(crate) struct Record {
 /// Who wrote a record and for which request: all that is read of a record
 /// that does not decode, to answer its writer.
 #[derive(Debug, Deserialize)]
-pub(crate) struct Header {
+pub(crate) struct Origin {
     pub from: u64,
     pub req: u64,
 }

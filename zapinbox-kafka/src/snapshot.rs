@@ -18,6 +18,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use zapinbox_core::raw::Machine;
 use zapinbox_core::{Error, Result};
 
+use crate::metadata::{in_parallel, partition_count, watermarks};
+
 const MAGIC: &[u8; 4] = b"ZIS1";
 const HEADER: usize = 33;
 
@@ -119,8 +121,8 @@ pub(crate) fn chunks(
 /// A snapshot being put together from its chunks.
 #[derive(Default)]
 struct Assembly {
+    id: u64,
     next: i64,
-    slot: u8,
     count: u32,
     parts: BTreeMap<u32, Vec<u8>>,
 }
@@ -134,17 +136,7 @@ pub(crate) fn load(
     partitions: usize,
     within: Duration,
 ) -> Result<Option<Loaded>> {
-    let timeout = Duration::from_secs(10);
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(crate::backend::classify)?;
-    let Some(count) = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none())
-        .map(|t| t.partitions().len())
-        .filter(|n| *n > 0)
-    else {
+    let Some(count) = partition_count(consumer, topic)? else {
         return Ok(None);
     };
     let mut assignment = TopicPartitionList::new();
@@ -157,7 +149,7 @@ pub(crate) fn load(
                 .map_err(crate::backend::classify)?;
         }
     }
-    let mut assemblies: HashMap<(u32, u64), Assembly> = HashMap::new();
+    let mut assemblies: HashMap<(u32, u8), Assembly> = HashMap::new();
     if !ends.is_empty() {
         consumer
             .assign(&assignment)
@@ -179,23 +171,39 @@ pub(crate) fn load(
             let Some((header, data)) = message.payload().and_then(Header::decode) else {
                 continue;
             };
-            let assembly = assemblies.entry((header.partition, header.id)).or_default();
-            assembly.next = header.next;
-            assembly.slot = header.slot;
-            assembly.count = header.count;
+            // Only the newest snapshot of each slot is kept: a later one in
+            // the same slot replaces it, as compaction would.
+            let assembly = assemblies
+                .entry((header.partition, header.slot))
+                .or_default();
+            if assembly.id != header.id {
+                if !assembly.parts.is_empty() && header.next < assembly.next {
+                    continue;
+                }
+                *assembly = Assembly {
+                    id: header.id,
+                    next: header.next,
+                    count: header.count,
+                    parts: BTreeMap::new(),
+                };
+            }
             assembly.parts.insert(header.index, data.to_vec());
         }
         consumer.unassign().map_err(crate::backend::classify)?;
     }
     let mut newest: Vec<Option<(i64, u8, Vec<u8>)>> = (0..partitions).map(|_| None).collect();
-    for ((partition, _), assembly) in assemblies {
+    for ((partition, slot), assembly) in assemblies {
         let complete = assembly.parts.len() == assembly.count as usize;
-        let Some(slot) = newest.get_mut(partition as usize) else {
+        let Some(found) = newest.get_mut(partition as usize) else {
             continue;
         };
-        if complete && slot.as_ref().is_none_or(|(next, ..)| *next < assembly.next) {
+        if complete
+            && found
+                .as_ref()
+                .is_none_or(|(next, ..)| *next < assembly.next)
+        {
             let state = assembly.parts.into_values().flatten().collect();
-            *slot = Some((assembly.next, assembly.slot, state));
+            *found = Some((assembly.next, slot, state));
         }
     }
     let decode = |found: Option<(i64, u8, Vec<u8>)>| {
@@ -219,50 +227,6 @@ pub(crate) fn load(
         partitions: count,
         snapshots,
     }))
-}
-
-/// The low and high watermarks of each of `topic`'s `count` partitions,
-/// asked for several at a time (one round trip each).
-pub(crate) fn watermarks(
-    consumer: &BaseConsumer,
-    topic: &str,
-    count: usize,
-) -> Result<Vec<(i64, i64)>> {
-    let timeout = Duration::from_secs(10);
-    let ask = |p: usize| {
-        consumer
-            .fetch_watermarks(topic, p as i32, timeout)
-            .map_err(crate::backend::classify)
-    };
-    in_parallel((0..count).collect(), ask).into_iter().collect()
-}
-
-/// `f` of each item, on a few threads, in order.
-fn in_parallel<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(2, 8);
-    let per_thread = items.len().div_ceil(threads).max(1);
-    let mut groups: Vec<Vec<T>> = Vec::new();
-    let mut items = items.into_iter().peekable();
-    while items.peek().is_some() {
-        groups.push(items.by_ref().take(per_thread).collect());
-    }
-    let f = &f;
-    std::thread::scope(|scope| {
-        let running: Vec<_> = groups
-            .into_iter()
-            .map(|group| scope.spawn(move || group.into_iter().map(f).collect::<Vec<R>>()))
-            .collect();
-        running
-            .into_iter()
-            .flat_map(|thread| {
-                thread
-                    .join()
-                    .unwrap_or_else(|p| std::panic::resume_unwind(p))
-            })
-            .collect()
-    })
 }
 
 #[cfg(test)]
@@ -290,15 +254,5 @@ mod tests {
         assert_eq!(Header::decode(b"short"), None);
         assert_eq!(Header::decode(&[0u8; 40]), None);
         assert_eq!(Header::decode(&records[0].1[..HEADER - 1]), None);
-    }
-
-    #[test]
-    fn in_parallel_keeps_the_order() {
-        let items: Vec<usize> = (0..37).collect();
-        assert_eq!(
-            in_parallel(items.clone(), |i| i * 2),
-            items.iter().map(|i| i * 2).collect::<Vec<_>>()
-        );
-        assert!(in_parallel(Vec::<usize>::new(), |i| i).is_empty());
     }
 }

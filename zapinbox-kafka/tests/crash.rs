@@ -143,6 +143,8 @@ async fn a_killed_instance_rebuilds_the_same_state_and_loses_nothing() {
             if acked.contains(id) {
                 assert_eq!(event.status, EventStatus::Acked, "{id} came back");
             }
+            let payload = event.payload.as_value().expect("the content is whole");
+            assert!(payload.get("task").is_some(), "{id}: {payload}");
         }
         // The survivor follows the log live: give it a moment to reach
         // what the restarted instance replayed.

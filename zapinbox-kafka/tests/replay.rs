@@ -95,7 +95,9 @@ async fn replay_from_the_start_and_from_a_snapshot_equals_the_live_state() {
     broker
         .create_topic("replay.snapshots", 2)
         .expect("create the snapshot topic");
-    let kafka = broker.config("replay");
+    // Small records: each snapshot spans many chunks.
+    let mut kafka = broker.config("replay");
+    kafka.max_record_bytes = 16 * 1024;
     let live = KafkaBackend::open(kafka.clone(), config())
         .await
         .expect("open");
@@ -122,4 +124,44 @@ async fn replay_from_the_start_and_from_a_snapshot_equals_the_live_state() {
     let state = live.applied_state().expect("state");
     assert_eq!(from_snapshot.applied_state().expect("state"), state);
     assert_eq!(from_start.applied_state().expect("state"), state);
+}
+
+/// Closing with writes in flight answers every one of them at once (stored
+/// or a retryable error), and every later call fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_answers_every_write_in_flight() {
+    let broker = MockBroker::start().expect("the in-process mock Kafka cluster starts");
+    broker.create_topic("closing", 2).expect("create the log");
+    let backend = KafkaBackend::open(broker.config("closing"), config())
+        .await
+        .expect("open");
+    let inbox = Inbox::new(backend.clone());
+    let tenant = TenantId::new("closing").expect("valid");
+    let writes: Vec<_> = (0..50)
+        .map(|n| {
+            let (inbox, tenant) = (inbox.clone(), tenant.clone());
+            tokio::spawn(async move {
+                inbox
+                    .ingest(&tenant, NewEvent::new(json!({ "n": n })))
+                    .await
+            })
+        })
+        .collect();
+    zapinbox_core::Backend::close(&backend)
+        .await
+        .expect("close");
+    let answered = tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(writes))
+        .await
+        .expect("every write is answered well before the apply timeout");
+    for write in answered {
+        // Stored, or a backend error: retryable ("the log stopped") or,
+        // for a write that began after the close, "closed".
+        if let Err(e) = write.expect("task") {
+            assert!(matches!(e, zapinbox_core::Error::Backend { .. }), "{e:?}");
+        }
+    }
+    let after = inbox
+        .ingest(&tenant, NewEvent::new(json!({ "n": 99 })))
+        .await;
+    assert!(after.is_err(), "{after:?}");
 }

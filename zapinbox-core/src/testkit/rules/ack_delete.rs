@@ -28,6 +28,17 @@ pub async fn ack_twice_is_already_acked(harness: &dyn Harness) {
     assert_eq!(number_of(&acked), Some(1), "with their payload");
     let fields = (acked.source.as_deref(), acked.topic.as_deref());
     assert_eq!(fields, (Some("billing"), Some("payments")));
+
+    // An event stored beside a repeated key in one batch, acked, reads
+    // back as itself.
+    let keyed = || numbered(7).with_idempotency_key("seven");
+    inbox.ingest(&tenant, keyed()).await.expect("ingest");
+    let batch = vec![keyed(), numbered(8)];
+    let stored = inbox.ingest_batch(&tenant, batch).await.expect("batch");
+    assert!(stored[0].duplicate && !stored[1].duplicate);
+    inbox.ack(&tenant, stored[1].id).await.expect("ack");
+    let eighth = inbox.get(&tenant, stored[1].id).await.expect("get");
+    assert_eq!(eighth.as_ref().and_then(number_of), Some(8), "{eighth:?}");
 }
 
 /// An id that does not exist, or exists in another tenant, is `NotFound`

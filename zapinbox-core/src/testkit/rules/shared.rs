@@ -24,12 +24,15 @@ pub async fn two_handles_race_one_key_to_one_event(harness: &dyn Harness) {
     let (a, clock) = open_inbox(harness).await;
     let b = second(harness, &clock).await;
     let tenant = fresh_tenant();
+    // Each side on a task of its own, so the two really run at once.
+    let ingest = |inbox: &Inbox, event: crate::NewEvent| {
+        let (inbox, tenant) = (inbox.clone(), tenant.clone());
+        tokio::spawn(async move { inbox.ingest(&tenant, event).await })
+    };
     for n in 0..20 {
         let event = numbered(n).with_idempotency_key(format!("race-{n}"));
-        let (x, y) = futures::join!(
-            a.ingest(&tenant, event.clone()),
-            b.ingest(&tenant, event.clone())
-        );
+        let (x, y) = (ingest(&a, event.clone()), ingest(&b, event));
+        let (x, y) = (x.await.expect("task"), y.await.expect("task"));
         let (x, y) = (x.expect("ingest on a"), y.expect("ingest on b"));
         assert_eq!(x.id, y.id, "race {n}: one event");
         assert!(x.duplicate != y.duplicate, "race {n}: one stored it");
@@ -61,7 +64,11 @@ pub async fn two_handles_never_lease_one_event_twice(harness: &dyn Harness) {
         }
         panic!("claiming never ends")
     };
-    let (x, y) = futures::join!(drain(a, tenant.clone()), drain(b, tenant));
+    let (x, y) = (
+        tokio::spawn(drain(a, tenant.clone())),
+        tokio::spawn(drain(b, tenant)),
+    );
+    let (x, y) = (x.await.expect("task"), y.await.expect("task"));
     let all: HashSet<EventId> = x.iter().chain(&y).copied().collect();
     assert_eq!(all.len(), x.len() + y.len(), "an event leased twice");
     assert_eq!(all.len(), 60, "every event claimed once");
