@@ -28,6 +28,11 @@ cargo clippy --workspace --all-targets --features kafka -- -D warnings
 step "sqlite beside sqlx: one libsqlite3-sys for both"
 ./scripts/check-sqlx-compat.sh
 
+step "kafka: a tansu broker on 127.0.0.1 (built once into the cache, stopped at exit)"
+# shellcheck source=scripts/tansu.sh
+source scripts/tansu.sh
+start_tansu
+
 step "tests"
 # Benches run once below, in their quick mode.
 cargo test --workspace --lib --bins --tests --examples

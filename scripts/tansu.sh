@@ -1,0 +1,47 @@
+# Sourced by test.sh: starts a tansu broker (a Kafka-compatible server,
+# built once by install-tansu.sh) on 127.0.0.1 in a temporary directory,
+# exports ZAPINBOX_TANSU_BROKERS, and stops it by its PID when the script
+# exits.
+
+start_tansu() {
+  local bin dir port
+  bin="$(./scripts/install-tansu.sh)"
+  dir="$(mktemp -d)"
+  # The first free port from 19092.
+  port=19092
+  while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    port=$((port + 1))
+  done
+  (cd "$dir" && exec "$bin" broker --cluster-id zapinbox \
+    --listener-url "tcp://127.0.0.1:$port" \
+    --advertised-listener-url "tcp://127.0.0.1:$port" \
+    --storage-engine "memory://tansu/") > "$dir/tansu.log" 2>&1 &
+  TANSU_PID=$!
+  TANSU_DIR="$dir"
+  trap stop_tansu EXIT
+  for _ in $(seq 1 600); do
+    if grep -q "ready in" "$dir/tansu.log"; then
+      export ZAPINBOX_TANSU_BROKERS="127.0.0.1:$port"
+      echo "tansu $(basename "$(dirname "$(dirname "$bin")")") listening on $ZAPINBOX_TANSU_BROKERS (pid $TANSU_PID)"
+      return 0
+    fi
+    if ! kill -0 "$TANSU_PID" 2>/dev/null; then
+      echo "tansu exited at start:" >&2
+      cat "$dir/tansu.log" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+  echo "tansu did not say it was ready within 60 s:" >&2
+  cat "$dir/tansu.log" >&2
+  return 1
+}
+
+stop_tansu() {
+  if [[ -n "${TANSU_PID:-}" ]]; then
+    kill "$TANSU_PID" 2>/dev/null || true
+    wait "$TANSU_PID" 2>/dev/null || true
+    rm -rf "$TANSU_DIR"
+    TANSU_PID=""
+  fi
+}

@@ -1,0 +1,47 @@
+//! The conformance harness on a Kafka-protocol broker: a fresh topic per
+//! harness, made by whatever the broker offers (the mock cluster's call,
+//! or the admin API).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use zapinbox_core::testkit::Harness;
+use zapinbox_core::{Backend, QueueConfig, Result};
+use zapinbox_kafka::{KafkaBackend, KafkaConfig};
+
+/// Makes a topic with a number of partitions on the broker under test.
+pub type MakeTopic = fn(&str, i32);
+
+/// Backends on one topic: a second `open` is another instance (or a
+/// restart) replaying the same log.
+pub struct KafkaHarness {
+    config: KafkaConfig,
+}
+
+impl KafkaHarness {
+    /// A fresh topic of 4 partitions, made by `make`, on the brokers
+    /// `config` names.
+    pub fn new(config: KafkaConfig, make: MakeTopic) -> Self {
+        let topic = format!("conformance-{:016x}", rand::random::<u64>());
+        make(&topic, 4);
+        KafkaHarness {
+            config: config.topic(topic),
+        }
+    }
+}
+
+#[async_trait]
+impl Harness for KafkaHarness {
+    async fn open(&self, config: QueueConfig) -> Result<Arc<dyn Backend>> {
+        Ok(Arc::new(
+            KafkaBackend::open(self.config.clone(), config).await?,
+        ))
+    }
+}
+
+/// Fetches that wait `ms` at the broker.
+#[allow(dead_code)]
+pub fn fetch_wait(config: KafkaConfig, ms: u64) -> KafkaConfig {
+    config.fetch_wait(Duration::from_millis(ms))
+}

@@ -1,0 +1,66 @@
+//! The whole conformance suite on tansu, a standalone Kafka-compatible
+//! broker, which the test script builds, starts on 127.0.0.1 and stops
+//! (`ZAPINBOX_TANSU_BROKERS` names it). Without it these tests fail,
+//! saying how to get one.
+
+mod support;
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use support::KafkaHarness;
+use zapinbox_kafka::KafkaConfig;
+
+const BROKERS_ENV: &str = "ZAPINBOX_TANSU_BROKERS";
+
+fn brokers() -> String {
+    std::env::var(BROKERS_ENV).unwrap_or_else(|_| {
+        panic!(
+            "{BROKERS_ENV} is not set: these tests need a tansu broker. \
+             ./scripts/test.sh builds and starts one (scripts/tansu.sh)"
+        )
+    })
+}
+
+/// Creates `topic` with the admin API (tansu creates no topic by
+/// itself), on a thread of its own: harnesses are made inside tests'
+/// runtimes.
+fn make_topic(topic: &str, partitions: i32) {
+    let (topic, brokers) = (topic.to_owned(), brokers());
+    let created = std::thread::spawn(move || {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .expect("an admin client");
+        let new = NewTopic::new(&topic, partitions, TopicReplication::Fixed(1));
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        futures::executor::block_on(admin.create_topics([&new], &options))
+    })
+    .join()
+    .expect("the admin thread")
+    .expect("CreateTopics answers");
+    for result in created {
+        result.unwrap_or_else(|(topic, e)| panic!("tansu refused to create {topic}: {e}"));
+    }
+}
+
+fn harness() -> KafkaHarness {
+    // tansu, like the mock cluster, answers a fetch only when its wait is
+    // over, and each write waits for its record to come back.
+    let config = support::fetch_wait(KafkaConfig::new(brokers()), 5);
+    KafkaHarness::new(config, make_topic)
+}
+
+zapinbox_core::conformance_tests!(tansu, harness());
+
+/// Two suites at once on one topic of a standalone broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_suites_at_once_share_one_topic() {
+    let shared = harness();
+    futures::join!(
+        zapinbox_core::testkit::run_tenant_rules(&shared),
+        zapinbox_core::testkit::run_tenant_rules(&shared)
+    );
+}
