@@ -78,10 +78,10 @@
 //!
 //! | | |
 //! |---|---|
-//! | ingest, one producer awaiting each (fetch wait 1 ms) | p50 1.5–1.6 ms, p99 2.9–3.0 ms (a raw idempotent send: p50 1.2 ms) |
+//! | ingest, one producer awaiting each (fetch wait 1 ms) | p50 1.4–1.6 ms, p99 2.7–3.0 ms (a raw idempotent send: p50 1.2 ms) |
 //! | opening, replaying 1 000 000 ingested events | 3.4–4.1 s |
-//! | writing a snapshot of 1 000 000 pending events | 1.1–1.2 s |
-//! | opening from that snapshot | 2.7–4.2 s |
+//! | writing a snapshot of 1 000 000 pending events | 0.7–1.2 s |
+//! | opening from that snapshot | 2.1–4.2 s |
 //! | memory per pending event (RSS growth of a replaying instance) | 820–880 bytes |
 //!
 //! The mock cluster answers a fetch only when its wait is over, and a
