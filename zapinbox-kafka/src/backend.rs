@@ -14,16 +14,16 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use zapinbox_core::raw::{
     Acknowledge, Changes, Context, Delete, Idempotency, InboxPull, Ingest, Leases, Machine,
-    Metering, Retention, Stats, ValidEvent, check_delay, check_lease,
+    Metering, Position, Retention, Stats, ValidEvent, check_delay, check_lease,
 };
 use zapinbox_core::{
-    AckOutcome, Backend, Capabilities, ClaimQuery, DeleteOutcome, Error, Event, EventId,
-    EventStatus, Filter, Ingested, LeaseToken, Leased, Page, PullQuery, Purged, QueueConfig,
+    AckOutcome, Backend, Capabilities, ClaimQuery, Cursor, DeleteOutcome, Error, Event, EventId,
+    EventStatus, Filter, Ingested, LeaseToken, Leased, Order, Page, PullQuery, Purged, QueueConfig,
     Redrive, ReleaseOutcome, Result, SharedWrites, TenantId, TenantStats, Timestamp, UsageRecord,
 };
 
 use crate::config::KafkaConfig;
-use crate::log::{Answer, Log};
+use crate::log::{Answer, Log, POSITION_BITS};
 use crate::metadata;
 use crate::reader::Reader;
 use crate::record::{EventRecord, Op, Record, VERSION};
@@ -89,6 +89,8 @@ impl KafkaBackend {
                 ("enable.idempotence", "true".into()),
                 ("acks", "all".into()),
                 ("linger.ms", kafka.linger.as_millis().to_string()),
+                ("batch.num.messages", kafka.batch_records.to_string()),
+                ("compression.type", kafka.compression.name().to_owned()),
                 ("message.max.bytes", kafka.max_record_bytes.to_string()),
             ],
         )
@@ -192,6 +194,22 @@ impl KafkaBackend {
             offsets.push(next);
         }
         Ok(offsets)
+    }
+
+    /// The partition of the topic that holds `tenant`'s log.
+    pub fn partition(&self, tenant: &TenantId) -> i32 {
+        self.partition_of(tenant) as i32
+    }
+
+    /// A cursor from which pulling or subscribing yields `tenant`'s events
+    /// ingested by records at `offset` of its [partition](Self::partition)
+    /// or later, oldest first: the source system "Event Hub"'s
+    /// `start_offset`. An offset past the log's end yields only events to
+    /// come. For a point in time, filter with `since` instead.
+    pub fn cursor_from_offset(&self, tenant: &TenantId, offset: u64) -> Cursor {
+        let start = offset.min(u64::MAX >> POSITION_BITS) << POSITION_BITS;
+        // Exclusive: the record's events are at `start + 1` onward.
+        Cursor::encode(tenant, NAME, Order::Asc, &Position::sequence(start))
     }
 
     /// Where opening resumed each partition: the offset after its newest

@@ -11,9 +11,16 @@ pub struct KafkaConfig {
     /// The topic holding every tenant's log (one partition per tenant;
     /// several tenants share a partition). Default `zapinbox`.
     pub topic: String,
-    /// How long the producer may wait to batch records. Default 1 ms:
-    /// every write waits for its own record, so latency counts.
+    /// How long the producer may wait to batch records (`linger.ms`).
+    /// Default 1 ms: every write waits for its own record, so latency
+    /// counts; see [`KafkaConfig::batched`] for throughput first.
     pub linger: Duration,
+    /// Most records in one batch to a partition (`batch.num.messages`).
+    /// Default 10 000 (librdkafka's).
+    pub batch_records: usize,
+    /// How batches are compressed on the wire and in the log. Default
+    /// none.
+    pub compression: Compression,
     /// Longest a fetch waits at the broker for records to arrive
     /// (`fetch.wait.max.ms`). Default 100 ms: a broker answers as soon as
     /// records arrive. librdkafka's mock cluster answers only when the wait
@@ -33,6 +40,37 @@ pub struct KafkaConfig {
     /// Extra librdkafka settings for both clients (`security.protocol`,
     /// `sasl.*`, …), applied last.
     pub client: Vec<(String, String)>,
+}
+
+/// A compression codec for the producer's batches (`compression.type`);
+/// consumers read any.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Compression {
+    /// Uncompressed.
+    #[default]
+    None,
+    /// gzip.
+    Gzip,
+    /// Snappy (the source system "Module 3.1" used it).
+    Snappy,
+    /// LZ4.
+    Lz4,
+    /// Zstandard.
+    Zstd,
+}
+
+impl Compression {
+    /// Its name in librdkafka's settings.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
 }
 
 /// The topic snapshots are written to and read from (see
@@ -56,6 +94,8 @@ impl KafkaConfig {
             brokers: brokers.into(),
             topic: "zapinbox".into(),
             linger: Duration::from_millis(1),
+            batch_records: 10_000,
+            compression: Compression::None,
             fetch_wait: Duration::from_millis(100),
             apply_timeout: Duration::from_secs(30),
             replay_timeout: Duration::from_secs(300),
@@ -68,6 +108,23 @@ impl KafkaConfig {
     /// With the log on `topic`.
     pub fn topic(mut self, topic: impl Into<String>) -> Self {
         self.topic = topic.into();
+        self
+    }
+
+    /// With records batched as the source system "Module 3.1" batches
+    /// them: up to `records` a batch or `linger` (it used 100 records or
+    /// 500 ms, and snappy). Each write still waits for its own record, so
+    /// a lone write takes up to `linger`; many concurrent writes share
+    /// batches.
+    pub fn batched(mut self, records: usize, linger: Duration) -> Self {
+        self.batch_records = records.max(1);
+        self.linger = linger;
+        self
+    }
+
+    /// With batches compressed by `compression`.
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
         self
     }
 

@@ -117,5 +117,5 @@ mod record;
 mod snapshot;
 
 pub use backend::KafkaBackend;
-pub use config::{KafkaConfig, SnapshotTopic};
+pub use config::{Compression, KafkaConfig, SnapshotTopic};
 pub use mock::MockBroker;
