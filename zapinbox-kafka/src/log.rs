@@ -286,9 +286,13 @@ fn run(machine: &mut Machine, rules: &QueueConfig, record: Record, offset: i64) 
         Op::PurgeDeadLetters { which } => {
             Answer::Count(machine.purge_dead_letters(cx, tenant, &which))
         }
+        // Decided in log order: of two pulls racing for the last of the
+        // day's quota, the first record is served whole and the second
+        // refused, on every instance.
         Op::Delivered { messages, bytes } => {
             let traffic = Traffic::new(Way::Out, messages, bytes);
-            Answer::Done(machine.count_delivery(cx, tenant, traffic))
+            let counted = machine.check_delivery(cx, tenant);
+            Answer::Done(counted.and_then(|()| machine.count_delivery(cx, tenant, traffic)))
         }
         Op::PurgeExpired { limit } => Answer::Purged(machine.purge_expired(cx, limit)),
         Op::Usage { records } => {

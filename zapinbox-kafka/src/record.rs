@@ -88,7 +88,8 @@ pub(crate) enum Op {
     PurgeExpired {
         limit: usize,
     },
-    /// Events a pull delivered, counted against the outbound quota.
+    /// Events a pull would deliver: refused if the day's outbound quota
+    /// is used up when the record is applied, counted otherwise.
     Delivered {
         messages: u64,
         bytes: u64,

@@ -721,14 +721,18 @@ impl InboxPull for SqliteBackend {
         self.check_out(tenant).await?;
         let page = self.list(tenant, query, Listing::Pending).await?;
         if quotas.limits(Way::Out) && !page.events.is_empty() {
-            // A read has no transaction to count in: the count follows it.
+            // A read has no transaction to count in: the count follows it,
+            // checked again in its own transaction, so of two pulls racing
+            // for the last of the quota one is refused.
             let bytes = page.events.iter().map(|e| e.payload.len() as u64).sum();
             let traffic = Traffic::new(Way::Out, page.events.len() as u64, bytes);
             let owned = tenant.clone();
             self.inner
                 .writer
                 .write(move |conn, clock| {
-                    ops::quota::charge(conn, &quotas, &owned, traffic, clock.now())
+                    let now = clock.now();
+                    ops::quota::check_out(conn, &quotas, &owned, now)?;
+                    ops::quota::charge(conn, &quotas, &owned, traffic, now)
                 })
                 .await?;
         }

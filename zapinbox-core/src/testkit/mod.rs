@@ -143,6 +143,7 @@ macro_rules! __conformance_rules {
             a_slow_subscriber_loses_nothing,
             daily_quota_refuses_the_next_message_until_the_next_day,
             outbound_quota_refuses_deliveries_once_used_up,
+            racing_pulls_cross_the_outbound_quota_once,
             usage_records_add_up_to_the_operations,
             buffered_emitter_drops_when_full_and_delivers_what_it_accepted,
             ack_twice_is_already_acked,

@@ -101,3 +101,27 @@ pub async fn outbound_quota_refuses_deliveries_once_used_up(harness: &dyn Harnes
         .await
         .expect("the next day");
 }
+
+/// Two pulls racing for what is left of the day's outbound quota: one is
+/// served whole, the other refused, whichever order they land in.
+pub async fn racing_pulls_cross_the_outbound_quota_once(harness: &dyn Harness) {
+    let clock = ManualClock::new(start_time());
+    let quotas = Quotas::off().per_tenant(DailyLimits::none().messages_out(3));
+    let inbox = with_quotas(harness, quotas, &clock).await;
+    let tenant = fresh_tenant();
+    for n in 0..10 {
+        inbox.ingest(&tenant, numbered(n)).await.expect("ingest");
+    }
+    let pull = || {
+        let (inbox, tenant) = (inbox.clone(), tenant.clone());
+        tokio::spawn(async move { inbox.pull(&tenant, PullQuery::new().limit(3)).await })
+    };
+    let (a, b) = (pull(), pull());
+    let answers = [a.await.expect("task"), b.await.expect("task")];
+    let served = answers.iter().filter(|a| a.is_ok()).count();
+    let refused = answers
+        .iter()
+        .filter(|a| matches!(a, Err(Error::QuotaExceeded { .. })))
+        .count();
+    assert_eq!((served, refused), (1, 1), "{answers:?}");
+}
