@@ -38,9 +38,20 @@ start_tansu() {
 }
 
 stop_tansu() {
+  local status=$?
   if [[ -n "${TANSU_PID:-}" ]]; then
     kill "$TANSU_PID" 2>/dev/null || true
+    # It takes a few seconds to exit after SIGTERM; then SIGKILL.
+    for _ in $(seq 1 100); do
+      kill -0 "$TANSU_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$TANSU_PID" 2>/dev/null || true
     wait "$TANSU_PID" 2>/dev/null || true
+    if [[ $status -ne 0 ]]; then
+      echo "tansu's last words:" >&2
+      tail -n 20 "$TANSU_DIR/tansu.log" >&2 || true
+    fi
     rm -rf "$TANSU_DIR"
     TANSU_PID=""
   fi

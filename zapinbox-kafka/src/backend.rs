@@ -57,6 +57,10 @@ struct Inner {
     next_request: AtomicU64,
     /// Stops the consumer thread when the last handle goes.
     stop: Arc<AtomicBool>,
+    /// Set by `close`: new calls are refused while what is in flight ends.
+    closing: AtomicBool,
+    /// One snapshot at a time: two would write the same slot.
+    snapshotting: tokio::sync::Mutex<()>,
 }
 
 impl Drop for Inner {
@@ -133,6 +137,8 @@ impl KafkaBackend {
                 instance,
                 next_request: AtomicU64::new(0),
                 stop,
+                closing: AtomicBool::new(false),
+                snapshotting: tokio::sync::Mutex::new(()),
             }),
         };
         backend
@@ -157,6 +163,7 @@ impl KafkaBackend {
     pub async fn snapshot(&self) -> Result<Vec<i64>> {
         self.ensure_open()?;
         let inner = &self.inner;
+        let _one_at_a_time = inner.snapshotting.lock().await;
         let topic = inner.kafka.snapshot_topic().ok_or(Error::Unsupported {
             operation: "snapshot (snapshots are off)",
             backend: NAME,
@@ -204,8 +211,9 @@ impl KafkaBackend {
     /// A cursor from which pulling or subscribing yields `tenant`'s events
     /// ingested by records at `offset` of its [partition](Self::partition)
     /// or later, oldest first: the source system "Event Hub"'s
-    /// `start_offset`. An offset past the log's end yields only events to
-    /// come. For a point in time, filter with `since` instead.
+    /// `start_offset`. Past the log's end, it yields the events of records
+    /// from `offset` on as they arrive (those before it never). For a
+    /// point in time, filter with `since` instead.
     pub fn cursor_from_offset(&self, tenant: &TenantId, offset: u64) -> Cursor {
         let start = offset.min(u64::MAX >> POSITION_BITS) << POSITION_BITS;
         // Exclusive: the record's events are at `start + 1` onward.
@@ -248,7 +256,8 @@ impl KafkaBackend {
 
     /// Fails once the backend is closed or stopped following the log.
     fn ensure_open(&self) -> Result<()> {
-        if self.inner.stop.load(Ordering::Relaxed) {
+        let inner = &self.inner;
+        if inner.closing.load(Ordering::Relaxed) || inner.stop.load(Ordering::Relaxed) {
             return Err(Error::permanent("the Kafka backend is closed"));
         }
         match self.inner.log.stopped() {
@@ -750,14 +759,19 @@ impl Backend for KafkaBackend {
     /// Waits for records in flight to reach the brokers, stops following
     /// the log, and wakes subscriptions (which then end: reads fail).
     async fn close(&self) -> Result<()> {
-        self.inner.stop.store(true, Ordering::Relaxed);
-        let producer = self.inner.producer.clone();
-        let timeout = self.inner.kafka.apply_timeout;
-        tokio::task::spawn_blocking(move || producer.flush(timeout))
+        let inner = &self.inner;
+        // New writes are refused; those in flight reach the brokers and are
+        // applied (and answered) before the log stops.
+        inner.closing.store(true, Ordering::Relaxed);
+        let producer = inner.producer.clone();
+        let timeout = inner.kafka.apply_timeout;
+        let flushed = tokio::task::spawn_blocking(move || producer.flush(timeout))
             .await
             .map_err(Error::permanent)?
-            .map_err(classify)?;
-        self.inner.log.feed.notify_all();
-        Ok(())
+            .map_err(classify);
+        let answered = inner.log.answered_all(timeout).await;
+        inner.stop.store(true, Ordering::Relaxed);
+        inner.log.feed.notify_all();
+        flushed.and(answered)
     }
 }

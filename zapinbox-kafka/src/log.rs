@@ -107,6 +107,24 @@ impl Log {
         Ok(rx)
     }
 
+    /// Waits until no writer of this instance is waiting for its record,
+    /// or `within` passes.
+    pub async fn answered_all(&self, within: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let progress = self.progress.notified();
+            let waiting = self.lock().waiting.len();
+            if waiting == 0 {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, progress).await.is_err() {
+                return Err(Error::transient(format!(
+                    "{waiting} writes were still waiting for their records after {within:?}"
+                )));
+            }
+        }
+    }
+
     /// Why this instance stopped following the log, if it has.
     pub fn stopped(&self) -> Option<String> {
         self.lock().stopped.clone()

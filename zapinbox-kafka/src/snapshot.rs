@@ -121,7 +121,6 @@ pub(crate) fn chunks(
 /// A snapshot being put together from its chunks.
 #[derive(Default)]
 struct Assembly {
-    id: u64,
     next: i64,
     count: u32,
     parts: BTreeMap<u32, Vec<u8>>,
@@ -149,7 +148,7 @@ pub(crate) fn load(
                 .map_err(crate::backend::classify)?;
         }
     }
-    let mut assemblies: HashMap<(u32, u8), Assembly> = HashMap::new();
+    let mut assemblies: HashMap<(u32, u8, u64), Assembly> = HashMap::new();
     if !ends.is_empty() {
         consumer
             .assign(&assignment)
@@ -171,28 +170,20 @@ pub(crate) fn load(
             let Some((header, data)) = message.payload().and_then(Header::decode) else {
                 continue;
             };
-            // Only the newest snapshot of each slot is kept: a later one in
-            // the same slot replaces it, as compaction would.
-            let assembly = assemblies
-                .entry((header.partition, header.slot))
-                .or_default();
-            if assembly.id != header.id {
-                if !assembly.parts.is_empty() && header.next < assembly.next {
-                    continue;
-                }
-                *assembly = Assembly {
-                    id: header.id,
-                    next: header.next,
-                    count: header.count,
-                    parts: BTreeMap::new(),
-                };
-            }
+            // Chunks of several snapshots arrive interleaved: each is put
+            // together on its own, and the newest complete one wins.
+            let key = (header.partition, header.slot, header.id);
+            let assembly = assemblies.entry(key).or_insert_with(|| Assembly {
+                next: header.next,
+                count: header.count,
+                parts: BTreeMap::new(),
+            });
             assembly.parts.insert(header.index, data.to_vec());
         }
         consumer.unassign().map_err(crate::backend::classify)?;
     }
     let mut newest: Vec<Option<(i64, u8, Vec<u8>)>> = (0..partitions).map(|_| None).collect();
-    for ((partition, slot), assembly) in assemblies {
+    for ((partition, slot, _), assembly) in assemblies {
         let complete = assembly.parts.len() == assembly.count as usize;
         let Some(found) = newest.get_mut(partition as usize) else {
             continue;

@@ -20,7 +20,7 @@ async fn open(kafka: KafkaConfig) -> (KafkaBackend, Inbox) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_codec_and_batched_writes_keep_every_event() {
+async fn every_codec_is_accepted_and_batched_writes_keep_every_event() {
     let broker = MockBroker::start().expect("the in-process mock Kafka cluster starts");
     let codecs = [
         Compression::None,

@@ -111,11 +111,22 @@ async fn replay_from_the_start_and_from_a_snapshot_equals_the_live_state() {
         .await
         .expect("a second snapshot, in the other slot");
     traffic(&live, 2).await;
+    // Three more at one offset: two share a slot, their chunks interleaved
+    // over the snapshot topic's partitions; the newest complete one wins.
+    let mut last = Vec::new();
+    for _ in 0..3 {
+        last = live.snapshot().await.expect("snapshot");
+    }
+    assert!(
+        last.iter().zip(&second).all(|(l, s)| l > s),
+        "{last:?} {second:?}"
+    );
+    traffic(&live, 3).await;
 
     let from_snapshot = KafkaBackend::open(kafka.clone(), config())
         .await
         .expect("open");
-    assert_eq!(from_snapshot.resumed_from(), &second[..]);
+    assert_eq!(from_snapshot.resumed_from(), &last[..]);
     let from_start = KafkaBackend::open(kafka.snapshots(SnapshotTopic::Off), config())
         .await
         .expect("open");
@@ -126,15 +137,17 @@ async fn replay_from_the_start_and_from_a_snapshot_equals_the_live_state() {
     assert_eq!(from_start.applied_state().expect("state"), state);
 }
 
-/// Closing with writes in flight answers every one of them at once (stored
-/// or a retryable error), and every later call fails.
+/// Closing with writes in flight lets every one of them finish, stored,
+/// and refuses every later call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn closing_answers_every_write_in_flight() {
+async fn closing_finishes_every_write_in_flight() {
     let broker = MockBroker::start().expect("the in-process mock Kafka cluster starts");
     broker.create_topic("closing", 2).expect("create the log");
-    let backend = KafkaBackend::open(broker.config("closing"), config())
-        .await
-        .expect("open");
+    // A long linger keeps the writes in the producer when close begins.
+    let kafka = broker
+        .config("closing")
+        .batched(1000, Duration::from_millis(300));
+    let backend = KafkaBackend::open(kafka, config()).await.expect("open");
     let inbox = Inbox::new(backend.clone());
     let tenant = TenantId::new("closing").expect("valid");
     let writes: Vec<_> = (0..50)
@@ -147,18 +160,15 @@ async fn closing_answers_every_write_in_flight() {
             })
         })
         .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
     zapinbox_core::Backend::close(&backend)
         .await
         .expect("close");
-    let answered = tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(writes))
-        .await
-        .expect("every write is answered well before the apply timeout");
-    for write in answered {
-        // Stored, or a backend error: retryable ("the log stopped") or,
-        // for a write that began after the close, "closed".
-        if let Err(e) = write.expect("task") {
-            assert!(matches!(e, zapinbox_core::Error::Backend { .. }), "{e:?}");
-        }
+    for write in writes {
+        write
+            .await
+            .expect("task")
+            .expect("stored before the close ended");
     }
     let after = inbox
         .ingest(&tenant, NewEvent::new(json!({ "n": 99 })))
