@@ -2,7 +2,8 @@ use std::time::Duration;
 
 use crate::testkit::{Harness, fresh_tenant, numbered, start_time};
 use crate::{
-    ClaimQuery, DailyLimits, Error, Inbox, ManualClock, PullQuery, QueueConfig, Quotas, next_day,
+    ClaimQuery, DailyLimits, Error, Inbox, ManualClock, PullQuery, QueueConfig, Quotas, TenantId,
+    next_day,
 };
 
 /// An inbox with `quotas` on a backend opened with `clock`.
@@ -61,16 +62,23 @@ pub async fn daily_quota_refuses_the_next_message_until_the_next_day(harness: &d
     assert!(!next.duplicate);
 }
 
-/// An outbound quota refuses deliveries (pulls, claims) once the day's
-/// count is used up; the call that crosses it is served whole.
-pub async fn outbound_quota_refuses_deliveries_once_used_up(harness: &dyn Harness) {
-    let clock = ManualClock::new(start_time());
+/// A fresh tenant with ten pending events, on an inbox whose tenants may
+/// take three out a day.
+async fn ten_events_three_out(harness: &dyn Harness, clock: &ManualClock) -> (Inbox, TenantId) {
     let quotas = Quotas::off().per_tenant(DailyLimits::none().messages_out(3));
-    let inbox = with_quotas(harness, quotas, &clock).await;
+    let inbox = with_quotas(harness, quotas, clock).await;
     let tenant = fresh_tenant();
     for n in 0..10 {
         inbox.ingest(&tenant, numbered(n)).await.expect("ingest");
     }
+    (inbox, tenant)
+}
+
+/// An outbound quota refuses deliveries (pulls, claims) once the day's
+/// count is used up; the call that crosses it is served whole.
+pub async fn outbound_quota_refuses_deliveries_once_used_up(harness: &dyn Harness) {
+    let clock = ManualClock::new(start_time());
+    let (inbox, tenant) = ten_events_three_out(harness, &clock).await;
     let page = inbox
         .pull(&tenant, PullQuery::new().limit(2))
         .await
@@ -106,12 +114,7 @@ pub async fn outbound_quota_refuses_deliveries_once_used_up(harness: &dyn Harnes
 /// served whole, the other refused, whichever order they land in.
 pub async fn racing_pulls_cross_the_outbound_quota_once(harness: &dyn Harness) {
     let clock = ManualClock::new(start_time());
-    let quotas = Quotas::off().per_tenant(DailyLimits::none().messages_out(3));
-    let inbox = with_quotas(harness, quotas, &clock).await;
-    let tenant = fresh_tenant();
-    for n in 0..10 {
-        inbox.ingest(&tenant, numbered(n)).await.expect("ingest");
-    }
+    let (inbox, tenant) = ten_events_three_out(harness, &clock).await;
     let pull = || {
         let (inbox, tenant) = (inbox.clone(), tenant.clone());
         tokio::spawn(async move { inbox.pull(&tenant, PullQuery::new().limit(3)).await })
