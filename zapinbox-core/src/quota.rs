@@ -3,7 +3,8 @@
 //! in in the same transaction as the write, so a restart does not reset a
 //! day and two processes on one store share it; what goes out is checked
 //! before a delivery and counted with it (a claim) or just after it (a
-//! pull, which is a read), so concurrent deliveries may each cross it.
+//! pull, which is a read, checks again when it counts: of two pulls racing
+//! for the last of the quota, one is refused).
 
 use serde::{Deserialize, Serialize};
 
