@@ -47,8 +47,6 @@ struct Inner {
     partitions: usize,
     /// The snapshot topic's partition count (0: none).
     snapshot_partitions: usize,
-    /// The slot each partition's next snapshot goes to.
-    slots: std::sync::Mutex<Vec<u8>>,
     /// Where opening resumed each partition.
     resumed_from: Vec<i64>,
     /// Reads acked events' content back from the log.
@@ -59,8 +57,9 @@ struct Inner {
     stop: Arc<AtomicBool>,
     /// Set by `close`: new calls are refused while what is in flight ends.
     closing: AtomicBool,
-    /// One snapshot at a time: two would write the same slot.
-    snapshotting: tokio::sync::Mutex<()>,
+    /// The slot each partition's next snapshot goes to, locked for a
+    /// whole snapshot: two at once would write the same slot.
+    slots: tokio::sync::Mutex<Vec<u8>>,
 }
 
 impl Drop for Inner {
@@ -128,7 +127,6 @@ impl KafkaBackend {
                 config,
                 partitions: ends.len(),
                 snapshot_partitions: start.snapshot_partitions,
-                slots: std::sync::Mutex::new(start.slots),
                 resumed_from,
                 reader,
                 kafka,
@@ -138,7 +136,7 @@ impl KafkaBackend {
                 next_request: AtomicU64::new(0),
                 stop,
                 closing: AtomicBool::new(false),
-                snapshotting: tokio::sync::Mutex::new(()),
+                slots: tokio::sync::Mutex::new(start.slots),
             }),
         };
         backend
@@ -163,7 +161,7 @@ impl KafkaBackend {
     pub async fn snapshot(&self) -> Result<Vec<i64>> {
         self.ensure_open()?;
         let inner = &self.inner;
-        let _one_at_a_time = inner.snapshotting.lock().await;
+        let mut slots = inner.slots.lock().await;
         let topic = inner.kafka.snapshot_topic().ok_or(Error::Unsupported {
             operation: "snapshot (snapshots are off)",
             backend: NAME,
@@ -180,7 +178,7 @@ impl KafkaBackend {
                 let state = serde_json::to_vec(&applied.machines[partition]);
                 (state.map_err(Error::permanent)?, applied.next[partition])
             };
-            let slot = inner.slots.lock().unwrap_or_else(|p| p.into_inner())[partition];
+            let slot = slots[partition];
             let max = inner.kafka.max_record_bytes;
             let records = snapshot::chunks(partition, next, slot, &state, max);
             // Chunks spread over the snapshot topic's partitions.
@@ -197,7 +195,7 @@ impl KafkaBackend {
                 sent.map_err(|(e, _)| classify(e))?;
             }
             // The other slot next time, now that this one is complete.
-            inner.slots.lock().unwrap_or_else(|p| p.into_inner())[partition] = 1 - slot;
+            slots[partition] = 1 - slot;
             offsets.push(next);
         }
         Ok(offsets)

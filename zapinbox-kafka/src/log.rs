@@ -110,17 +110,34 @@ impl Log {
     /// Waits until no writer of this instance is waiting for its record,
     /// or `within` passes.
     pub async fn answered_all(&self, within: Duration) -> Result<()> {
+        if self
+            .wait_until(within, |a| Ok(a.waiting.is_empty()))
+            .await?
+        {
+            return Ok(());
+        }
+        let waiting = self.lock().waiting.len();
+        Err(Error::transient(format!(
+            "{waiting} writes were still waiting for their records after {within:?}"
+        )))
+    }
+
+    /// Waits until `done` holds of the applied state, looking again after
+    /// every batch applied; false if `within` passed first.
+    async fn wait_until(
+        &self,
+        within: Duration,
+        mut done: impl FnMut(&Applied) -> Result<bool>,
+    ) -> Result<bool> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
+            // Registered before looking, so no batch slips in between.
             let progress = self.progress.notified();
-            let waiting = self.lock().waiting.len();
-            if waiting == 0 {
-                return Ok(());
+            if done(&self.lock())? {
+                return Ok(true);
             }
             if tokio::time::timeout_at(deadline, progress).await.is_err() {
-                return Err(Error::transient(format!(
-                    "{waiting} writes were still waiting for their records after {within:?}"
-                )));
+                return Ok(false);
             }
         }
     }
@@ -138,25 +155,19 @@ impl Log {
     /// Waits until every partition is applied up to `ends` (exclusive), or
     /// `within` passes.
     pub async fn caught_up(&self, ends: &[i64], within: Duration) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let progress = self.progress.notified();
-            let behind = {
-                let applied = self.lock();
-                if let Some(reason) = &applied.stopped {
-                    return Err(Error::permanent(reason.clone()));
-                }
-                ends.iter().zip(&applied.next).any(|(end, next)| next < end)
-            };
-            if !behind {
-                return Ok(());
-            }
-            if tokio::time::timeout_at(deadline, progress).await.is_err() {
-                return Err(Error::transient(format!(
-                    "the log was not replayed within {within:?}"
-                )));
-            }
+        let caught_up = self.wait_until(within, |applied| match &applied.stopped {
+            Some(reason) => Err(Error::permanent(reason.clone())),
+            None => Ok(ends
+                .iter()
+                .zip(&applied.next)
+                .all(|(end, next)| next >= end)),
+        });
+        if caught_up.await? {
+            return Ok(());
         }
+        Err(Error::transient(format!(
+            "the log was not replayed within {within:?}"
+        )))
     }
 
     /// Applies the record at `offset` of `partition`.
