@@ -5,11 +5,10 @@
 //! process talking to them over TCP on 127.0.0.1.
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::time::Duration;
 
 use serde_json::json;
-use zapinbox_core::testkit::process::{child_process, run_until_killed};
+use zapinbox_core::testkit::process::{child_process, report_lines, run_until_killed};
 use zapinbox_core::{
     Event, EventId, EventStatus, Inbox, NewEvent, PullQuery, QueueConfig, TenantId,
 };
@@ -45,14 +44,7 @@ async fn child_process_entry_point() {
         return;
     };
     let inbox = open(&brokers, &topic).await;
-    let (report, reports) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        let mut out = std::io::stdout().lock();
-        for line in reports {
-            // Each line reaches the pipe before the next is reported.
-            let _ = writeln!(out, "{line}").and_then(|()| out.flush());
-        }
-    });
+    let report = report_lines();
     let _ = report.send("READY".into());
     let run: u32 = rand::random();
     let tasks: Vec<_> = (0..TASKS)

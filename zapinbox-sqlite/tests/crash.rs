@@ -6,11 +6,10 @@
 
 mod harness;
 
-use std::io::Write;
 use std::time::Duration;
 
 use serde_json::json;
-use zapinbox_core::testkit::process::run_until_killed;
+use zapinbox_core::testkit::process::{report_lines, run_until_killed};
 use zapinbox_core::{EventId, Inbox, NewEvent, PullQuery, TenantId};
 use zapinbox_sqlite::{Durability, SqliteBackend};
 
@@ -43,14 +42,7 @@ async fn child_process_entry_point() {
         .expect("open");
     let inbox = Inbox::new(backend);
     let cycle = std::env::var(CYCLE_ENV).unwrap_or_default();
-    let (report, reports) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        let mut out = std::io::stdout().lock();
-        for line in reports {
-            // Each line reaches the pipe before the next ingest is reported.
-            let _ = writeln!(out, "{line}").and_then(|()| out.flush());
-        }
-    });
+    let report = report_lines();
     let _ = report.send("READY".into());
     let mut tasks = Vec::new();
     for task in 0..TASKS {

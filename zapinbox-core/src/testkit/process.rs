@@ -48,6 +48,21 @@ pub fn results(stdout: &str) -> Vec<&str> {
         .collect()
 }
 
+/// For the child: lines sent here reach standard output in order, each
+/// flushed before the next is taken, so a parent that kills the child
+/// has read every line sent before the kill.
+pub fn report_lines() -> std::sync::mpsc::Sender<String> {
+    let (report, reports) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        for line in reports {
+            let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+        }
+    });
+    report
+}
+
 /// Starts `command`, waits for a line ending in `READY`, lets the child
 /// run `after` longer, kills it with SIGKILL and returns every line it
 /// printed after `READY`. Blocks: call it from `spawn_blocking`.
