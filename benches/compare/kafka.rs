@@ -10,7 +10,7 @@ use futures::future::join_all;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use zapinbox::{Inbox, NewEvent, QueueConfig, TenantId};
-use zapinbox_kafka::{KafkaBackend, KafkaConfig, MockBroker, SnapshotTopic};
+use zapinbox_kafka::{KafkaBackend, KafkaConfig, MockBroker, SideTopic};
 
 use crate::Scale;
 use crate::report::Row;
@@ -144,7 +144,7 @@ pub async fn run(scale: Scale) -> Vec<Row> {
     rows.push(Row::new(BACKEND, &filled, "events/s", rate));
 
     let before = rss_kib();
-    let (replayed, took) = timed_open(kafka.clone().snapshots(SnapshotTopic::Off)).await;
+    let (replayed, took) = timed_open(kafka.clone().snapshots(SideTopic::Off)).await;
     let grown = rss_kib().saturating_sub(before) as f64 * 1024.0;
     drop(replayed);
     let replay = format!("open, replaying {history} events from the start");

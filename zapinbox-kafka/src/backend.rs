@@ -22,6 +22,7 @@ use zapinbox_core::{
     Redrive, ReleaseOutcome, Result, SharedWrites, TenantId, TenantStats, Timestamp, UsageRecord,
 };
 
+use crate::chunk::Chunks;
 use crate::config::KafkaConfig;
 use crate::log::{Answer, Log, POSITION_BITS};
 use crate::metadata;
@@ -105,17 +106,30 @@ impl KafkaBackend {
         let consumer = new_consumer(&kafka, format!("zapinbox-{instance:016x}"), &reset)?;
         let loader = new_consumer(&kafka, format!("zapinbox-{instance:016x}-snapshots"), &[])?;
         let reader = new_consumer(&kafka, format!("zapinbox-{instance:016x}-reader"), &reset)?;
-        let reader = Reader::new(reader, kafka.topic.clone(), kafka.apply_timeout);
+        let reader = Reader::new(reader, kafka.apply_timeout);
+        let chunk_reader =
+            new_consumer(&kafka, format!("zapinbox-{instance:016x}-chunks"), &reset)?;
         let settings = kafka.clone();
         let (consumer, mut start) =
             tokio::task::spawn_blocking(move || resume(consumer, &loader, &settings))
                 .await
                 .map_err(Error::permanent)??;
+        let chunks = match (kafka.chunk_topic(), start.chunk_partitions) {
+            (Some(topic), partitions) if partitions > 0 => {
+                let reader = Reader::new(chunk_reader, kafka.apply_timeout);
+                let chunk_bytes = kafka
+                    .max_record_bytes
+                    .saturating_sub(1024)
+                    .clamp(1024, 1 << 20);
+                Some(Chunks::new(topic, partitions, reader, chunk_bytes))
+            }
+            _ => None,
+        };
         let ends = std::mem::take(&mut start.ends);
         let machines = std::mem::take(&mut start.machines);
         let next = std::mem::take(&mut start.next);
         let resumed_from = next.clone();
-        let log = Arc::new(Log::new(machines, next, config.clone(), instance));
+        let log = Arc::new(Log::new(machines, next, config.clone(), instance, chunks));
         let stop = Arc::new(AtomicBool::new(false));
         let follower = (Arc::clone(&log), Arc::clone(&stop));
         std::thread::Builder::new()
@@ -252,6 +266,45 @@ impl KafkaBackend {
         (hash % self.inner.partitions as u64) as usize
     }
 
+    /// The largest payload one record holds beside its event's fields.
+    fn inline_payload_bytes(&self) -> usize {
+        (self.inner.kafka.max_record_bytes / 2).min(512 * 1024)
+    }
+
+    /// Writes the payloads that would make `events` too large for one
+    /// record to the chunk topic, leaving their places in the record:
+    /// every payload over what one record holds, then the largest others
+    /// until the rest fit together.
+    async fn chunk_large_payloads(&self, events: &mut [EventRecord]) -> Result<()> {
+        let Some(chunks) = &self.inner.log.chunks else {
+            return Ok(());
+        };
+        let mut largest_first: Vec<usize> = (0..events.len()).collect();
+        largest_first.sort_by_key(|&i| std::cmp::Reverse(events[i].payload.len()));
+        let mut inline: usize = events.iter().map(|e| e.payload.len()).sum();
+        let room = self.inner.kafka.max_record_bytes / 3 * 2;
+        let mut chunked = Vec::new();
+        for i in largest_first {
+            let len = events[i].payload.len();
+            if len <= self.inline_payload_bytes() && inline <= room {
+                break;
+            }
+            inline -= len;
+            chunked.push(i);
+        }
+        let producer = &self.inner.producer;
+        let timeout = self.inner.kafka.apply_timeout;
+        let writes = chunked.iter().map(|&i| {
+            let event = &events[i];
+            chunks.write(producer, event.id, &event.payload, timeout)
+        });
+        let written = futures::future::try_join_all(writes).await?;
+        for (i, at) in chunked.into_iter().zip(written) {
+            events[i].chunked(at);
+        }
+        Ok(())
+    }
+
     /// Fails once the backend is closed or stopped following the log.
     fn ensure_open(&self) -> Result<()> {
         let inner = &self.inner;
@@ -353,7 +406,7 @@ impl Drop for Forget<'_> {
 
 /// A consumer in group `group` that is assigned partitions and commits
 /// nothing, with `extra` settings.
-fn new_consumer(
+pub(crate) fn new_consumer(
     kafka: &KafkaConfig,
     group: String,
     extra: &[(&str, &str)],
@@ -398,6 +451,8 @@ struct Start {
     ends: Vec<i64>,
     /// The snapshot topic's partition count (0: no snapshot topic).
     snapshot_partitions: usize,
+    /// The chunk topic's partition count (0: no chunk topic).
+    chunk_partitions: usize,
     /// The slot each partition's next snapshot goes to.
     slots: Vec<u8>,
 }
@@ -421,12 +476,17 @@ fn resume(
         Some(loaded) => (loaded.partitions, loaded.snapshots),
         None => (0, (0..partitions).map(|_| None).collect()),
     };
+    let chunk_partitions = match kafka.chunk_topic() {
+        Some(chunks) => metadata::partition_count(&consumer, &chunks)?.unwrap_or(0),
+        None => 0,
+    };
     let mut assignment = TopicPartitionList::new();
     let mut start = Start {
         machines: Vec::with_capacity(partitions),
         next: Vec::with_capacity(partitions),
         ends: Vec::with_capacity(partitions),
         snapshot_partitions,
+        chunk_partitions,
         slots: Vec::with_capacity(partitions),
     };
     let marks = metadata::watermarks(&consumer, topic, partitions)?;
@@ -505,10 +565,12 @@ impl Ingest for KafkaBackend {
         events: Vec<ValidEvent>,
     ) -> Result<Vec<Ingested>> {
         let clock = &self.inner.config.clock;
-        let events = events
+        let mut events: Vec<EventRecord> = events
             .into_iter()
             .map(|e| EventRecord::new(clock.next_id(), e))
             .collect();
+        self.ensure_open()?;
+        self.chunk_large_payloads(&mut events).await?;
         outcome!(self.submit(tenant, Op::Ingest { events }).await?, Ingested)
     }
 }
@@ -546,10 +608,10 @@ impl InboxPull for KafkaBackend {
         let backend = self.clone();
         let partition = self.partition_of(tenant);
         tokio::task::spawn_blocking(move || {
-            backend
-                .inner
-                .reader
-                .restore(partition, position, &mut event)?;
+            let inner = &backend.inner;
+            let chunks = inner.log.chunks.as_ref();
+            let topic = &inner.kafka.topic;
+            (inner.reader).restore(topic, partition, position, &mut event, chunks)?;
             Ok(Some(event))
         })
         .await
@@ -725,16 +787,21 @@ impl Backend for KafkaBackend {
         &self.inner.config
     }
 
-    /// Payloads and batches fit one record under the broker's message
-    /// size (half of `max_record_bytes` for one payload, at most 512 KiB;
-    /// two thirds for a batch, leaving room for each event's fields);
-    /// another instance's writes are seen once its consumer fetched them
-    /// (milliseconds; declared as within a second).
+    /// With a chunk topic, payloads and batches up to
+    /// `max_payload_bytes`; without, they fit one record under the broker's
+    /// message size (half of `max_record_bytes` for one payload, at most
+    /// 512 KiB; two thirds for a batch, leaving room for each event's
+    /// fields). Another instance's writes are seen once its consumer
+    /// fetched them (milliseconds; declared as within a second).
     fn capabilities(&self) -> Capabilities {
-        let record = self.inner.kafka.max_record_bytes;
+        let kafka = &self.inner.kafka;
+        let (payload, batch) = match self.inner.log.chunks {
+            Some(_) => (kafka.max_payload_bytes, kafka.max_payload_bytes),
+            None => (self.inline_payload_bytes(), kafka.max_record_bytes / 3 * 2),
+        };
         Capabilities::unlimited()
-            .with_max_payload_bytes((record / 2).min(512 * 1024))
-            .with_max_batch(500, record / 3 * 2)
+            .with_max_payload_bytes(payload)
+            .with_max_batch(500, batch)
             .with_shared_writes(SharedWrites::Within(Duration::from_secs(1)))
     }
 

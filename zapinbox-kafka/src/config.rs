@@ -36,7 +36,16 @@ pub struct KafkaConfig {
     pub max_record_bytes: usize,
     /// Where snapshots go. Default: the topic `<topic>.snapshots`, used
     /// if it exists.
-    pub snapshots: SnapshotTopic,
+    pub snapshots: SideTopic,
+    /// Where payloads too large for one record go, in chunks (see
+    /// [`KafkaConfig::max_payload_bytes`]). Default: the topic
+    /// `<topic>.chunks`, used if it exists.
+    pub chunks: SideTopic,
+    /// Largest payload accepted when the chunk topic exists, in bytes of
+    /// JSON text (raise the inbox's `Limits` too: they default to
+    /// 512 KiB). Default 64 MiB. Without a chunk topic, a payload must fit
+    /// one record (half of `max_record_bytes`, at most 512 KiB).
+    pub max_payload_bytes: usize,
     /// Extra librdkafka settings for both clients (`security.protocol`,
     /// `sasl.*`, …), applied last.
     pub client: Vec<(String, String)>,
@@ -73,18 +82,35 @@ impl Compression {
     }
 }
 
-/// The topic snapshots are written to and read from (see
-/// [`KafkaBackend::snapshot`](crate::KafkaBackend::snapshot)). Create it
-/// with `cleanup.policy=compact`; while it does not exist, opening replays
-/// the whole log and `snapshot` fails.
+/// A topic beside the log: where snapshots are written to and read from
+/// (see [`KafkaBackend::snapshot`](crate::KafkaBackend::snapshot)), or
+/// where large payloads' chunks go.
+///
+/// Create the snapshot topic with `cleanup.policy=compact`; while it does
+/// not exist, opening replays the whole log and `snapshot` fails. Give the
+/// chunk topic the log's retention (or longer) and enough partitions to
+/// spread a large payload (chunks go round the partitions); while it does
+/// not exist, payloads must fit one record.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SnapshotTopic {
-    /// `<topic>.snapshots`.
+pub enum SideTopic {
+    /// `<topic>.snapshots`, or `<topic>.chunks`.
     Beside,
     /// This topic.
     Named(String),
-    /// No snapshots: opening always replays the log from its start.
+    /// None: no snapshots (opening always replays the log from its
+    /// start), or no chunks (payloads must fit one record).
     Off,
+}
+
+impl SideTopic {
+    /// Its name beside `topic`, where `Beside` adds `.<suffix>`.
+    fn name(&self, topic: &str, suffix: &str) -> Option<String> {
+        match self {
+            SideTopic::Beside => Some(format!("{topic}.{suffix}")),
+            SideTopic::Named(topic) => Some(topic.clone()),
+            SideTopic::Off => None,
+        }
+    }
 }
 
 impl KafkaConfig {
@@ -100,7 +126,9 @@ impl KafkaConfig {
             apply_timeout: Duration::from_secs(30),
             replay_timeout: Duration::from_secs(300),
             max_record_bytes: 1_000_000,
-            snapshots: SnapshotTopic::Beside,
+            snapshots: SideTopic::Beside,
+            chunks: SideTopic::Beside,
+            max_payload_bytes: 64 * 1024 * 1024,
             client: Vec::new(),
         }
     }
@@ -135,18 +163,27 @@ impl KafkaConfig {
     }
 
     /// With snapshots on `snapshots`.
-    pub fn snapshots(mut self, snapshots: SnapshotTopic) -> Self {
+    pub fn snapshots(mut self, snapshots: SideTopic) -> Self {
         self.snapshots = snapshots;
+        self
+    }
+
+    /// With large payloads' chunks on `chunks`, and payloads up to
+    /// `max_payload_bytes`.
+    pub fn chunks(mut self, chunks: SideTopic, max_payload_bytes: usize) -> Self {
+        self.chunks = chunks;
+        self.max_payload_bytes = max_payload_bytes;
         self
     }
 
     /// The snapshot topic's name, unless snapshots are off.
     pub fn snapshot_topic(&self) -> Option<String> {
-        match &self.snapshots {
-            SnapshotTopic::Beside => Some(format!("{}.snapshots", self.topic)),
-            SnapshotTopic::Named(topic) => Some(topic.clone()),
-            SnapshotTopic::Off => None,
-        }
+        self.snapshots.name(&self.topic, "snapshots")
+    }
+
+    /// The chunk topic's name, unless chunks are off.
+    pub fn chunk_topic(&self) -> Option<String> {
+        self.chunks.name(&self.topic, "chunks")
     }
 
     /// With a librdkafka setting for both clients.

@@ -89,15 +89,36 @@
 //! [`MockBroker::config`] (5 ms) a write takes about 6 ms there. A real
 //! broker answers a fetch as soon as records arrive.
 //!
-//! # Limits
+//! # Limits and large payloads
 //!
 //! One record holds a whole write, under the broker's message size
-//! ([`KafkaConfig::max_record_bytes`], default 1 000 000 bytes): a payload
-//! up to half of it (at most 512 KiB; 488 KiB by default), a batch up to
-//! 500 events and two thirds of it. The inbox refuses more with its usual
-//! errors; a record still over the size (long fields) is refused with
-//! `LimitExceeded` and nothing is written. The topic must exist (create it
-//! with as many partitions as you want tenants spread over).
+//! ([`KafkaConfig::max_record_bytes`], default 1 000 000 bytes): up to 500
+//! events. Payloads too large for it go to the chunk topic,
+//! `<topic>.chunks` ([`KafkaConfig::chunks`]), in slices of just under a
+//! record, spread over its partitions and written before the ingest
+//! record that names them (partition, offset, length, SHA-256): the
+//! write is still all-or-nothing, and every instance applying the record
+//! puts the payload back together. A chunk that is gone (retention, a
+//! recreated topic) or does not match gives that event a damaged payload,
+//! [`Error::Decode`](zapinbox_core::Error::Decode) when decoded, the event
+//! still listed and deletable; no other event is touched. With the chunk
+//! topic, payloads and batches go up to
+//! [`KafkaConfig::max_payload_bytes`] (64 MiB by default; raise the
+//! inbox's [`Limits`](zapinbox_core::Limits) too, 512 KiB by default).
+//! Without it, a payload must fit one record (half of it, at most
+//! 512 KiB; 488 KiB by default) and a batch two thirds of it. The inbox
+//! refuses more with its usual errors; a record still over the size (long
+//! fields) is refused with `LimitExceeded` and nothing is written.
+//!
+//! A pending large payload is held in memory by every instance, as all
+//! pending events are; an acked one is read back from its chunks. Reading
+//! chunks holds up the applying of the log (every partition) for as long
+//! as it takes (figures under "Benchmarks" in the README). Orphan chunks
+//! (a write that failed halfway, a duplicate key) stay until the chunk
+//! topic's retention removes them.
+//!
+//! The topics must exist (create the log with as many partitions as you
+//! want tenants spread over).
 //!
 //! Records are JSON (the payloads already are): the log reads with any
 //! Kafka tool.
@@ -108,6 +129,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod chunk;
 mod config;
 mod log;
 mod metadata;
@@ -117,5 +139,5 @@ mod record;
 mod snapshot;
 
 pub use backend::KafkaBackend;
-pub use config::{Compression, KafkaConfig, SnapshotTopic};
+pub use config::{Compression, KafkaConfig, SideTopic};
 pub use mock::MockBroker;

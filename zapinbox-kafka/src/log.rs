@@ -16,6 +16,7 @@ use zapinbox_core::{
     Result, TenantId, Timestamp, Traffic, Way,
 };
 
+use crate::chunk::Chunks;
 use crate::record::{Op, Origin, Record, VERSION};
 
 /// What applying a record answered its writer.
@@ -46,6 +47,8 @@ pub(crate) struct Log {
     rules: QueueConfig,
     /// This instance, as records name their writer.
     instance: u64,
+    /// Where large payloads' chunks are, if there is a chunk topic.
+    pub chunks: Option<Chunks>,
 }
 
 pub(crate) struct Applied {
@@ -69,6 +72,7 @@ impl Log {
         next: Vec<i64>,
         rules: QueueConfig,
         instance: u64,
+        chunks: Option<Chunks>,
     ) -> Self {
         // The log keeps acked events' content; memory keeps what is live.
         for machine in &mut machines {
@@ -85,6 +89,7 @@ impl Log {
             feed: ChangeFeed::new(),
             rules,
             instance,
+            chunks,
         }
     }
 
@@ -170,14 +175,38 @@ impl Log {
         )))
     }
 
+    /// Puts the chunked payloads of an ingest record back together,
+    /// asking the brokers again while they cannot answer (a record is
+    /// applied whole or not yet); false if `stop` was set meanwhile.
+    fn resolve(&self, record: &mut Record, stop: &AtomicBool) -> bool {
+        let Op::Ingest { events } = &mut record.op else {
+            return true;
+        };
+        for event in events {
+            while let Err(e) = event.resolve(self.chunks.as_ref()) {
+                if stop.load(Ordering::Relaxed) {
+                    return false;
+                }
+                tracing::warn!(error = %e, "reading a payload's chunks; trying again");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        true
+    }
+
     /// Applies the record at `offset` of `partition`.
-    fn apply(&self, partition: usize, offset: i64, bytes: &[u8]) {
-        let record = serde_json::from_slice::<Record>(bytes)
+    fn apply(&self, partition: usize, offset: i64, bytes: &[u8], stop: &AtomicBool) {
+        let mut record = serde_json::from_slice::<Record>(bytes)
             .map_err(|e| e.to_string())
             .and_then(|r| match r.v {
                 VERSION => Ok(r),
                 v => Err(format!("record format {v} is not {VERSION}")),
             });
+        if let Ok(record) = &mut record
+            && !self.resolve(record, stop)
+        {
+            return;
+        }
         let mut applied = self.lock();
         let Some(next) = applied.next.get_mut(partition) else {
             return;
@@ -249,7 +278,7 @@ impl Log {
                         any = true;
                         let partition = usize::try_from(message.partition()).unwrap_or(usize::MAX);
                         let bytes = message.payload().unwrap_or_default();
-                        self.apply(partition, message.offset(), bytes);
+                        self.apply(partition, message.offset(), bytes, stop);
                     }
                     Some(Err(e)) if crate::reader::gone(&e) => {
                         tracing::error!(error = %e, "records this instance needs are gone");

@@ -10,6 +10,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use zapinbox_core::{Error, Event, Payload, Result};
 
 use crate::backend::classify;
+use crate::chunk::Chunks;
 use crate::log::POSITION_BITS;
 use crate::record::{Op, Record};
 
@@ -26,27 +27,33 @@ pub(crate) fn gone(e: &rdkafka::error::KafkaError) -> bool {
 /// A consumer that fetches single records on request.
 pub(crate) struct Reader {
     consumer: Mutex<BaseConsumer>,
-    topic: String,
     timeout: Duration,
 }
 
 impl Reader {
-    pub fn new(consumer: BaseConsumer, topic: String, timeout: Duration) -> Self {
+    pub fn new(consumer: BaseConsumer, timeout: Duration) -> Self {
         Reader {
             consumer: Mutex::new(consumer),
-            topic,
             timeout,
         }
     }
 
     /// Fills `event` (acked, its content dropped from memory) with the
-    /// content its ingest record at `position` of `partition` carried; if
-    /// the log no longer holds it, its payload says so.
-    pub fn restore(&self, partition: usize, position: u64, event: &mut Event) -> Result<()> {
+    /// content its ingest record at `position` of `partition` of `topic`
+    /// carried, a large payload from its `chunks`; if the log no longer
+    /// holds it, its payload says so.
+    pub fn restore(
+        &self,
+        topic: &str,
+        partition: usize,
+        position: u64,
+        event: &mut Event,
+        chunks: Option<&Chunks>,
+    ) -> Result<()> {
         let offset = (position >> POSITION_BITS) as i64;
         let index = ((position & ((1 << POSITION_BITS) - 1)) as usize).saturating_sub(1);
-        let found = match self.fetch(partition as i32, offset)? {
-            Some(bytes) => serde_json::from_slice::<Record>(&bytes)
+        let found = match self.fetch(topic, partition as i32, offset)? {
+            Some((_, bytes)) => serde_json::from_slice::<Record>(&bytes)
                 .ok()
                 .and_then(|r| match r.op {
                     Op::Ingest { events } => events.into_iter().nth(index),
@@ -55,7 +62,8 @@ impl Reader {
             None => None,
         };
         match found {
-            Some(record) if record.id == event.id => {
+            Some(mut record) if record.id == event.id => {
+                record.resolve(chunks)?;
                 event.payload = record.payload;
                 event.source = record.source;
                 event.event_type = record.event_type;
@@ -71,20 +79,26 @@ impl Reader {
         Ok(())
     }
 
-    /// The record at `offset` of `partition`, or `None` if the log no
-    /// longer holds it.
-    fn fetch(&self, partition: i32, offset: i64) -> Result<Option<Vec<u8>>> {
+    /// The key and value of the record at `offset` of `partition` of
+    /// `topic`, or `None` if the log no longer holds it.
+    pub fn fetch(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         let consumer = self.consumer.lock().unwrap_or_else(|p| p.into_inner());
         let mut assignment = TopicPartitionList::new();
         assignment
-            .add_partition_offset(&self.topic, partition, Offset::Offset(offset))
+            .add_partition_offset(topic, partition, Offset::Offset(offset))
             .map_err(classify)?;
         consumer.assign(&assignment).map_err(classify)?;
         let deadline = Instant::now() + self.timeout;
         while Instant::now() < deadline {
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(message)) if message.offset() == offset => {
-                    return Ok(Some(message.payload().unwrap_or_default().to_vec()));
+                    let key = message.key().unwrap_or_default().to_vec();
+                    return Ok(Some((key, message.payload().unwrap_or_default().to_vec())));
                 }
                 // Past it: compaction or retention removed it.
                 Some(Ok(message)) if message.offset() > offset => return Ok(None),
@@ -95,8 +109,8 @@ impl Reader {
             }
         }
         Err(Error::transient(format!(
-            "record {offset} of {}/{partition} was not fetched within {:?}",
-            self.topic, self.timeout
+            "record {offset} of {topic}/{partition} was not fetched within {:?}",
+            self.timeout
         )))
     }
 }

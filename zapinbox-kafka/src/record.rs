@@ -7,8 +7,10 @@
 use serde::{Deserialize, Serialize};
 use zapinbox_core::raw::{EventParts, Fingerprint, ValidEvent};
 use zapinbox_core::{
-    ClaimQuery, EventId, LeaseToken, Payload, Redrive, TenantId, Timestamp, UsageRecord,
+    ClaimQuery, EventId, LeaseToken, Payload, Redrive, Result, TenantId, Timestamp, UsageRecord,
 };
+
+use crate::chunk::{Chunked, Chunks};
 
 /// The version of the record format this crate writes and reads.
 pub(crate) const VERSION: u8 = 1;
@@ -114,7 +116,11 @@ pub(crate) struct EventRecord {
     /// The idempotency key and the hex fingerprint of the content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<(String, String)>,
+    /// The payload, or `null` when it is in chunks.
     pub payload: Payload,
+    /// Where the payload's chunks are, when it was too large for a record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<Chunked>,
 }
 
 impl EventRecord {
@@ -129,7 +135,31 @@ impl EventRecord {
             client_id: parts.client_id,
             key: parts.idempotency.map(|(key, f)| (key, hex(&f.0))),
             payload: parts.payload,
+            chunks: None,
         }
+    }
+
+    /// Moves the payload to `chunks` (already written there).
+    pub fn chunked(&mut self, chunks: Chunked) {
+        self.payload = Payload::from_stored("null");
+        self.chunks = Some(chunks);
+    }
+
+    /// Puts a chunked payload back together from `chunks` (damaged if this
+    /// instance has no chunk topic or a chunk is gone). Fails only when the
+    /// brokers could not be asked: the record is unchanged then.
+    pub fn resolve(&mut self, chunks: Option<&Chunks>) -> Result<()> {
+        let Some(chunked) = &self.chunks else {
+            return Ok(());
+        };
+        self.payload = match chunks {
+            Some(chunks) => chunks.assemble(self.id, chunked)?,
+            None => {
+                Payload::damaged("this payload is in chunks, and this instance has no chunk topic")
+            }
+        };
+        self.chunks = None;
+        Ok(())
     }
 
     /// The event's id and fields, or `None` if the fingerprint is not 32
@@ -147,7 +177,7 @@ impl EventRecord {
     }
 }
 
-fn hex(bytes: &[u8; 32]) -> String {
+pub(crate) fn hex(bytes: &[u8; 32]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

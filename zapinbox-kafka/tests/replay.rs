@@ -9,7 +9,7 @@ use zapinbox_core::raw::Metering;
 use zapinbox_core::{
     Action, ClaimQuery, Inbox, NewEvent, QueueConfig, Redrive, RetryPolicy, TenantId, UsageRecord,
 };
-use zapinbox_kafka::{KafkaBackend, MockBroker, SnapshotTopic};
+use zapinbox_kafka::{KafkaBackend, MockBroker, SideTopic};
 
 fn config() -> QueueConfig {
     let retry = RetryPolicy::exponential(Duration::from_millis(1), Duration::from_millis(10))
@@ -127,7 +127,7 @@ async fn replay_from_the_start_and_from_a_snapshot_equals_the_live_state() {
         .await
         .expect("open");
     assert_eq!(from_snapshot.resumed_from(), &last[..]);
-    let from_start = KafkaBackend::open(kafka.snapshots(SnapshotTopic::Off), config())
+    let from_start = KafkaBackend::open(kafka.snapshots(SideTopic::Off), config())
         .await
         .expect("open");
     assert_eq!(from_start.resumed_from(), &[0, 0, 0, 0]);

@@ -55,6 +55,12 @@ fn harness() -> KafkaHarness {
 
 zapinbox_core::conformance_tests!(tansu, harness());
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_and_fifty_megabytes_round_trip_through_every_read() {
+    let kafka = support::fetch_wait(KafkaConfig::new(brokers()), 5);
+    support::large::five_and_fifty_megabytes_round_trip(kafka, &make_topic).await;
+}
+
 /// Two suites at once on one topic of a standalone broker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_suites_at_once_share_one_topic() {

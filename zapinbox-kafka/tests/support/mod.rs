@@ -1,6 +1,7 @@
 //! The conformance harness on a Kafka-protocol broker: a fresh topic per
 //! harness, made by whatever the broker offers (the mock cluster's call,
-//! or the admin API).
+//! or the admin API). Each test binary uses a part of it.
+#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,8 @@ use async_trait::async_trait;
 use zapinbox_core::testkit::Harness;
 use zapinbox_core::{Backend, QueueConfig, Result};
 use zapinbox_kafka::{KafkaBackend, KafkaConfig};
+
+pub mod large;
 
 /// Makes a topic with a number of partitions on the broker under test.
 pub type MakeTopic = fn(&str, i32);
@@ -25,6 +28,7 @@ impl KafkaHarness {
     pub fn new(config: KafkaConfig, make: MakeTopic) -> Self {
         let topic = format!("conformance-{:016x}", rand::random::<u64>());
         make(&topic, 4);
+        make(&format!("{topic}.chunks"), 4);
         KafkaHarness {
             config: config.topic(topic),
         }
@@ -41,7 +45,6 @@ impl Harness for KafkaHarness {
 }
 
 /// Fetches that wait `ms` at the broker.
-#[allow(dead_code)]
 pub fn fetch_wait(config: KafkaConfig, ms: u64) -> KafkaConfig {
     config.fetch_wait(Duration::from_millis(ms))
 }
