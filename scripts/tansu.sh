@@ -1,7 +1,8 @@
 # Sourced by test.sh: starts a tansu broker (a Kafka-compatible server,
 # built once by install-tansu.sh) on 127.0.0.1 in a temporary directory,
 # exports ZAPINBOX_TANSU_BROKERS, and stops it by its PID when the script
-# exits.
+# exits. ZAPINBOX_TANSU_STORAGE picks another storage engine (default
+# memory://tansu/; sqlite://tansu.db keeps it in the temporary directory).
 
 start_tansu() {
   local bin dir port
@@ -15,7 +16,7 @@ start_tansu() {
   (cd "$dir" && exec "$bin" broker --cluster-id zapinbox \
     --listener-url "tcp://127.0.0.1:$port" \
     --advertised-listener-url "tcp://127.0.0.1:$port" \
-    --storage-engine "memory://tansu/") > "$dir/tansu.log" 2>&1 &
+    --storage-engine "${ZAPINBOX_TANSU_STORAGE:-memory://tansu/}") > "$dir/tansu.log" 2>&1 &
   TANSU_PID=$!
   TANSU_DIR="$dir"
   trap stop_tansu EXIT

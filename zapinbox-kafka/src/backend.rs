@@ -5,11 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use std::collections::{BTreeMap, HashMap};
+
 use async_trait::async_trait;
-use rdkafka::ClientConfig;
-use rdkafka::Offset;
-use rdkafka::TopicPartitionList;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use zapinbox_core::raw::{
@@ -23,14 +21,19 @@ use zapinbox_core::{
 };
 
 use crate::chunk::Chunks;
-use crate::config::KafkaConfig;
-use crate::log::{Answer, Log, POSITION_BITS};
-use crate::metadata;
+use crate::config::{KafkaConfig, Layout};
+use crate::log::{Answer, At, Log, POSITION_BITS, Registered};
+use crate::open::{client_config, new_consumer, resume};
 use crate::reader::Reader;
 use crate::record::{EventRecord, Op, Record, VERSION};
 use crate::snapshot;
+use crate::topics::{self, Topics};
 
 const NAME: &str = "kafka";
+
+/// Within how long other instances' records are applied here: declared as
+/// a capability, and how long offboarding waits for them.
+const SHARED_WITHIN: Duration = Duration::from_secs(1);
 
 /// The inbox on a Kafka topic: each tenant's operations are records in
 /// its partition, and every instance applies them in order to the same
@@ -45,22 +48,25 @@ struct Inner {
     kafka: KafkaConfig,
     producer: FutureProducer,
     log: Arc<Log>,
+    /// The shared topic's partition count (0 with a topic per tenant).
     partitions: usize,
+    /// Makes and deletes tenants' topics, with a topic per tenant.
+    topics: Option<Arc<Topics>>,
     /// The snapshot topic's partition count (0: none).
     snapshot_partitions: usize,
-    /// Where opening resumed each partition.
+    /// Where opening resumed each lane, in the lanes' order.
     resumed_from: Vec<i64>,
-    /// Reads acked events' content back from the log.
-    reader: Reader,
+    /// Reads acked events' content back from the log (and chunks).
+    reader: Arc<Reader>,
     instance: u64,
     next_request: AtomicU64,
     /// Stops the consumer thread when the last handle goes.
     stop: Arc<AtomicBool>,
     /// Set by `close`: new calls are refused while what is in flight ends.
     closing: AtomicBool,
-    /// The slot each partition's next snapshot goes to, locked for a
-    /// whole snapshot: two at once would write the same slot.
-    slots: tokio::sync::Mutex<Vec<u8>>,
+    /// The slot each lane's next snapshot goes to, locked for a whole
+    /// snapshot: two at once would write the same slot.
+    slots: tokio::sync::Mutex<HashMap<At, u8>>,
 }
 
 impl Drop for Inner {
@@ -74,7 +80,7 @@ impl std::fmt::Debug for KafkaBackend {
         f.debug_struct("KafkaBackend")
             .field("brokers", &self.inner.kafka.brokers)
             .field("topic", &self.inner.kafka.topic)
-            .field("partitions", &self.inner.partitions)
+            .field("layout", &self.inner.kafka.layout)
             .finish()
     }
 }
@@ -106,40 +112,55 @@ impl KafkaBackend {
         let consumer = new_consumer(&kafka, format!("zapinbox-{instance:016x}"), &reset)?;
         let loader = new_consumer(&kafka, format!("zapinbox-{instance:016x}-snapshots"), &[])?;
         let reader = new_consumer(&kafka, format!("zapinbox-{instance:016x}-reader"), &reset)?;
-        let reader = Reader::new(reader, kafka.apply_timeout);
-        let chunk_reader =
-            new_consumer(&kafka, format!("zapinbox-{instance:016x}-chunks"), &reset)?;
+        let reader = Arc::new(Reader::new(reader, kafka.apply_timeout));
+        let topics = match &kafka.layout {
+            Layout::Shared => None,
+            Layout::TopicPerTenant(settings) => {
+                let topics = Arc::new(Topics::new(&kafka, settings.clone(), producer.clone()));
+                Arc::clone(&topics).create(&topics.registry).await?;
+                Some(topics)
+            }
+        };
+        let registry = topics.as_ref().map(|t| t.registry.clone());
         let settings = kafka.clone();
-        let (consumer, mut start) =
-            tokio::task::spawn_blocking(move || resume(consumer, &loader, &settings))
-                .await
-                .map_err(Error::permanent)??;
+        let following = registry.clone();
+        let (consumer, mut start) = tokio::task::spawn_blocking(move || {
+            resume(&consumer, &loader, &settings, following.as_deref())
+                .map(|start| (consumer, start))
+        })
+        .await
+        .map_err(Error::permanent)??;
         let chunks = match (kafka.chunk_topic(), start.chunk_partitions) {
             (Some(topic), partitions) if partitions > 0 => {
-                let reader = Reader::new(chunk_reader, kafka.apply_timeout);
                 let chunk_bytes = kafka
                     .max_record_bytes
                     .saturating_sub(1024)
                     .clamp(1024, 1 << 20);
-                Some(Chunks::new(topic, partitions, reader, chunk_bytes))
+                Some(Chunks::new(
+                    topic,
+                    partitions,
+                    Arc::clone(&reader),
+                    chunk_bytes,
+                ))
             }
             _ => None,
         };
         let ends = std::mem::take(&mut start.ends);
-        let machines = std::mem::take(&mut start.machines);
-        let next = std::mem::take(&mut start.next);
-        let resumed_from = next.clone();
-        let log = Arc::new(Log::new(machines, next, config.clone(), instance, chunks));
+        let resumed_from = ends.iter().map(|(at, _)| start.lanes[at].next).collect();
+        let lanes = std::mem::take(&mut start.lanes);
+        let log = Log::new(consumer, lanes, config.clone(), instance, chunks, registry);
+        let log = Arc::new(log);
         let stop = Arc::new(AtomicBool::new(false));
         let follower = (Arc::clone(&log), Arc::clone(&stop));
         std::thread::Builder::new()
             .name("zapinbox-kafka-log".into())
-            .spawn(move || follower.0.follow(consumer, follower.1))
+            .spawn(move || follower.0.follow(follower.1))
             .map_err(Error::permanent)?;
         let backend = KafkaBackend {
             inner: Arc::new(Inner {
                 config,
-                partitions: ends.len(),
+                partitions: start.partitions,
+                topics,
                 snapshot_partitions: start.snapshot_partitions,
                 resumed_from,
                 reader,
@@ -161,17 +182,19 @@ impl KafkaBackend {
         Ok(backend)
     }
 
-    /// Writes a snapshot of every partition's applied state to the
-    /// snapshot topic, so that opening later replays only the records
-    /// after it. Returns, per partition, the offset the snapshot resumes
-    /// from. Fails if snapshots are off or their topic does not exist.
+    /// Writes a snapshot of every lane's applied state (each partition
+    /// of the shared topic, or each tenant's topic) to the snapshot topic,
+    /// so that opening later replays only the records after it. Returns,
+    /// per lane in [`applied_state`](Self::applied_state)'s order, the
+    /// offset the snapshot resumes from. Fails if snapshots are off or
+    /// their topic does not exist.
     ///
     /// Let one instance write snapshots: two writing at once may each
     /// overwrite the slot the other is writing, and then neither completes
     /// (opening then resumes from an older snapshot, or the log's start).
-    /// Each partition's state is serialized under the applier's lock,
-    /// which holds up that instance's writes meanwhile (see the crate docs
-    /// for figures).
+    /// Each lane's state is serialized under the applier's lock, which
+    /// holds up that instance's writes meanwhile (see the crate docs for
+    /// figures).
     pub async fn snapshot(&self) -> Result<Vec<i64>> {
         self.ensure_open()?;
         let inner = &self.inner;
@@ -185,19 +208,22 @@ impl KafkaBackend {
                 "the snapshot topic {topic} did not exist when this instance opened"
             )));
         }
-        let mut offsets = Vec::with_capacity(inner.partitions);
-        for partition in 0..inner.partitions {
+        let lanes = self.lanes();
+        let mut offsets = Vec::with_capacity(lanes.len());
+        for (n, at) in lanes.iter().enumerate() {
             let (state, next) = {
                 let applied = inner.log.lock();
-                let state = serde_json::to_vec(&applied.machines[partition]);
-                (state.map_err(Error::permanent)?, applied.next[partition])
+                let Some(lane) = applied.lanes.get(at) else {
+                    continue; // left meanwhile
+                };
+                let state = serde_json::to_vec(&lane.machine);
+                (state.map_err(Error::permanent)?, lane.next)
             };
-            let slot = slots[partition];
+            let slot = slots.get(at).copied().unwrap_or(0);
             let max = inner.kafka.max_record_bytes;
-            let records = snapshot::chunks(partition, next, slot, &state, max);
+            let records = snapshot::chunks(at, next, slot, &state, max);
             // Chunks spread over the snapshot topic's partitions.
-            let spread =
-                |index: usize| (partition + index * inner.partitions) % inner.snapshot_partitions;
+            let spread = |index: usize| (n + index * lanes.len()) % inner.snapshot_partitions;
             let sends = records.iter().enumerate().map(|(index, (key, value))| {
                 let record = FutureRecord::to(&topic)
                     .key(key)
@@ -209,15 +235,44 @@ impl KafkaBackend {
                 sent.map_err(|(e, _)| classify(e))?;
             }
             // The other slot next time, now that this one is complete.
-            slots[partition] = 1 - slot;
+            slots.insert(at.clone(), 1 - slot);
             offsets.push(next);
         }
         Ok(offsets)
     }
 
-    /// The partition of the topic that holds `tenant`'s log.
+    /// Deletes `tenant`'s topic and with it every record of its log
+    /// (offboarding): every instance forgets its state (told through the
+    /// registry), and a second later the topic is deleted. Its large
+    /// payloads' chunks stay until the chunk topic's retention removes
+    /// them. Only with a topic per tenant: `Unsupported` otherwise. Let
+    /// writes for the tenant stop first: one racing the deletion makes
+    /// the topic again. librdkafka's mock cluster cannot delete topics.
+    pub async fn delete_tenant(&self, tenant: &TenantId) -> Result<()> {
+        self.ensure_open()?;
+        let Some(topics) = &self.inner.topics else {
+            return Err(Error::Unsupported {
+                operation: "delete_tenant (with the shared topic)",
+                backend: NAME,
+            });
+        };
+        let at = self.at(tenant)?;
+        // Every instance stops following the topic before it goes: a
+        // consumer still fetching a deleted topic asks the brokers for its
+        // metadata, and librdkafka 2.12 can crash on what tansu answers.
+        self.inner.log.leave(&at)?;
+        topics.announce(&Registered::Left(at.topic.clone())).await?;
+        tokio::time::sleep(SHARED_WITHIN).await;
+        topics.delete(&at.topic).await
+    }
+
+    /// The partition of the topic that holds `tenant`'s log: with a topic
+    /// per tenant, 0 of its own topic.
     pub fn partition(&self, tenant: &TenantId) -> i32 {
-        self.partition_of(tenant) as i32
+        match self.inner.kafka.layout {
+            Layout::Shared => self.partition_of(tenant) as i32,
+            Layout::TopicPerTenant(_) => 0,
+        }
     }
 
     /// A cursor from which pulling or subscribing yields `tenant`'s events
@@ -232,29 +287,68 @@ impl KafkaBackend {
         Cursor::encode(tenant, NAME, Order::Asc, &Position::sequence(start))
     }
 
-    /// Where opening resumed each partition: the offset after its newest
-    /// snapshot, or 0 (the log replayed from its start).
+    /// Where opening resumed each lane, in
+    /// [`applied_state`](Self::applied_state)'s order: the offset after its
+    /// newest snapshot, or 0 (the log replayed from its start).
     pub fn resumed_from(&self) -> &[i64] {
         &self.inner.resumed_from
     }
 
-    /// The state of every partition as this instance has applied it, as
+    /// The state of every lane (each partition of the shared topic, or
+    /// each tenant's topic, by name) as this instance has applied it, as
     /// JSON, with the offset of the next record to apply: two instances at
     /// the same offsets have equal states. For checks and debugging; it
     /// copies everything.
     pub fn applied_state(&self) -> Result<Vec<(i64, serde_json::Value)>> {
         let applied = self.inner.log.lock();
-        let states = applied.machines.iter().map(serde_json::to_value);
-        let states = states.collect::<serde_json::Result<Vec<_>>>();
-        Ok(applied
-            .next
-            .iter()
-            .copied()
-            .zip(states.map_err(Error::permanent)?)
-            .collect())
+        let mut lanes: Vec<_> = applied.lanes.iter().collect();
+        lanes.sort_by(|a, b| a.0.cmp(b.0));
+        lanes
+            .into_iter()
+            .map(|(_, lane)| Ok((lane.next, serde_json::to_value(&lane.machine)?)))
+            .collect::<serde_json::Result<_>>()
+            .map_err(Error::permanent)
     }
 
-    /// The partition holding `tenant`'s log.
+    /// The lanes this instance follows, in order.
+    fn lanes(&self) -> Vec<At> {
+        let mut lanes: Vec<At> = self.inner.log.lock().lanes.keys().cloned().collect();
+        lanes.sort();
+        lanes
+    }
+
+    /// Where `tenant`'s log is.
+    fn at(&self, tenant: &TenantId) -> Result<At> {
+        let kafka = &self.inner.kafka;
+        Ok(match kafka.layout {
+            Layout::Shared => At {
+                topic: kafka.topic.clone(),
+                partition: self.partition_of(tenant) as i32,
+            },
+            Layout::TopicPerTenant(_) => At {
+                topic: topics::tenant_topic(&kafka.topic, tenant)?,
+                partition: 0,
+            },
+        })
+    }
+
+    /// Follows lane `at`, making its topic first if need be (with a topic
+    /// per tenant; every shared partition is followed from the start).
+    async fn ensure_lane(&self, at: &At) -> Result<()> {
+        let Some(topics) = &self.inner.topics else {
+            return Ok(());
+        };
+        if self.inner.log.lock().lanes.contains_key(at) {
+            return Ok(());
+        }
+        Arc::clone(topics).create(&at.topic).await?;
+        topics
+            .announce(&Registered::Joined(at.topic.clone()))
+            .await?;
+        self.inner.log.join(at, 0)
+    }
+
+    /// The partition of the shared topic holding `tenant`'s log.
     fn partition_of(&self, tenant: &TenantId) -> usize {
         // FNV-1a: stable across builds and platforms, unlike std's hasher.
         let hash = tenant
@@ -263,7 +357,7 @@ impl KafkaBackend {
             .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
                 (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
             });
-        (hash % self.inner.partitions as u64) as usize
+        (hash % self.inner.partitions.max(1) as u64) as usize
     }
 
     /// The largest payload one record holds beside its event's fields.
@@ -317,28 +411,32 @@ impl KafkaBackend {
         }
     }
 
-    /// Reads `tenant`'s applied state now.
+    /// Reads `tenant`'s applied state now (empty for a tenant whose topic
+    /// this instance has not seen).
     fn read<T>(&self, tenant: &TenantId, f: impl FnOnce(&Machine, Context<'_>) -> T) -> Result<T> {
         self.ensure_open()?;
+        let at = self.at(tenant)?;
         let config = &self.inner.config;
         let cx = Context::new(config.clock.now(), config);
         let applied = self.inner.log.lock();
-        Ok(f(&applied.machines[self.partition_of(tenant)], cx))
+        Ok(match applied.lanes.get(&at) {
+            Some(lane) => f(&lane.machine, cx),
+            None => f(&Machine::new(), cx),
+        })
     }
 
     /// Writes `op` for `tenant` and waits until this instance has applied
     /// it: its outcome.
     async fn submit(&self, tenant: &TenantId, op: Op) -> Result<Answer> {
-        let partition = self.partition_of(tenant);
-        self.submit_to(partition, Some(tenant.clone()), op).await
+        let at = self.at(tenant)?;
+        self.submit_to(&at, Some(tenant.clone()), op).await
     }
 
-    async fn submit_to(
-        &self,
-        partition: usize,
-        tenant: Option<TenantId>,
-        op: Op,
-    ) -> Result<Answer> {
+    /// Writes `op` to lane `at` (following it first if need be) and waits
+    /// until this instance has applied it.
+    async fn submit_to(&self, lane: &At, tenant: Option<TenantId>, op: Op) -> Result<Answer> {
+        self.ensure_open()?;
+        self.ensure_lane(lane).await?;
         self.ensure_open()?;
         let inner = &self.inner;
         let at = inner.config.clock.now();
@@ -366,8 +464,8 @@ impl KafkaBackend {
         }
         let answer = inner.log.expect(req)?;
         let forget = Forget(&inner.log, req);
-        let sent = FutureRecord::to(&inner.kafka.topic)
-            .partition(partition as i32)
+        let sent = FutureRecord::to(&lane.topic)
+            .partition(lane.partition)
             .key(&key)
             .payload(&bytes)
             .timestamp(at.as_millis() as i64);
@@ -402,120 +500,6 @@ impl Drop for Forget<'_> {
     fn drop(&mut self) {
         self.0.forget(self.1);
     }
-}
-
-/// A consumer in group `group` that is assigned partitions and commits
-/// nothing, with `extra` settings.
-pub(crate) fn new_consumer(
-    kafka: &KafkaConfig,
-    group: String,
-    extra: &[(&str, &str)],
-) -> Result<BaseConsumer> {
-    let mut settings = vec![
-        ("group.id", group),
-        ("enable.auto.commit", "false".into()),
-        ("enable.auto.offset.store", "false".into()),
-        (
-            "fetch.wait.max.ms",
-            kafka.fetch_wait.as_millis().to_string(),
-        ),
-        (
-            "fetch.message.max.bytes",
-            kafka.max_record_bytes.to_string(),
-        ),
-    ];
-    settings.extend(extra.iter().map(|(key, value)| (*key, (*value).to_owned())));
-    client_config(kafka, &settings).create().map_err(classify)
-}
-
-/// A client's settings: the brokers, `settings`, then the user's own
-/// (which win).
-fn client_config(kafka: &KafkaConfig, settings: &[(&str, String)]) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &kafka.brokers);
-    for (key, value) in settings {
-        config.set(*key, value);
-    }
-    for (key, value) in &kafka.client {
-        config.set(key, value);
-    }
-    config
-}
-
-/// Where opening starts: each partition's state and next offset (from its
-/// newest snapshot, or empty at the log's start), and where the log ends
-/// now, which opening replays up to.
-struct Start {
-    machines: Vec<Machine>,
-    next: Vec<i64>,
-    ends: Vec<i64>,
-    /// The snapshot topic's partition count (0: no snapshot topic).
-    snapshot_partitions: usize,
-    /// The chunk topic's partition count (0: no chunk topic).
-    chunk_partitions: usize,
-    /// The slot each partition's next snapshot goes to.
-    slots: Vec<u8>,
-}
-
-/// Loads the snapshots and assigns every partition of the log from where
-/// they end (or from its start).
-fn resume(
-    consumer: BaseConsumer,
-    loader: &BaseConsumer,
-    kafka: &KafkaConfig,
-) -> Result<(BaseConsumer, Start)> {
-    let topic = &kafka.topic;
-    let partitions = metadata::partition_count(&consumer, topic)?.ok_or_else(|| {
-        Error::permanent(format!("topic {topic} does not exist: create it first"))
-    })?;
-    let loaded = match kafka.snapshot_topic() {
-        Some(snapshots) => snapshot::load(loader, &snapshots, partitions, kafka.replay_timeout)?,
-        None => None,
-    };
-    let (snapshot_partitions, snapshots) = match loaded {
-        Some(loaded) => (loaded.partitions, loaded.snapshots),
-        None => (0, (0..partitions).map(|_| None).collect()),
-    };
-    let chunk_partitions = match kafka.chunk_topic() {
-        Some(chunks) => metadata::partition_count(&consumer, &chunks)?.unwrap_or(0),
-        None => 0,
-    };
-    let mut assignment = TopicPartitionList::new();
-    let mut start = Start {
-        machines: Vec::with_capacity(partitions),
-        next: Vec::with_capacity(partitions),
-        ends: Vec::with_capacity(partitions),
-        snapshot_partitions,
-        chunk_partitions,
-        slots: Vec::with_capacity(partitions),
-    };
-    let marks = metadata::watermarks(&consumer, topic, partitions)?;
-    for ((partition, snapshot), (low, high)) in (0..partitions as i32).zip(snapshots).zip(marks) {
-        let (machine, next, slot) = match snapshot {
-            Some(s) => (s.machine, s.next, 1 - s.slot.min(1)),
-            None => (Machine::new(), 0, 0),
-        };
-        if next < low {
-            return Err(Error::permanent(format!(
-                "records {next} to {low} of {topic}/{partition} are gone and no snapshot covers them"
-            )));
-        }
-        if next > high {
-            return Err(Error::permanent(format!(
-                "the snapshot of {topic}/{partition} resumes at {next}, past the log's end {high}: \
-                 was the topic recreated? Delete its snapshots"
-            )));
-        }
-        assignment
-            .add_partition_offset(topic, partition, Offset::Offset(next))
-            .map_err(classify)?;
-        start.slots.push(slot);
-        start.machines.push(machine);
-        start.next.push(next);
-        start.ends.push(high);
-    }
-    consumer.assign(&assignment).map_err(classify)?;
-    Ok((consumer, start))
 }
 
 /// Retryable unless the request itself is wrong.
@@ -606,12 +590,11 @@ impl InboxPull for KafkaBackend {
             (event, _) => return Ok(event),
         };
         let backend = self.clone();
-        let partition = self.partition_of(tenant);
+        let at = self.at(tenant)?;
         tokio::task::spawn_blocking(move || {
             let inner = &backend.inner;
             let chunks = inner.log.chunks.as_ref();
-            let topic = &inner.kafka.topic;
-            (inner.reader).restore(topic, partition, position, &mut event, chunks)?;
+            (inner.reader).restore(&at, position, &mut event, chunks)?;
             Ok(Some(event))
         })
         .await
@@ -706,19 +689,19 @@ impl Leases for KafkaBackend {
 
 #[async_trait]
 impl Retention for KafkaBackend {
-    /// Partition by partition, each purging in its own log order, until
-    /// `limit` is used up.
+    /// Lane by lane, each purging in its own log order, until `limit` is
+    /// used up.
     async fn purge_expired(&self, limit: usize) -> Result<Purged> {
         let limit = limit.max(1);
         let (mut events, mut keys, mut more) = (0u64, 0u64, false);
-        for partition in 0..self.inner.partitions {
+        for at in self.lanes() {
             let left = limit.saturating_sub(events.max(keys) as usize);
             if left == 0 {
                 more = true;
                 break;
             }
             let op = Op::PurgeExpired { limit: left };
-            match self.submit_to(partition, None, op).await? {
+            match self.submit_to(&at, None, op).await? {
                 Answer::Purged(purged) => {
                     events += purged.events;
                     keys += purged.keys;
@@ -747,20 +730,24 @@ impl Stats for KafkaBackend {
 
 #[async_trait]
 impl Metering for KafkaBackend {
-    /// Each tenant's records go to its partition.
+    /// Each tenant's records go to its log. With a topic per tenant,
+    /// records of a tenant that has no topic here (never written to, or
+    /// deleted) are dropped: its reads found nothing, and recording them
+    /// would make the topic again.
     async fn add_usage(&self, records: Vec<UsageRecord>) -> Result<()> {
-        let mut by_partition: Vec<Vec<UsageRecord>> = vec![Vec::new(); self.inner.partitions];
+        let mut by_lane: BTreeMap<At, Vec<UsageRecord>> = BTreeMap::new();
+        let followed = |at: &At| match self.inner.topics {
+            Some(_) => self.inner.log.lock().lanes.contains_key(at),
+            None => true,
+        };
         for record in records {
-            by_partition[self.partition_of(&record.key.tenant)].push(record);
-        }
-        for (partition, records) in by_partition.into_iter().enumerate() {
-            if records.is_empty() {
-                continue;
+            let at = self.at(&record.key.tenant)?;
+            if followed(&at) {
+                by_lane.entry(at).or_default().push(record);
             }
-            match self
-                .submit_to(partition, None, Op::Usage { records })
-                .await?
-            {
+        }
+        for (at, records) in by_lane {
+            match self.submit_to(&at, None, Op::Usage { records }).await? {
                 Answer::Done(done) => done?,
                 other => return Err(unexpected(other)),
             }
@@ -802,7 +789,7 @@ impl Backend for KafkaBackend {
         Capabilities::unlimited()
             .with_max_payload_bytes(payload)
             .with_max_batch(500, batch)
-            .with_shared_writes(SharedWrites::Within(Duration::from_secs(1)))
+            .with_shared_writes(SharedWrites::Within(SHARED_WITHIN))
     }
 
     fn retention(&self) -> Option<&dyn Retention> {

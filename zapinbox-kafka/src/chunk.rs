@@ -8,6 +8,7 @@
 //! gone, replaced or damaged yields a damaged payload (a typed error when
 //! decoded, the event still listable and deletable), never a wrong one.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -35,7 +36,7 @@ pub(crate) struct Chunked {
 pub(crate) struct Chunks {
     topic: String,
     partitions: usize,
-    reader: Reader,
+    reader: Arc<Reader>,
     /// Most bytes of text in one chunk.
     chunk_bytes: usize,
 }
@@ -43,7 +44,7 @@ pub(crate) struct Chunks {
 impl Chunks {
     /// Chunks on `topic` of `partitions` partitions, each at most
     /// `chunk_bytes` of text, read back with `reader`.
-    pub fn new(topic: String, partitions: usize, reader: Reader, chunk_bytes: usize) -> Self {
+    pub fn new(topic: String, partitions: usize, reader: Arc<Reader>, chunk_bytes: usize) -> Self {
         Chunks {
             topic,
             partitions: partitions.max(1),
@@ -136,7 +137,7 @@ fn key(id: EventId, index: usize) -> String {
 mod tests {
     use super::*;
     use crate::MockBroker;
-    use crate::backend::new_consumer;
+    use crate::open::new_consumer;
     use zapinbox_core::Timestamp;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,7 +148,8 @@ mod tests {
         let reset = [("auto.offset.reset", "error")];
         let consumer = new_consumer(&kafka, "chunk-test".into(), &reset).expect("consumer");
         let timeout = Duration::from_secs(10);
-        let chunks = Chunks::new("c".into(), 3, Reader::new(consumer, timeout), 10);
+        let reader = Arc::new(Reader::new(consumer, timeout));
+        let chunks = Chunks::new("c".into(), 3, reader, 10);
         let producer = rdkafka::ClientConfig::new()
             .set("bootstrap.servers", broker.brokers())
             .create()

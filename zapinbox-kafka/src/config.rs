@@ -9,8 +9,11 @@ pub struct KafkaConfig {
     /// `host:port` of one or more brokers, comma-separated.
     pub brokers: String,
     /// The topic holding every tenant's log (one partition per tenant;
-    /// several tenants share a partition). Default `zapinbox`.
+    /// several tenants share a partition), or with a topic per tenant the
+    /// prefix of their names. Default `zapinbox`.
     pub topic: String,
+    /// One topic for every tenant (default), or a topic per tenant.
+    pub layout: Layout,
     /// How long the producer may wait to batch records (`linger.ms`).
     /// Default 1 ms: every write waits for its own record, so latency
     /// counts; see [`KafkaConfig::batched`] for throughput first.
@@ -49,6 +52,95 @@ pub struct KafkaConfig {
     /// Extra librdkafka settings for both clients (`security.protocol`,
     /// `sasl.*`, …), applied last.
     pub client: Vec<(String, String)>,
+}
+
+/// Where tenants' logs are.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Layout {
+    /// Every tenant's log in a partition of [`KafkaConfig::topic`], chosen
+    /// by FNV-1a of the tenant id; tenants share partitions. Snapshots and
+    /// chunks go to `<topic>.snapshots` and `<topic>.chunks`.
+    #[default]
+    Shared,
+    /// Each tenant's log in a topic of its own, `<topic>.<tenant>` (`:`
+    /// and `@`, which topic names cannot hold, written `_3a` and `_40`),
+    /// made on the tenant's first write and deleted with
+    /// [`KafkaBackend::delete_tenant`](crate::KafkaBackend::delete_tenant).
+    /// Instances hear of tenants' topics made and deleted on the registry
+    /// topic `<topic>._tenants` (made at open if missing, one partition).
+    /// Snapshots and chunks go to `<topic>._snapshots` and
+    /// `<topic>._chunks`: no tenant's topic can have these names.
+    TopicPerTenant(TenantTopics),
+}
+
+/// How each tenant's topic is made, with [`Layout::TopicPerTenant`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantTopics {
+    /// Partitions of each topic. Default 1: the inbox writes a tenant's
+    /// records to partition 0, its one order; more partitions serve other
+    /// producers and consumers of the topic.
+    pub partitions: i32,
+    /// Replicas of each partition. Default 1; 3 on a production cluster.
+    pub replication: i32,
+    /// The topics' `retention.ms`; `None` (default) keeps the broker's
+    /// default. An instance replays a tenant's log from its start or from
+    /// a snapshot: keep it longer than the inbox's retention, and write
+    /// snapshots.
+    pub retention: Option<Duration>,
+    /// Who makes a tenant's topic: this instance through the admin API
+    /// (default), or the broker itself on first use
+    /// (`auto.create.topics.enable`, as librdkafka's mock cluster does,
+    /// with its own partitions and settings).
+    pub creation: TopicCreation,
+}
+
+/// Who makes a tenant's topic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TopicCreation {
+    /// The instance that first writes for the tenant, with the admin API.
+    #[default]
+    AdminApi,
+    /// The broker, when a client first asks for the topic's metadata.
+    Broker,
+}
+
+impl Default for TenantTopics {
+    fn default() -> Self {
+        TenantTopics {
+            partitions: 1,
+            replication: 1,
+            retention: None,
+            creation: TopicCreation::AdminApi,
+        }
+    }
+}
+
+impl TenantTopics {
+    /// With `partitions` partitions a topic.
+    pub fn partitions(mut self, partitions: i32) -> Self {
+        self.partitions = partitions.max(1);
+        self
+    }
+
+    /// With `replication` replicas a partition.
+    pub fn replication(mut self, replication: i32) -> Self {
+        self.replication = replication.max(1);
+        self
+    }
+
+    /// With records kept for `retention`.
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = Some(retention);
+        self
+    }
+
+    /// With topics made by the broker on first use.
+    pub fn created_by_broker(mut self) -> Self {
+        self.creation = TopicCreation::Broker;
+        self
+    }
 }
 
 /// A compression codec for the producer's batches (`compression.type`);
@@ -93,7 +185,8 @@ impl Compression {
 /// not exist, payloads must fit one record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SideTopic {
-    /// `<topic>.snapshots`, or `<topic>.chunks`.
+    /// `<topic>.snapshots`, or `<topic>.chunks` (with a topic per
+    /// tenant, `<topic>._snapshots` and `<topic>._chunks`).
     Beside,
     /// This topic.
     Named(String),
@@ -104,7 +197,7 @@ pub enum SideTopic {
 
 impl SideTopic {
     /// Its name beside `topic`, where `Beside` adds `.<suffix>`.
-    fn name(&self, topic: &str, suffix: &str) -> Option<String> {
+    fn name(&self, topic: &str, suffix: String) -> Option<String> {
         match self {
             SideTopic::Beside => Some(format!("{topic}.{suffix}")),
             SideTopic::Named(topic) => Some(topic.clone()),
@@ -119,6 +212,7 @@ impl KafkaConfig {
         KafkaConfig {
             brokers: brokers.into(),
             topic: "zapinbox".into(),
+            layout: Layout::Shared,
             linger: Duration::from_millis(1),
             batch_records: 10_000,
             compression: Compression::None,
@@ -136,6 +230,12 @@ impl KafkaConfig {
     /// With the log on `topic`.
     pub fn topic(mut self, topic: impl Into<String>) -> Self {
         self.topic = topic.into();
+        self
+    }
+
+    /// With a topic per tenant, made as `topics` says.
+    pub fn topic_per_tenant(mut self, topics: TenantTopics) -> Self {
+        self.layout = Layout::TopicPerTenant(topics);
         self
     }
 
@@ -178,12 +278,22 @@ impl KafkaConfig {
 
     /// The snapshot topic's name, unless snapshots are off.
     pub fn snapshot_topic(&self) -> Option<String> {
-        self.snapshots.name(&self.topic, "snapshots")
+        self.snapshots
+            .name(&self.topic, self.side_suffix("snapshots"))
     }
 
     /// The chunk topic's name, unless chunks are off.
     pub fn chunk_topic(&self) -> Option<String> {
-        self.chunks.name(&self.topic, "chunks")
+        self.chunks.name(&self.topic, self.side_suffix("chunks"))
+    }
+
+    /// What a side topic adds to the topic's name: with a topic per
+    /// tenant, a name no tenant's topic can have.
+    fn side_suffix(&self, name: &'static str) -> String {
+        match self.layout {
+            Layout::Shared => name.to_owned(),
+            Layout::TopicPerTenant(_) => format!("_{name}"),
+        }
     }
 
     /// With a librdkafka setting for both clients.

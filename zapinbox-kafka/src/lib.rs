@@ -2,8 +2,9 @@
 //!
 //! Every operation on a tenant (ingest, ack, delete, claim, extend,
 //! release, dead-letter, redrive, purge, quota and usage counts) is a
-//! record in that tenant's partition of one topic. Every instance consumes
-//! every partition and applies the records in log order to the same
+//! record in that tenant's log: its partition of one shared topic, or a
+//! topic of its own (see [Layouts](#layouts)). Every instance consumes
+//! every tenant's log and applies the records in log order to the same
 //! deterministic state machine ([`zapinbox_core::raw::Machine`]), so every
 //! instance reaches the same state: conflicts (two ingests with one key,
 //! two claims of one event, an ack racing a lease expiry) are decided by
@@ -38,8 +39,9 @@
 //!   write returns after its delivery report and after this instance
 //!   applied it.
 //! - **One order per tenant.** A tenant's records go to one partition
-//!   (FNV-1a of the tenant id, modulo the partition count: do not change
-//!   the partition count of a topic in use). Every instance decides the
+//!   (with the shared topic, FNV-1a of the tenant id modulo the partition
+//!   count: do not change the partition count of a topic in use; with a
+//!   topic per tenant, partition 0 of its topic). Every instance decides the
 //!   same way: two instances racing one idempotency key store one event,
 //!   and two claims never lease one event twice. Each record carries its
 //!   writer's time, the ids it chose, and a seed for lease nonces and
@@ -50,14 +52,35 @@
 //! - **Cursors** carry the position of the event's ingest record: its
 //!   offset in the high bits, its place in a batch in the low 16.
 //!
+//! # Layouts
+//!
+//! [`Layout::Shared`] (the default) keeps every tenant in one topic made
+//! beforehand: a fixed number of partitions, each holding the logs of the
+//! tenants hashed to it, and one fetch per partition however many tenants
+//! there are. [`Layout::TopicPerTenant`] (as the source systems
+//! "Ephemeral" and "Event Hub" did) gives each tenant `<topic>.<tenant>`,
+//! made on its first write with the admin API and the partitions,
+//! replication and retention of [`TenantTopics`]; an instance hears of
+//! topics made and deleted through the registry topic `<topic>._tenants`
+//! and follows every one of them. [`KafkaBackend::delete_tenant`] deletes
+//! a tenant with its data (offboarding).
+//!
+//! Choose the shared topic for many small tenants (thousands of topics
+//! cost every broker and every instance a fetch each), and a topic per
+//! tenant for fewer, larger tenants that need their own retention, ACLs,
+//! quotas at the broker, or deletion with their data; a big tenant in
+//! the shared layout also slows the replay of the tenants that share its
+//! partition. Either way a tenant's records have one order, so one
+//! tenant's writes are bounded by one partition's throughput.
+//!
 //! # Rules every instance shares
 //!
 //! The records say what happened; the rules (`QueueConfig`: retry policy,
 //! idempotency window, retention, quotas) decide what it does, and they
-//! are this instance's. Open every instance on one topic with the same
-//! rules. Daily quotas for all tenants together (`Quotas::total`) are
-//! counted per partition: a partition's log is the only order its records
-//! have.
+//! are this instance's. Open every instance on one topic (or prefix) with
+//! the same rules and layout. Daily quotas for all tenants together
+//! (`Quotas::total`) are counted per partition: a partition's log is the
+//! only order its records have.
 //!
 //! # Bounded replay and memory
 //!
@@ -123,9 +146,16 @@
 //! Records are JSON (the payloads already are): the log reads with any
 //! Kafka tool.
 //!
-//! The conformance suite passes on librdkafka's mock cluster and on tansu
-//! 0.6.0, a standalone Kafka-compatible broker (the workspace's test
-//! script runs both).
+//! The conformance suite passes in both layouts on librdkafka's mock
+//! cluster and on tansu 0.6.0, a standalone Kafka-compatible broker (the
+//! workspace's test script runs both). With a topic per tenant, the mock
+//! cluster makes topics when asked for them
+//! ([`TenantTopics::created_by_broker`]) and cannot delete them. On tansu,
+//! an instance that followed a deleted tenant's topic must not write for
+//! that tenant again: librdkafka 2.12 remembers the old topic's id, and
+//! tansu answers a fetch by an unknown id with a leader hint and no topic
+//! id, on which librdkafka crashes. Restart instances after offboarding
+//! before a tenant comes back (a real Kafka broker answers with the id).
 #![warn(missing_docs)]
 
 mod backend;
@@ -134,10 +164,12 @@ mod config;
 mod log;
 mod metadata;
 mod mock;
+mod open;
 mod reader;
 mod record;
 mod snapshot;
+mod topics;
 
 pub use backend::KafkaBackend;
-pub use config::{Compression, KafkaConfig, SideTopic};
+pub use config::{Compression, KafkaConfig, Layout, SideTopic, TenantTopics, TopicCreation};
 pub use mock::MockBroker;

@@ -1,14 +1,16 @@
-//! The applied log: one [`Machine`] per partition, fed in offset order by
-//! a consumer thread, and the callers of this instance waiting for their
-//! own records' outcomes.
+//! The applied log: one [`Machine`] per partition holding tenants' logs
+//! (a lane), fed in offset order by a consumer thread, and the callers of
+//! this instance waiting for their own records' outcomes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rdkafka::consumer::BaseConsumer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, oneshot};
 use zapinbox_core::raw::{ChangeFeed, Context, Entropy, Machine};
 use zapinbox_core::{
@@ -16,6 +18,7 @@ use zapinbox_core::{
     Result, TenantId, Timestamp, Traffic, Way,
 };
 
+use crate::backend::classify;
 use crate::chunk::Chunks;
 use crate::record::{Op, Origin, Record, VERSION};
 
@@ -36,9 +39,44 @@ pub(crate) enum Answer {
     Unreadable(String),
 }
 
+/// Where a log is: a partition of a topic.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct At {
+    pub topic: String,
+    pub partition: i32,
+}
+
+/// One partition's applied state.
+pub(crate) struct Lane {
+    pub machine: Machine,
+    /// The next offset to apply.
+    pub next: i64,
+}
+
+impl Lane {
+    /// A lane whose records before `next` are applied into `machine`.
+    pub fn new(mut machine: Machine, next: i64) -> Self {
+        // The log keeps acked events' content; memory keeps what is live.
+        machine.drop_acked_content(true);
+        Lane { machine, next }
+    }
+}
+
+/// A record of the tenant registry, `<prefix>._tenants`: a tenant's
+/// topic was made, or deleted. Every instance follows the registry to
+/// follow every tenant's topic.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Registered {
+    Joined(String),
+    Left(String),
+}
+
 /// The state every instance rebuilds from the log.
 pub(crate) struct Log {
     state: Mutex<Applied>,
+    /// Reads every lane; lanes join and leave while it runs.
+    consumer: BaseConsumer,
     /// Woken after every batch of applied records.
     progress: Notify,
     /// Wakes subscriptions when a tenant's events arrive.
@@ -49,12 +87,12 @@ pub(crate) struct Log {
     instance: u64,
     /// Where large payloads' chunks are, if there is a chunk topic.
     pub chunks: Option<Chunks>,
+    /// The tenant registry, with a topic per tenant.
+    registry: Option<String>,
 }
 
 pub(crate) struct Applied {
-    pub machines: Vec<Machine>,
-    /// The next offset to apply, per partition.
-    pub next: Vec<i64>,
+    pub lanes: HashMap<At, Lane>,
     waiting: HashMap<u64, oneshot::Sender<Answer>>,
     /// Why this instance stopped following the log, once it has.
     stopped: Option<String>,
@@ -65,31 +103,29 @@ pub(crate) struct Applied {
 pub(crate) const POSITION_BITS: u32 = 16;
 
 impl Log {
-    /// A log whose partitions are applied up to `next` (exclusive) into
-    /// `machines`.
+    /// A log of `lanes`, which `consumer` is assigned from where each is
+    /// applied up to.
     pub fn new(
-        mut machines: Vec<Machine>,
-        next: Vec<i64>,
+        consumer: BaseConsumer,
+        lanes: HashMap<At, Lane>,
         rules: QueueConfig,
         instance: u64,
         chunks: Option<Chunks>,
+        registry: Option<String>,
     ) -> Self {
-        // The log keeps acked events' content; memory keeps what is live.
-        for machine in &mut machines {
-            machine.drop_acked_content(true);
-        }
         Log {
             state: Mutex::new(Applied {
-                machines,
-                next,
+                lanes,
                 waiting: HashMap::new(),
                 stopped: None,
             }),
+            consumer,
             progress: Notify::new(),
             feed: ChangeFeed::new(),
             rules,
             instance,
             chunks,
+            registry,
         }
     }
 
@@ -157,15 +193,71 @@ impl Log {
         self.lock().waiting.remove(&req);
     }
 
-    /// Waits until every partition is applied up to `ends` (exclusive), or
-    /// `within` passes.
-    pub async fn caught_up(&self, ends: &[i64], within: Duration) -> Result<()> {
+    /// Follows lane `at` from offset `next` on, unless it already does.
+    pub fn join(&self, at: &At, next: i64) -> Result<()> {
+        let mut applied = self.lock();
+        if applied.lanes.contains_key(at) {
+            return Ok(());
+        }
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(&at.topic, at.partition, Offset::Offset(next))
+            .map_err(classify)?;
+        self.consumer
+            .incremental_assign(&assignment)
+            .map_err(classify)?;
+        applied
+            .lanes
+            .insert(at.clone(), Lane::new(Machine::new(), next));
+        Ok(())
+    }
+
+    /// Stops following lane `at` and forgets its state.
+    pub fn leave(&self, at: &At) -> Result<()> {
+        let mut applied = self.lock();
+        if applied.lanes.remove(at).is_none() {
+            return Ok(());
+        }
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition(&at.topic, at.partition);
+        self.consumer
+            .incremental_unassign(&assignment)
+            .map_err(classify)
+    }
+
+    /// Joins or leaves a tenant's lane as a record of the tenant registry
+    /// says (with a topic per tenant).
+    fn register(&self, bytes: &[u8]) {
+        let change = match serde_json::from_slice::<Registered>(bytes) {
+            Ok(Registered::Joined(topic)) => self.join(
+                &At {
+                    topic,
+                    partition: 0,
+                },
+                0,
+            ),
+            Ok(Registered::Left(topic)) => self.leave(&At {
+                topic,
+                partition: 0,
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping a registry record that does not decode");
+                Ok(())
+            }
+        };
+        if let Err(e) = change {
+            tracing::warn!(error = %e, "following the tenant registry");
+        }
+    }
+
+    /// Waits until every lane in `ends` is applied up to its end
+    /// (exclusive), or `within` passes.
+    pub async fn caught_up(&self, ends: &[(At, i64)], within: Duration) -> Result<()> {
         let caught_up = self.wait_until(within, |applied| match &applied.stopped {
             Some(reason) => Err(Error::permanent(reason.clone())),
             None => Ok(ends
                 .iter()
-                .zip(&applied.next)
-                .all(|(end, next)| next >= end)),
+                .all(|(at, end)| applied.lanes.get(at).is_none_or(|lane| lane.next >= *end))),
         });
         if caught_up.await? {
             return Ok(());
@@ -194,8 +286,8 @@ impl Log {
         true
     }
 
-    /// Applies the record at `offset` of `partition`.
-    fn apply(&self, partition: usize, offset: i64, bytes: &[u8], stop: &AtomicBool) {
+    /// Applies the record at `offset` of lane `at`.
+    fn apply(&self, at: &At, offset: i64, bytes: &[u8], stop: &AtomicBool) {
         let mut record = serde_json::from_slice::<Record>(bytes)
             .map_err(|e| e.to_string())
             .and_then(|r| match r.v {
@@ -208,18 +300,18 @@ impl Log {
             return;
         }
         let mut applied = self.lock();
-        let Some(next) = applied.next.get_mut(partition) else {
-            return;
+        let Some(lane) = applied.lanes.get_mut(at) else {
+            return; // a lane left meanwhile
         };
-        if offset < *next {
+        if offset < lane.next {
             return; // seen already (a consumer that fetched twice)
         }
-        *next = offset + 1;
+        lane.next = offset + 1;
         let record = match record {
             Ok(record) => record,
             Err(reason) => {
                 // Skipped by every instance alike; its writer hears why.
-                tracing::warn!(partition, offset, %reason, "skipping a record that does not decode");
+                tracing::warn!(?at, offset, %reason, "skipping a record that does not decode");
                 if let Ok(origin) = serde_json::from_slice::<Origin>(bytes)
                     && origin.from == self.instance
                     && let Some(waiter) = applied.waiting.remove(&origin.req)
@@ -232,8 +324,7 @@ impl Log {
         let (from, req) = (record.from, record.req);
         let ingested = matches!(record.op, Op::Ingest { .. });
         let tenant = record.tenant.clone();
-        let machine = &mut applied.machines[partition];
-        let answer = run(machine, &self.rules, record, offset);
+        let answer = run(&mut lane.machine, &self.rules, record, offset);
         if from == self.instance
             && let Some(waiter) = applied.waiting.remove(&req)
         {
@@ -249,8 +340,8 @@ impl Log {
     /// partition, in order. If records it had yet to apply are gone from
     /// the log, it stops: this instance can no longer reach the state the
     /// others have.
-    pub fn follow(self: Arc<Self>, consumer: BaseConsumer, stop: Arc<AtomicBool>) {
-        let reason = self.apply_until(&consumer, &stop);
+    pub fn follow(self: Arc<Self>, stop: Arc<AtomicBool>) {
+        let reason = self.apply_until(&stop);
         let mut applied = self.lock();
         applied.stopped = Some(reason);
         // Writers still waiting hear that the log stopped.
@@ -262,7 +353,8 @@ impl Log {
 
     /// Applies records until `stop` is set or the log loses records this
     /// instance needs; why it stopped.
-    fn apply_until(&self, consumer: &BaseConsumer, stop: &AtomicBool) -> String {
+    fn apply_until(&self, stop: &AtomicBool) -> String {
+        let consumer = &self.consumer;
         while !stop.load(Ordering::Relaxed) {
             let mut any = false;
             // Takes what is buffered before waking waiters once.
@@ -274,11 +366,17 @@ impl Log {
                 };
                 match consumer.poll(timeout) {
                     None => break,
+                    Some(Ok(message)) if self.registry.as_deref() == Some(message.topic()) => {
+                        self.register(message.payload().unwrap_or_default());
+                    }
                     Some(Ok(message)) => {
                         any = true;
-                        let partition = usize::try_from(message.partition()).unwrap_or(usize::MAX);
+                        let at = At {
+                            topic: message.topic().to_owned(),
+                            partition: message.partition(),
+                        };
                         let bytes = message.payload().unwrap_or_default();
-                        self.apply(partition, message.offset(), bytes, stop);
+                        self.apply(&at, message.offset(), bytes, stop);
                     }
                     Some(Err(e)) if crate::reader::gone(&e) => {
                         tracing::error!(error = %e, "records this instance needs are gone");

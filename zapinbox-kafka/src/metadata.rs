@@ -1,18 +1,22 @@
 //! What the brokers say about a topic: its partitions and where each
 //! begins and ends.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use rdkafka::client::{Client, ClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::metadata::Metadata;
 use zapinbox_core::Result;
 
 use crate::backend::classify;
+use crate::log::At;
 
 /// How many partitions `topic` has; `None` if it does not exist.
-pub(crate) fn partition_count(consumer: &BaseConsumer, topic: &str) -> Result<Option<usize>> {
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(classify)?;
+pub(crate) fn partition_count<C: ClientContext>(
+    client: &Client<C>,
+    topic: &str,
+) -> Result<Option<usize>> {
+    let metadata = fetch(client, Some(topic), Duration::from_secs(10))?;
     Ok(metadata
         .topics()
         .iter()
@@ -21,20 +25,47 @@ pub(crate) fn partition_count(consumer: &BaseConsumer, topic: &str) -> Result<Op
         .filter(|n| *n > 0))
 }
 
-/// The low and high watermarks of each of `topic`'s `count` partitions,
-/// asked for several at a time (one round trip each).
-pub(crate) fn watermarks(
-    consumer: &BaseConsumer,
-    topic: &str,
-    count: usize,
-) -> Result<Vec<(i64, i64)>> {
+/// The brokers' metadata of `topic`, or of every topic: asked again
+/// while no broker answers (a busy or restarting broker), for up to
+/// `patience`.
+pub(crate) fn fetch<C: ClientContext>(
+    client: &Client<C>,
+    topic: Option<&str>,
+    patience: Duration,
+) -> Result<Metadata> {
+    use rdkafka::types::RDKafkaErrorCode::{
+        AllBrokersDown, BrokerTransportFailure, OperationTimedOut,
+    };
+    let deadline = Instant::now() + patience;
+    loop {
+        match client.fetch_metadata(topic, Duration::from_secs(10)) {
+            Ok(metadata) => return Ok(metadata),
+            Err(e)
+                if Instant::now() < deadline
+                    && matches!(
+                        e.rdkafka_error_code(),
+                        Some(AllBrokersDown | BrokerTransportFailure | OperationTimedOut)
+                    ) =>
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(classify(e)),
+        }
+    }
+}
+
+/// The low and high watermarks of each log in `logs`, asked for several
+/// at a time (one round trip each).
+pub(crate) fn watermarks(consumer: &BaseConsumer, logs: &[At]) -> Result<Vec<(i64, i64)>> {
     let timeout = Duration::from_secs(10);
-    let ask = |p: usize| {
+    let ask = |at: &At| {
         consumer
-            .fetch_watermarks(topic, p as i32, timeout)
+            .fetch_watermarks(&at.topic, at.partition, timeout)
             .map_err(classify)
     };
-    in_parallel((0..count).collect(), ask).into_iter().collect()
+    in_parallel(logs.iter().collect(), ask)
+        .into_iter()
+        .collect()
 }
 
 /// `f` of each item, on a few threads, in order.

@@ -11,7 +11,7 @@ use zapinbox_core::{Error, Event, Payload, Result};
 
 use crate::backend::classify;
 use crate::chunk::Chunks;
-use crate::log::POSITION_BITS;
+use crate::log::{At, POSITION_BITS};
 use crate::record::{Op, Record};
 
 /// Whether `e` says the offset asked for is outside the log: removed by
@@ -39,20 +39,19 @@ impl Reader {
     }
 
     /// Fills `event` (acked, its content dropped from memory) with the
-    /// content its ingest record at `position` of `partition` of `topic`
-    /// carried, a large payload from its `chunks`; if the log no longer
+    /// content its ingest record at `position` of lane `at` carried, a large payload from its `chunks`; if the log no longer
     /// holds it, its payload says so.
     pub fn restore(
         &self,
-        topic: &str,
-        partition: usize,
+        at: &At,
         position: u64,
         event: &mut Event,
         chunks: Option<&Chunks>,
     ) -> Result<()> {
+        let At { topic, partition } = at;
         let offset = (position >> POSITION_BITS) as i64;
         let index = ((position & ((1 << POSITION_BITS) - 1)) as usize).saturating_sub(1);
-        let found = match self.fetch(topic, partition as i32, offset)? {
+        let found = match self.fetch(topic, *partition, offset)? {
             Some((_, bytes)) => serde_json::from_slice::<Record>(&bytes)
                 .ok()
                 .and_then(|r| match r.op {

@@ -3,10 +3,10 @@
 //! resumes each partition from its newest complete snapshot and replays
 //! only the records after it.
 //!
-//! A chunk is a 33-byte header (magic, partition, next offset, snapshot
-//! id, index, count, slot) and a slice of the state's JSON. Its key,
-//! `<partition>/<slot>/<index>`, alternates between two slots, so a
-//! compacted topic always keeps the last complete snapshot whole even
+//! A chunk is a header (magic, partition, next offset, snapshot id, index,
+//! count, slot, the log's topic) and a slice of the state's JSON. Its key,
+//! `<topic>/<partition>/<slot>/<index>`, alternates between two slots, so
+//! a compacted topic always keeps the last complete snapshot whole even
 //! when writing the next one stops halfway.
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,10 +18,12 @@ use rdkafka::{Offset, TopicPartitionList};
 use zapinbox_core::raw::Machine;
 use zapinbox_core::{Error, Result};
 
+use crate::log::At;
 use crate::metadata::{in_parallel, partition_count, watermarks};
 
-const MAGIC: &[u8; 4] = b"ZIS1";
-const HEADER: usize = 33;
+const MAGIC: &[u8; 4] = b"ZIS2";
+/// The header's size before the topic's name.
+const HEADER: usize = 35;
 
 /// One partition's state, the offset of the first record after it, and
 /// the slot it was written to.
@@ -36,13 +38,13 @@ pub(crate) struct Loaded {
     /// Its partition count.
     pub partitions: usize,
     /// The newest complete snapshot of each log partition.
-    pub snapshots: Vec<Option<Snapshot>>,
+    pub snapshots: HashMap<At, Snapshot>,
 }
 
 /// A chunk's header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Header {
-    pub partition: u32,
+    pub at: At,
     pub next: i64,
     pub id: u64,
     pub index: u32,
@@ -52,27 +54,37 @@ pub(crate) struct Header {
 
 impl Header {
     fn encode(&self, data: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER + data.len());
+        let topic = self.at.topic.as_bytes();
+        let mut out = Vec::with_capacity(HEADER + topic.len() + data.len());
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&self.partition.to_be_bytes());
+        out.extend_from_slice(&self.at.partition.to_be_bytes());
         out.extend_from_slice(&self.next.to_be_bytes());
         out.extend_from_slice(&self.id.to_be_bytes());
         out.extend_from_slice(&self.index.to_be_bytes());
         out.extend_from_slice(&self.count.to_be_bytes());
         out.push(self.slot);
+        // Topic names are at most 249 bytes.
+        out.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+        out.extend_from_slice(topic);
         out.extend_from_slice(data);
         out
     }
 
     fn decode(bytes: &[u8]) -> Option<(Header, &[u8])> {
-        let (head, data) = (bytes.get(..HEADER)?, bytes.get(HEADER..)?);
+        let head = bytes.get(..HEADER)?;
         if &head[..4] != MAGIC {
             return None;
         }
+        let topic_len = usize::from(u16::from_be_bytes(head.get(33..35)?.try_into().ok()?));
+        let topic = std::str::from_utf8(bytes.get(HEADER..HEADER + topic_len)?).ok()?;
+        let data = bytes.get(HEADER + topic_len..)?;
         let u32_at = |i: usize| Some(u32::from_be_bytes(head.get(i..i + 4)?.try_into().ok()?));
         let u64_at = |i: usize| Some(u64::from_be_bytes(head.get(i..i + 8)?.try_into().ok()?));
         let header = Header {
-            partition: u32_at(4)?,
+            at: At {
+                topic: topic.to_owned(),
+                partition: i32::try_from(u32_at(4)?).ok()?,
+            },
             next: i64::from_be_bytes(head.get(8..16)?.try_into().ok()?),
             id: u64_at(16)?,
             index: u32_at(24)?,
@@ -83,16 +95,18 @@ impl Header {
     }
 }
 
-/// The records that carry a snapshot of `partition` (`state`, taken just
+/// The records that carry a snapshot of lane `at` (`state`, taken just
 /// before offset `next`), each at most `max_bytes`: (key, value).
 pub(crate) fn chunks(
-    partition: usize,
+    at: &At,
     next: i64,
     slot: u8,
     state: &[u8],
     max_bytes: usize,
 ) -> Vec<(String, Vec<u8>)> {
-    let size = max_bytes.saturating_sub(HEADER + 64).max(1024);
+    let size = max_bytes
+        .saturating_sub(HEADER + at.topic.len() + 64)
+        .max(1024);
     let pieces: Vec<&[u8]> = state.chunks(size).collect();
     let id: u64 = rand::random();
     let count = pieces.len().max(1) as u32;
@@ -106,14 +120,15 @@ pub(crate) fn chunks(
         .enumerate()
         .map(|(index, data)| {
             let header = Header {
-                partition: partition as u32,
+                at: at.clone(),
                 next,
                 id,
                 index: index as u32,
                 count,
                 slot,
             };
-            (format!("{partition}/{slot}/{index}"), header.encode(data))
+            let key = format!("{}/{}/{slot}/{index}", at.topic, at.partition);
+            (key, header.encode(data))
         })
         .collect()
 }
@@ -126,21 +141,25 @@ struct Assembly {
     parts: BTreeMap<u32, Vec<u8>>,
 }
 
-/// Reads the snapshot topic `topic` to its end, for a log of
-/// `partitions` partitions. `None` if the topic does not exist (snapshots
-/// are off).
+/// Reads the snapshot topic `topic` to its end. `None` if the topic does
+/// not exist (snapshots are off).
 pub(crate) fn load(
     consumer: &BaseConsumer,
     topic: &str,
-    partitions: usize,
     within: Duration,
 ) -> Result<Option<Loaded>> {
-    let Some(count) = partition_count(consumer, topic)? else {
+    let Some(count) = partition_count(consumer.client(), topic)? else {
         return Ok(None);
     };
     let mut assignment = TopicPartitionList::new();
     let mut ends = HashMap::new();
-    for (p, (low, high)) in (0..count as i32).zip(watermarks(consumer, topic, count)?) {
+    let partitions: Vec<At> = (0..count as i32)
+        .map(|partition| At {
+            topic: topic.to_owned(),
+            partition,
+        })
+        .collect();
+    for (p, (low, high)) in (0..count as i32).zip(watermarks(consumer, &partitions)?) {
         if high > low {
             ends.insert(p, high);
             assignment
@@ -148,7 +167,7 @@ pub(crate) fn load(
                 .map_err(crate::backend::classify)?;
         }
     }
-    let mut assemblies: HashMap<(u32, u8, u64), Assembly> = HashMap::new();
+    let mut assemblies: HashMap<(At, u8, u64), Assembly> = HashMap::new();
     if !ends.is_empty() {
         consumer
             .assign(&assignment)
@@ -172,7 +191,7 @@ pub(crate) fn load(
             };
             // Chunks of several snapshots arrive interleaved: each is put
             // together on its own, and the newest complete one wins.
-            let key = (header.partition, header.slot, header.id);
+            let key = (header.at, header.slot, header.id);
             let assembly = assemblies.entry(key).or_insert_with(|| Assembly {
                 next: header.next,
                 count: header.count,
@@ -182,36 +201,30 @@ pub(crate) fn load(
         }
         consumer.unassign().map_err(crate::backend::classify)?;
     }
-    let mut newest: Vec<Option<(i64, u8, Vec<u8>)>> = (0..partitions).map(|_| None).collect();
-    for ((partition, slot, _), assembly) in assemblies {
+    let mut newest: HashMap<At, (i64, u8, Vec<u8>)> = HashMap::new();
+    for ((at, slot, _), assembly) in assemblies {
         let complete = assembly.parts.len() == assembly.count as usize;
-        let Some(found) = newest.get_mut(partition as usize) else {
-            continue;
-        };
+        let found = newest.get(&at);
         if complete
             && found
                 .as_ref()
                 .is_none_or(|(next, ..)| *next < assembly.next)
         {
             let state = assembly.parts.into_values().flatten().collect();
-            *found = Some((assembly.next, slot, state));
+            newest.insert(at, (assembly.next, slot, state));
         }
     }
-    let decode = |found: Option<(i64, u8, Vec<u8>)>| {
-        found
-            .map(|(next, slot, state)| {
-                let machine = serde_json::from_slice(&state).map_err(|e| {
-                    Error::permanent(format!("a snapshot on {topic} does not decode: {e}"))
-                })?;
-                Ok(Snapshot {
-                    next,
-                    machine,
-                    slot,
-                })
-            })
-            .transpose()
+    let decode = |(at, (next, slot, state)): (At, (i64, u8, Vec<u8>))| {
+        let machine = serde_json::from_slice(&state)
+            .map_err(|e| Error::permanent(format!("a snapshot on {topic} does not decode: {e}")))?;
+        let snapshot = Snapshot {
+            next,
+            machine,
+            slot,
+        };
+        Ok((at, snapshot))
     };
-    let snapshots = in_parallel(newest, decode)
+    let snapshots = in_parallel(newest.into_iter().collect(), decode)
         .into_iter()
         .collect::<Result<_>>()?;
     Ok(Some(Loaded {
@@ -227,16 +240,18 @@ mod tests {
     #[test]
     fn chunks_carry_their_header_and_slice() {
         let state = vec![7u8; 5000];
-        let records = chunks(3, 42, 1, &state, 2048);
+        let at = At {
+            topic: "inbox.acme".into(),
+            partition: 3,
+        };
+        let records = chunks(&at, 42, 1, &state, 2048);
         assert!(records.len() >= 3);
         let mut whole = Vec::new();
         for (i, (key, value)) in records.iter().enumerate() {
-            assert_eq!(key, &format!("3/1/{i}"));
+            assert_eq!(key, &format!("inbox.acme/3/1/{i}"));
             let (header, data) = Header::decode(value).expect("decodes");
-            assert_eq!(
-                (header.partition, header.next, header.index),
-                (3, 42, i as u32)
-            );
+            assert_eq!(header.at, at);
+            assert_eq!((header.next, header.index), (42, i as u32));
             assert_eq!(header.slot, 1);
             assert_eq!(header.count as usize, records.len());
             whole.extend_from_slice(data);
@@ -245,5 +260,6 @@ mod tests {
         assert_eq!(Header::decode(b"short"), None);
         assert_eq!(Header::decode(&[0u8; 40]), None);
         assert_eq!(Header::decode(&records[0].1[..HEADER - 1]), None);
+        assert_eq!(Header::decode(&records[0].1[..HEADER + 3]), None);
     }
 }

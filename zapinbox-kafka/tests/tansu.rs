@@ -11,7 +11,7 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use support::KafkaHarness;
-use zapinbox_kafka::KafkaConfig;
+use zapinbox_kafka::{KafkaConfig, TenantTopics};
 
 const BROKERS_ENV: &str = "ZAPINBOX_TANSU_BROKERS";
 
@@ -53,12 +53,48 @@ fn harness() -> KafkaHarness {
     KafkaHarness::new(config, make_topic)
 }
 
+/// A topic per tenant, made with the admin API.
+fn per_tenant_harness() -> KafkaHarness {
+    let config = support::fetch_wait(KafkaConfig::new(brokers()), 5);
+    KafkaHarness::per_tenant(config, TenantTopics::default(), make_topic)
+}
+
+/// A fresh prefix for a topic per tenant.
+fn per_tenant_config() -> KafkaConfig {
+    let prefix = format!("layout-{:016x}", rand::random::<u64>());
+    support::fetch_wait(KafkaConfig::new(brokers()), 5)
+        .topic(prefix)
+        .topic_per_tenant(TenantTopics::default())
+        .set("api.version.request", "false")
+        .set("broker.version.fallback", "2.3.0")
+}
+
 zapinbox_core::conformance_tests!(tansu, harness());
+zapinbox_core::conformance_tests!(tansu_topic_per_tenant, per_tenant_harness());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_get_topics_that_every_instance_follows() {
+    let kafka = per_tenant_config();
+    make_topic(&format!("{}._snapshots", kafka.topic), 4);
+    support::layout::tenants_get_topics_that_every_instance_follows(kafka).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offboarding_deletes_the_tenants_topic() {
+    support::layout::offboarding_deletes_the_tenants_topic(per_tenant_config()).await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_and_fifty_megabytes_round_trip_through_every_read() {
     let kafka = support::fetch_wait(KafkaConfig::new(brokers()), 5);
     support::large::five_and_fifty_megabytes_round_trip(kafka, &make_topic).await;
+}
+
+/// The whole suite at once under one prefix, each tenant on a topic of
+/// its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_suite_at_once_shares_one_prefix() {
+    zapinbox_core::testkit::run_tenant_rules(&per_tenant_harness()).await;
 }
 
 /// Two suites at once on one topic of a standalone broker.

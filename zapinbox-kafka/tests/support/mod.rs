@@ -9,9 +9,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use zapinbox_core::testkit::Harness;
 use zapinbox_core::{Backend, QueueConfig, Result};
-use zapinbox_kafka::{KafkaBackend, KafkaConfig};
+use zapinbox_kafka::{KafkaBackend, KafkaConfig, TenantTopics};
 
 pub mod large;
+pub mod layout;
 
 /// Makes a topic with a number of partitions on the broker under test.
 pub type MakeTopic = fn(&str, i32);
@@ -31,6 +32,16 @@ impl KafkaHarness {
         make(&format!("{topic}.chunks"), 4);
         KafkaHarness {
             config: config.topic(topic),
+        }
+    }
+
+    /// A topic per tenant under a fresh prefix, made as `topics` says,
+    /// with a chunk topic made by `make`.
+    pub fn per_tenant(config: KafkaConfig, topics: TenantTopics, make: MakeTopic) -> Self {
+        let prefix = format!("per-tenant-{:016x}", rand::random::<u64>());
+        make(&format!("{prefix}._chunks"), 4);
+        KafkaHarness {
+            config: config.topic(prefix).topic_per_tenant(topics),
         }
     }
 }
