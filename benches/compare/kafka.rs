@@ -36,7 +36,7 @@ fn tenant(n: usize) -> TenantId {
 
 /// Sequential sends of one 200-byte record, each awaited: the broker's
 /// round trip with the same acks and idempotence as the backend.
-async fn raw_latency(brokers: &str, ops: usize) -> Latencies {
+pub async fn raw_latency(brokers: &str, topic: &str, ops: usize) -> Latencies {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
@@ -48,7 +48,7 @@ async fn raw_latency(brokers: &str, ops: usize) -> Latencies {
     let started = Instant::now();
     for i in 0..WARM_UP + ops {
         let body = payload_json(i);
-        let record = FutureRecord::to("raw")
+        let record = FutureRecord::to(topic)
             .partition(0)
             .key("bench")
             .payload(&body);
@@ -65,7 +65,7 @@ async fn raw_latency(brokers: &str, ops: usize) -> Latencies {
     latencies.finish(started.elapsed())
 }
 
-async fn ingest_latency(inbox: &Inbox, ops: usize) -> Latencies {
+pub async fn ingest_latency(inbox: &Inbox, ops: usize) -> Latencies {
     let mut latencies = Latencies::default();
     let started = Instant::now();
     for i in 0..WARM_UP + ops {
@@ -127,7 +127,7 @@ pub async fn run(scale: Scale) -> Vec<Row> {
     // Fetches that wait 1 ms: the mock answers one only when its wait is
     // over, and a write waits for its record to come back.
     let kafka = broker.config("bench").fetch_wait(Duration::from_millis(1));
-    let raw = raw_latency(broker.brokers(), scale.latency_ops).await;
+    let raw = raw_latency(broker.brokers(), "raw", scale.latency_ops).await;
     let live = KafkaBackend::open(kafka.clone(), QueueConfig::default())
         .await
         .expect("open");

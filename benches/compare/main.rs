@@ -1,5 +1,7 @@
-//! Backend comparison benchmarks, each figure beside a raw SQLite baseline
-//! measured in the same run.
+//! Backend comparison benchmarks, each figure beside a raw baseline
+//! measured in the same run: raw SQLite, or a raw `rdkafka` producer on the
+//! same broker. Every workload runs on SQLite, memory, Kafka on the mock
+//! cluster, and Kafka on tansu when `ZAPINBOX_TANSU_BROKERS` names one.
 //!
 //!     cargo bench                          # full run (a few minutes)
 //!     ZAPINBOX_BENCH_QUICK=1 cargo bench   # smoke run, under a minute
@@ -11,6 +13,7 @@
 
 mod backends;
 mod kafka;
+mod kafka_raw;
 mod neighbours;
 mod processes;
 mod raw;
@@ -142,6 +145,14 @@ fn main() {
         }
         if workloads::selected("kafka") {
             report.extend(kafka::run(scale).await);
+        }
+        for brokers in backends::kafka_brokers() {
+            if workloads::selected("kafka throughput") {
+                report.extend(kafka_raw::throughput(&brokers, scale).await);
+            }
+        }
+        if workloads::selected("kafka bytes on the wire") {
+            report.extend(kafka_raw::wire(&backends::Brokers::mock(), scale).await);
         }
         if workloads::selected("writers in") {
             let rows = tokio::task::spawn_blocking(move || processes::run(scale))

@@ -101,9 +101,12 @@ pub fn selected(workload: &str) -> bool {
     std::env::var("ZAPINBOX_BENCH_ONLY").map_or(true, |only| workload.contains(&only))
 }
 
+/// Ingests `n` events in the largest batches the backend takes (at most
+/// 1 000).
 async fn fill(inbox: &Inbox, n: usize) {
-    for start in (0..n).step_by(1000) {
-        let events = (start..(start + 1000).min(n))
+    let batch = inbox.limits().max_batch_events.min(1000);
+    for start in (0..n).step_by(batch) {
+        let events = (start..(start + batch).min(n))
             .map(|i| NewEvent::new(payload(i)))
             .collect();
         inbox.ingest_batch(&tenant(), events).await.expect("fill");
