@@ -117,36 +117,33 @@ impl KafkaBackend {
             Layout::Shared => None,
             Layout::TopicPerTenant(settings) => {
                 let topics = Arc::new(Topics::new(&kafka, settings.clone(), producer.clone()));
-                Arc::clone(&topics).create(&topics.registry).await?;
+                Arc::clone(&topics).create_registry().await?;
                 Some(topics)
             }
         };
-        let registry = topics.as_ref().map(|t| t.registry.clone());
+        let registry = topics
+            .as_ref()
+            .map(|t| (t.registry.clone(), kafka.topic.clone()));
         let settings = kafka.clone();
-        let following = registry.clone();
+        let following = registry.as_ref().map(|(registry, _)| registry.clone());
         let (consumer, mut start) = tokio::task::spawn_blocking(move || {
             resume(&consumer, &loader, &settings, following.as_deref())
                 .map(|start| (consumer, start))
         })
         .await
         .map_err(Error::permanent)??;
-        let chunks = match (kafka.chunk_topic(), start.chunk_partitions) {
-            (Some(topic), partitions) if partitions > 0 => {
-                let chunk_bytes = kafka
-                    .max_record_bytes
-                    .saturating_sub(1024)
-                    .clamp(1024, 1 << 20);
-                Some(Chunks::new(
-                    topic,
-                    partitions,
-                    Arc::clone(&reader),
-                    chunk_bytes,
-                ))
-            }
-            _ => None,
-        };
+        // Read whenever a chunk topic is named (as every instance must, to
+        // apply the same records alike); written only if it exists.
+        let chunk_bytes = (kafka.max_record_bytes.saturating_sub(1024)).clamp(1024, 1 << 20);
+        let chunks = kafka.chunk_topic().map(|topic| {
+            let reader = Arc::clone(&reader);
+            Chunks::new(topic, start.chunk_partitions, reader, chunk_bytes)
+        });
         let ends = std::mem::take(&mut start.ends);
-        let resumed_from = ends.iter().map(|(at, _)| start.lanes[at].next).collect();
+        let resumed_from = ends
+            .iter()
+            .map(|(at, _)| start.lanes.get(at).map_or(0, |lane| lane.next))
+            .collect();
         let lanes = std::mem::take(&mut start.lanes);
         let log = Log::new(consumer, lanes, config.clone(), instance, chunks, registry);
         let log = Arc::new(log);
@@ -199,15 +196,7 @@ impl KafkaBackend {
         self.ensure_open()?;
         let inner = &self.inner;
         let mut slots = inner.slots.lock().await;
-        let topic = inner.kafka.snapshot_topic().ok_or(Error::Unsupported {
-            operation: "snapshot (snapshots are off)",
-            backend: NAME,
-        })?;
-        if inner.snapshot_partitions == 0 {
-            return Err(Error::permanent(format!(
-                "the snapshot topic {topic} did not exist when this instance opened"
-            )));
-        }
+        let topic = self.snapshot_topic()?;
         let lanes = self.lanes();
         let mut offsets = Vec::with_capacity(lanes.len());
         for (n, at) in lanes.iter().enumerate() {
@@ -220,20 +209,10 @@ impl KafkaBackend {
                 (state.map_err(Error::permanent)?, lane.next)
             };
             let slot = slots.get(at).copied().unwrap_or(0);
-            let max = inner.kafka.max_record_bytes;
-            let records = snapshot::chunks(at, next, slot, &state, max);
             // Chunks spread over the snapshot topic's partitions.
             let spread = |index: usize| (n + index * lanes.len()) % inner.snapshot_partitions;
-            let sends = records.iter().enumerate().map(|(index, (key, value))| {
-                let record = FutureRecord::to(&topic)
-                    .key(key)
-                    .payload(value)
-                    .partition(spread(index) as i32);
-                inner.producer.send(record, inner.kafka.apply_timeout)
-            });
-            for sent in futures::future::join_all(sends).await {
-                sent.map_err(|(e, _)| classify(e))?;
-            }
+            self.write_snapshot(&topic, at, next, slot, &state, spread)
+                .await?;
             // The other slot next time, now that this one is complete.
             slots.insert(at.clone(), 1 - slot);
             offsets.push(next);
@@ -241,10 +220,73 @@ impl KafkaBackend {
         Ok(offsets)
     }
 
+    /// The snapshot topic, if snapshots are on and it existed at open.
+    fn snapshot_topic(&self) -> Result<String> {
+        let topic = self
+            .inner
+            .kafka
+            .snapshot_topic()
+            .ok_or(Error::Unsupported {
+                operation: "snapshot (snapshots are off)",
+                backend: NAME,
+            })?;
+        if self.inner.snapshot_partitions == 0 {
+            return Err(Error::permanent(format!(
+                "the snapshot topic {topic} did not exist when this instance opened"
+            )));
+        }
+        Ok(topic)
+    }
+
+    /// Writes `state`, lane `at`'s state before offset `next`, to `slot`
+    /// of the snapshot `topic`, its chunks to the partitions `spread` says.
+    async fn write_snapshot(
+        &self,
+        topic: &str,
+        at: &At,
+        next: i64,
+        slot: u8,
+        state: &[u8],
+        spread: impl Fn(usize) -> usize,
+    ) -> Result<()> {
+        let inner = &self.inner;
+        let records = snapshot::chunks(at, next, slot, state, inner.kafka.max_record_bytes);
+        let sends = records.iter().enumerate().map(|(index, (key, value))| {
+            let record = FutureRecord::to(topic)
+                .key(key)
+                .payload(value)
+                .partition(spread(index) as i32);
+            inner.producer.send(record, inner.kafka.apply_timeout)
+        });
+        for sent in futures::future::join_all(sends).await {
+            sent.map_err(|(e, _)| classify(e))?;
+        }
+        Ok(())
+    }
+
+    /// Makes lane `at`'s newest snapshot an empty state at offset 0, so a
+    /// topic of the same name made later is replayed from its start, not
+    /// from the deleted one's state.
+    async fn forget_snapshots(&self, at: &At) -> Result<()> {
+        let Ok(topic) = self.snapshot_topic() else {
+            return Ok(()); // no snapshots to forget
+        };
+        let mut slots = self.inner.slots.lock().await;
+        let slot = slots.get(at).copied().unwrap_or(0);
+        let empty = serde_json::to_vec(&Machine::new()).map_err(Error::permanent)?;
+        let partitions = self.inner.snapshot_partitions;
+        self.write_snapshot(&topic, at, 0, slot, &empty, |index| index % partitions)
+            .await?;
+        slots.insert(at.clone(), 1 - slot);
+        Ok(())
+    }
+
     /// Deletes `tenant`'s topic and with it every record of its log
     /// (offboarding): every instance forgets its state (told through the
-    /// registry), and a second later the topic is deleted. Its large
-    /// payloads' chunks stay until the chunk topic's retention removes
+    /// registry), a second later the topic is deleted, and then its newest
+    /// snapshot says it is empty (a tenant of the same name later starts
+    /// afresh). Its large payloads' chunks stay until the chunk topic's
+    /// retention removes
     /// them. Only with a topic per tenant: `Unsupported` otherwise. Let
     /// writes for the tenant stop first: one racing the deletion makes
     /// the topic again. librdkafka's mock cluster cannot delete topics.
@@ -263,7 +305,8 @@ impl KafkaBackend {
         self.inner.log.leave(&at)?;
         topics.announce(&Registered::Left(at.topic.clone())).await?;
         tokio::time::sleep(SHARED_WITHIN).await;
-        topics.delete(&at.topic).await
+        topics.delete(&at.topic).await?;
+        self.forget_snapshots(&at).await
     }
 
     /// The partition of the topic that holds `tenant`'s log: with a topic
@@ -308,6 +351,12 @@ impl KafkaBackend {
             .map(|(_, lane)| Ok((lane.next, serde_json::to_value(&lane.machine)?)))
             .collect::<serde_json::Result<_>>()
             .map_err(Error::permanent)
+    }
+
+    /// Whether this instance follows lane `at` (every partition of the
+    /// shared topic; a tenant's topic once it exists).
+    fn follows(&self, at: &At) -> bool {
+        self.inner.topics.is_none() || self.inner.log.lock().lanes.contains_key(at)
     }
 
     /// The lanes this instance follows, in order.
@@ -360,6 +409,11 @@ impl KafkaBackend {
         (hash % self.inner.partitions.max(1) as u64) as usize
     }
 
+    /// The chunk topic, if it existed when this instance opened.
+    fn writable_chunks(&self) -> Option<&Chunks> {
+        self.inner.log.chunks.as_ref().filter(|c| c.writable())
+    }
+
     /// The largest payload one record holds beside its event's fields.
     fn inline_payload_bytes(&self) -> usize {
         (self.inner.kafka.max_record_bytes / 2).min(512 * 1024)
@@ -370,7 +424,7 @@ impl KafkaBackend {
     /// every payload over what one record holds, then the largest others
     /// until the rest fit together.
     async fn chunk_large_payloads(&self, events: &mut [EventRecord]) -> Result<()> {
-        let Some(chunks) = &self.inner.log.chunks else {
+        let Some(chunks) = self.writable_chunks() else {
             return Ok(());
         };
         let mut largest_first: Vec<usize> = (0..events.len()).collect();
@@ -428,15 +482,16 @@ impl KafkaBackend {
     /// Writes `op` for `tenant` and waits until this instance has applied
     /// it: its outcome.
     async fn submit(&self, tenant: &TenantId, op: Op) -> Result<Answer> {
+        self.ensure_open()?;
         let at = self.at(tenant)?;
+        self.ensure_lane(&at).await?;
         self.submit_to(&at, Some(tenant.clone()), op).await
     }
 
-    /// Writes `op` to lane `at` (following it first if need be) and waits
-    /// until this instance has applied it.
+    /// Writes `op` to lane `at` and waits until this instance has applied
+    /// it. Makes no topic: a tenant's operations go through `submit`.
     async fn submit_to(&self, lane: &At, tenant: Option<TenantId>, op: Op) -> Result<Answer> {
         self.ensure_open()?;
-        self.ensure_lane(lane).await?;
         self.ensure_open()?;
         let inner = &self.inner;
         let at = inner.config.clock.now();
@@ -594,7 +649,7 @@ impl InboxPull for KafkaBackend {
         tokio::task::spawn_blocking(move || {
             let inner = &backend.inner;
             let chunks = inner.log.chunks.as_ref();
-            (inner.reader).restore(&at, position, &mut event, chunks)?;
+            inner.reader.restore(&at, position, &mut event, chunks)?;
             Ok(Some(event))
         })
         .await
@@ -695,6 +750,9 @@ impl Retention for KafkaBackend {
         let limit = limit.max(1);
         let (mut events, mut keys, mut more) = (0u64, 0u64, false);
         for at in self.lanes() {
+            if !self.follows(&at) {
+                continue; // its tenant was deleted meanwhile
+            }
             let left = limit.saturating_sub(events.max(keys) as usize);
             if left == 0 {
                 more = true;
@@ -736,13 +794,9 @@ impl Metering for KafkaBackend {
     /// would make the topic again.
     async fn add_usage(&self, records: Vec<UsageRecord>) -> Result<()> {
         let mut by_lane: BTreeMap<At, Vec<UsageRecord>> = BTreeMap::new();
-        let followed = |at: &At| match self.inner.topics {
-            Some(_) => self.inner.log.lock().lanes.contains_key(at),
-            None => true,
-        };
         for record in records {
             let at = self.at(&record.key.tenant)?;
-            if followed(&at) {
+            if self.follows(&at) {
                 by_lane.entry(at).or_default().push(record);
             }
         }
@@ -782,7 +836,7 @@ impl Backend for KafkaBackend {
     /// fetched them (milliseconds; declared as within a second).
     fn capabilities(&self) -> Capabilities {
         let kafka = &self.inner.kafka;
-        let (payload, batch) = match self.inner.log.chunks {
+        let (payload, batch) = match self.writable_chunks() {
             Some(_) => (kafka.max_payload_bytes, kafka.max_payload_bytes),
             None => (self.inline_payload_bytes(), kafka.max_record_bytes / 3 * 2),
         };

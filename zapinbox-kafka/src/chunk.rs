@@ -14,7 +14,7 @@ use std::time::Duration;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use zapinbox_core::{EventId, Payload, Result};
+use zapinbox_core::{Error, EventId, Payload, Result};
 
 use crate::backend::classify;
 use crate::reader::Reader;
@@ -42,15 +42,21 @@ pub(crate) struct Chunks {
 }
 
 impl Chunks {
-    /// Chunks on `topic` of `partitions` partitions, each at most
-    /// `chunk_bytes` of text, read back with `reader`.
+    /// Chunks on `topic` of `partitions` partitions (0: it did not exist;
+    /// chunks are read, never written), each at most `chunk_bytes` of text,
+    /// read back with `reader`.
     pub fn new(topic: String, partitions: usize, reader: Arc<Reader>, chunk_bytes: usize) -> Self {
         Chunks {
             topic,
-            partitions: partitions.max(1),
+            partitions,
             reader,
             chunk_bytes: chunk_bytes.max(1),
         }
+    }
+
+    /// Whether chunks can be written: the topic existed at open.
+    pub fn writable(&self) -> bool {
+        self.partitions > 0
     }
 
     /// Writes event `id`'s `payload` as chunks, spread over the topic's
@@ -62,6 +68,12 @@ impl Chunks {
         payload: &Payload,
         timeout: Duration,
     ) -> Result<Chunked> {
+        if !self.writable() {
+            return Err(Error::permanent(format!(
+                "the chunk topic {} does not exist",
+                self.topic
+            )));
+        }
         let text = payload.as_str().as_bytes();
         let first = (u128::from_be_bytes(id.to_bytes()) % self.partitions as u128) as usize;
         let keys: Vec<String> = (0..text.len().div_ceil(self.chunk_bytes))

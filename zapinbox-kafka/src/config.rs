@@ -37,19 +37,20 @@ pub struct KafkaConfig {
     /// Largest record the producer sends, in bytes: at most the broker's
     /// `message.max.bytes`. Default 1 000 000.
     pub max_record_bytes: usize,
-    /// Where snapshots go. Default: the topic `<topic>.snapshots`, used
-    /// if it exists.
+    /// Where snapshots go. Default: the topic `<topic>.snapshots`
+    /// (`<topic>._snapshots` with a topic per tenant), used if it exists.
     pub snapshots: SideTopic,
     /// Where payloads too large for one record go, in chunks (see
     /// [`KafkaConfig::max_payload_bytes`]). Default: the topic
-    /// `<topic>.chunks`, used if it exists.
+    /// `<topic>.chunks` (`<topic>._chunks` with a topic per tenant), used
+    /// if it exists.
     pub chunks: SideTopic,
     /// Largest payload accepted when the chunk topic exists, in bytes of
     /// JSON text (raise the inbox's `Limits` too: they default to
     /// 512 KiB). Default 64 MiB. Without a chunk topic, a payload must fit
     /// one record (half of `max_record_bytes`, at most 512 KiB).
     pub max_payload_bytes: usize,
-    /// Extra librdkafka settings for both clients (`security.protocol`,
+    /// Extra librdkafka settings for every client (`security.protocol`,
     /// `sasl.*`, …), applied last.
     pub client: Vec<(String, String)>,
 }
@@ -63,9 +64,12 @@ pub enum Layout {
     /// chunks go to `<topic>.snapshots` and `<topic>.chunks`.
     #[default]
     Shared,
-    /// Each tenant's log in a topic of its own, `<topic>.<tenant>` (`:`
-    /// and `@`, which topic names cannot hold, written `_3a` and `_40`),
-    /// made on the tenant's first write and deleted with
+    /// Each tenant's log in a topic of its own, `<topic>.<tenant>`, with
+    /// `:`, `@`, `.` and `_` written `_3a`, `_40`, `_2e` and `_5f` (topic
+    /// names cannot hold the first two, and Kafka takes the last two for
+    /// one character): `team.a:1` is `<topic>.team_2ea_3a1`. A tenant id
+    /// whose topic name would pass Kafka's 249 characters is refused with
+    /// `InvalidInput`. The topic is made on the tenant's first write and deleted with
     /// [`KafkaBackend::delete_tenant`](crate::KafkaBackend::delete_tenant).
     /// Instances hear of tenants' topics made and deleted on the registry
     /// topic `<topic>._tenants` (made at open if missing, one partition).
@@ -296,7 +300,7 @@ impl KafkaConfig {
         }
     }
 
-    /// With a librdkafka setting for both clients.
+    /// With a librdkafka setting for every client.
     pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.client.push((key.into(), value.into()));
         self

@@ -79,13 +79,16 @@
 //! idempotency window, retention, quotas) decide what it does, and they
 //! are this instance's. Open every instance on one topic (or prefix) with
 //! the same rules and layout. Daily quotas for all tenants together
-//! (`Quotas::total`) are counted per partition: a partition's log is the
-//! only order its records have.
+//! (`Quotas::total`) are counted per partition, a partition's log being
+//! the only order its records have: with a topic per tenant, that is per
+//! tenant, and the total does not bound all tenants together.
 //!
 //! # Bounded replay and memory
 //!
 //! Opening replays the log to where it ends. [`KafkaBackend::snapshot`]
-//! writes each partition's state to `<topic>.snapshots` (create it
+//! writes each lane's state (a partition of the shared topic, or a
+//! tenant's topic) to `<topic>.snapshots` (`<topic>._snapshots` with a
+//! topic per tenant; create it
 //! compacted; chunks alternate between two key slots so that, with one
 //! instance writing snapshots, compaction always keeps a complete one);
 //! opening then resumes each partition after
@@ -117,12 +120,14 @@
 //! One record holds a whole write, under the broker's message size
 //! ([`KafkaConfig::max_record_bytes`], default 1 000 000 bytes): up to 500
 //! events. Payloads too large for it go to the chunk topic,
-//! `<topic>.chunks` ([`KafkaConfig::chunks`]), in slices of just under a
+//! `<topic>.chunks` (`<topic>._chunks` with a topic per tenant;
+//! [`KafkaConfig::chunks`]), in slices of just under a
 //! record, spread over its partitions and written before the ingest
 //! record that names them (partition, offset, length, SHA-256): the
 //! write is still all-or-nothing, and every instance applying the record
 //! puts the payload back together. A chunk that is gone (retention, a
-//! recreated topic) or does not match gives that event a damaged payload,
+//! recreated or deleted chunk topic) or does not match gives that event a
+//! damaged payload,
 //! [`Error::Decode`](zapinbox_core::Error::Decode) when decoded, the event
 //! still listed and deletable; no other event is touched. With the chunk
 //! topic, payloads and batches go up to
@@ -135,13 +140,17 @@
 //!
 //! A pending large payload is held in memory by every instance, as all
 //! pending events are; an acked one is read back from its chunks. Reading
-//! chunks holds up the applying of the log (every partition) for as long
-//! as it takes (figures under "Benchmarks" in the README). Orphan chunks
+//! chunks holds up the applying of the log (every lane) for as long as it
+//! takes: one fetch per chunk, about fifty for 50 MB; while the brokers
+//! cannot be reached it waits and asks again. Orphan chunks
 //! (a write that failed halfway, a duplicate key) stay until the chunk
 //! topic's retention removes them.
 //!
-//! The topics must exist (create the log with as many partitions as you
-//! want tenants spread over).
+//! The shared topic must exist (create it with as many partitions as you
+//! want tenants spread over), and so must the side topics to be used;
+//! tenants' topics and the registry are made by the backend. Two
+//! instances at the same offsets have equal states, unless a chunk one of
+//! them read was gone by the time the other read it.
 //!
 //! Records are JSON (the payloads already are): the log reads with any
 //! Kafka tool.

@@ -21,6 +21,7 @@ use zapinbox_core::{
 use crate::backend::classify;
 use crate::chunk::Chunks;
 use crate::record::{Op, Origin, Record, VERSION};
+use crate::topics;
 
 /// What applying a record answered its writer.
 #[derive(Debug)]
@@ -87,8 +88,9 @@ pub(crate) struct Log {
     instance: u64,
     /// Where large payloads' chunks are, if there is a chunk topic.
     pub chunks: Option<Chunks>,
-    /// The tenant registry, with a topic per tenant.
-    registry: Option<String>,
+    /// The tenant registry and the tenants' topics' prefix, with a topic
+    /// per tenant.
+    registry: Option<(String, String)>,
 }
 
 pub(crate) struct Applied {
@@ -111,7 +113,7 @@ impl Log {
         rules: QueueConfig,
         instance: u64,
         chunks: Option<Chunks>,
-        registry: Option<String>,
+        registry: Option<(String, String)>,
     ) -> Self {
         Log {
             state: Mutex::new(Applied {
@@ -195,27 +197,29 @@ impl Log {
 
     /// Follows lane `at` from offset `next` on, unless it already does.
     pub fn join(&self, at: &At, next: i64) -> Result<()> {
-        let mut applied = self.lock();
-        if applied.lanes.contains_key(at) {
-            return Ok(());
+        {
+            let mut applied = self.lock();
+            if applied.lanes.contains_key(at) {
+                return Ok(());
+            }
+            let lane = Lane::new(Machine::new(), next);
+            applied.lanes.insert(at.clone(), lane);
         }
+        // Outside the lock: the applier and reads need it meanwhile.
         let mut assignment = TopicPartitionList::new();
-        assignment
+        let assigned = assignment
             .add_partition_offset(&at.topic, at.partition, Offset::Offset(next))
-            .map_err(classify)?;
-        self.consumer
-            .incremental_assign(&assignment)
-            .map_err(classify)?;
-        applied
-            .lanes
-            .insert(at.clone(), Lane::new(Machine::new(), next));
+            .and_then(|()| self.consumer.incremental_assign(&assignment));
+        if let Err(e) = assigned {
+            self.lock().lanes.remove(at);
+            return Err(classify(e));
+        }
         Ok(())
     }
 
     /// Stops following lane `at` and forgets its state.
     pub fn leave(&self, at: &At) -> Result<()> {
-        let mut applied = self.lock();
-        if applied.lanes.remove(at).is_none() {
+        if self.lock().lanes.remove(at).is_none() {
             return Ok(());
         }
         let mut assignment = TopicPartitionList::new();
@@ -227,19 +231,20 @@ impl Log {
 
     /// Joins or leaves a tenant's lane as a record of the tenant registry
     /// says (with a topic per tenant).
-    fn register(&self, bytes: &[u8]) {
+    fn register(&self, prefix: &str, bytes: &[u8]) {
+        let lane = |topic| At {
+            topic,
+            partition: 0,
+        };
         let change = match serde_json::from_slice::<Registered>(bytes) {
-            Ok(Registered::Joined(topic)) => self.join(
-                &At {
-                    topic,
-                    partition: 0,
-                },
-                0,
-            ),
-            Ok(Registered::Left(topic)) => self.leave(&At {
-                topic,
-                partition: 0,
-            }),
+            Ok(Registered::Joined(topic) | Registered::Left(topic))
+                if !topics::is_tenant_topic(prefix, &topic) =>
+            {
+                tracing::warn!(topic, "the registry names a topic that is no tenant's");
+                Ok(())
+            }
+            Ok(Registered::Joined(topic)) => self.join(&lane(topic), 0),
+            Ok(Registered::Left(topic)) => self.leave(&lane(topic)),
             Err(e) => {
                 tracing::warn!(error = %e, "skipping a registry record that does not decode");
                 Ok(())
@@ -275,6 +280,8 @@ impl Log {
             return true;
         };
         for event in events {
+            // Only errors worth retrying come back (a chunk topic that is
+            // gone damages the payload instead).
             while let Err(e) = event.resolve(self.chunks.as_ref()) {
                 if stop.load(Ordering::Relaxed) {
                     return false;
@@ -286,6 +293,25 @@ impl Log {
         true
     }
 
+    /// Whether the record at `offset` of lane `at` is the next to apply:
+    /// not if applied already (a consumer that fetched twice), nor if the
+    /// lane left (its tenant deleted), and then a writer of this instance
+    /// waiting for it hears so.
+    fn is_next(&self, at: &At, offset: i64, bytes: &[u8]) -> bool {
+        let mut applied = self.lock();
+        if let Some(lane) = applied.lanes.get(at) {
+            return offset >= lane.next;
+        }
+        if let Ok(origin) = serde_json::from_slice::<Origin>(bytes)
+            && origin.from == self.instance
+            && let Some(waiter) = applied.waiting.remove(&origin.req)
+        {
+            let reason = format!("{} was deleted while this write was in flight", at.topic);
+            let _ = waiter.send(Answer::Unreadable(reason));
+        }
+        false
+    }
+
     /// Applies the record at `offset` of lane `at`.
     fn apply(&self, at: &At, offset: i64, bytes: &[u8], stop: &AtomicBool) {
         let mut record = serde_json::from_slice::<Record>(bytes)
@@ -294,6 +320,9 @@ impl Log {
                 VERSION => Ok(r),
                 v => Err(format!("record format {v} is not {VERSION}")),
             });
+        if !self.is_next(at, offset, bytes) {
+            return;
+        }
         if let Ok(record) = &mut record
             && !self.resolve(record, stop)
         {
@@ -301,11 +330,8 @@ impl Log {
         }
         let mut applied = self.lock();
         let Some(lane) = applied.lanes.get_mut(at) else {
-            return; // a lane left meanwhile
+            return; // the lane left meanwhile
         };
-        if offset < lane.next {
-            return; // seen already (a consumer that fetched twice)
-        }
         lane.next = offset + 1;
         let record = match record {
             Ok(record) => record,
@@ -366,8 +392,11 @@ impl Log {
                 };
                 match consumer.poll(timeout) {
                     None => break,
-                    Some(Ok(message)) if self.registry.as_deref() == Some(message.topic()) => {
-                        self.register(message.payload().unwrap_or_default());
+                    Some(Ok(message))
+                        if let Some((registry, prefix)) = &self.registry
+                            && registry == message.topic() =>
+                    {
+                        self.register(prefix, message.payload().unwrap_or_default());
                     }
                     Some(Ok(message)) => {
                         any = true;

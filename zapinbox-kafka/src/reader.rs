@@ -39,8 +39,9 @@ impl Reader {
     }
 
     /// Fills `event` (acked, its content dropped from memory) with the
-    /// content its ingest record at `position` of lane `at` carried, a large payload from its `chunks`; if the log no longer
-    /// holds it, its payload says so.
+    /// content its ingest record at `position` of lane `at` carried (a
+    /// large payload from its `chunks`); if the log no longer holds it,
+    /// its payload says so.
     pub fn restore(
         &self,
         at: &At,

@@ -146,14 +146,17 @@ impl EventRecord {
     }
 
     /// Puts a chunked payload back together from `chunks` (damaged if this
-    /// instance has no chunk topic or a chunk is gone). Fails only when the
-    /// brokers could not be asked: the record is unchanged then.
+    /// instance has no chunk topic, a chunk is gone, or the brokers refuse
+    /// to read it). Fails only when asking again may succeed: the record is
+    /// unchanged then.
     pub fn resolve(&mut self, chunks: Option<&Chunks>) -> Result<()> {
         let Some(chunked) = &self.chunks else {
             return Ok(());
         };
-        self.payload = match chunks {
-            Some(chunks) => chunks.assemble(self.id, chunked)?,
+        self.payload = match chunks.map(|c| c.assemble(self.id, chunked)) {
+            Some(Ok(payload)) => payload,
+            Some(Err(e)) if e.is_retryable() => return Err(e),
+            Some(Err(e)) => Payload::damaged(format!("this payload's chunks cannot be read: {e}")),
             None => {
                 Payload::damaged("this payload is in chunks, and this instance has no chunk topic")
             }

@@ -4,7 +4,9 @@
 //! only the records after it.
 //!
 //! A chunk is a header (magic, partition, next offset, snapshot id, index,
-//! count, slot, the log's topic) and a slice of the state's JSON. Its key,
+//! count, slot, when it was written, the log's topic) and a slice of the
+//! state's JSON. Opening takes each lane's newest complete snapshot by the
+//! time it was written (one instance writes snapshots). Its key,
 //! `<topic>/<partition>/<slot>/<index>`, alternates between two slots, so
 //! a compacted topic always keeps the last complete snapshot whole even
 //! when writing the next one stops halfway.
@@ -23,7 +25,7 @@ use crate::metadata::{in_parallel, partition_count, watermarks};
 
 const MAGIC: &[u8; 4] = b"ZIS2";
 /// The header's size before the topic's name.
-const HEADER: usize = 35;
+const HEADER: usize = 43;
 
 /// One partition's state, the offset of the first record after it, and
 /// the slot it was written to.
@@ -50,6 +52,8 @@ pub(crate) struct Header {
     pub index: u32,
     pub count: u32,
     pub slot: u8,
+    /// When the snapshot was written, in milliseconds since the epoch.
+    pub written: u64,
 }
 
 impl Header {
@@ -63,6 +67,7 @@ impl Header {
         out.extend_from_slice(&self.index.to_be_bytes());
         out.extend_from_slice(&self.count.to_be_bytes());
         out.push(self.slot);
+        out.extend_from_slice(&self.written.to_be_bytes());
         // Topic names are at most 249 bytes.
         out.extend_from_slice(&(topic.len() as u16).to_be_bytes());
         out.extend_from_slice(topic);
@@ -75,7 +80,7 @@ impl Header {
         if &head[..4] != MAGIC {
             return None;
         }
-        let topic_len = usize::from(u16::from_be_bytes(head.get(33..35)?.try_into().ok()?));
+        let topic_len = usize::from(u16::from_be_bytes(head.get(41..43)?.try_into().ok()?));
         let topic = std::str::from_utf8(bytes.get(HEADER..HEADER + topic_len)?).ok()?;
         let data = bytes.get(HEADER + topic_len..)?;
         let u32_at = |i: usize| Some(u32::from_be_bytes(head.get(i..i + 4)?.try_into().ok()?));
@@ -90,6 +95,7 @@ impl Header {
             index: u32_at(24)?,
             count: u32_at(28)?,
             slot: *head.get(32)?,
+            written: u64_at(33)?,
         };
         (header.index < header.count).then_some((header, data))
     }
@@ -109,6 +115,8 @@ pub(crate) fn chunks(
         .max(1024);
     let pieces: Vec<&[u8]> = state.chunks(size).collect();
     let id: u64 = rand::random();
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    let written = since.map_or(0, |d| d.as_millis() as u64);
     let count = pieces.len().max(1) as u32;
     let pieces = if pieces.is_empty() {
         vec![&[][..]]
@@ -126,6 +134,7 @@ pub(crate) fn chunks(
                 index: index as u32,
                 count,
                 slot,
+                written,
             };
             let key = format!("{}/{}/{slot}/{index}", at.topic, at.partition);
             (key, header.encode(data))
@@ -137,6 +146,7 @@ pub(crate) fn chunks(
 #[derive(Default)]
 struct Assembly {
     next: i64,
+    written: u64,
     count: u32,
     parts: BTreeMap<u32, Vec<u8>>,
 }
@@ -194,6 +204,7 @@ pub(crate) fn load(
             let key = (header.at, header.slot, header.id);
             let assembly = assemblies.entry(key).or_insert_with(|| Assembly {
                 next: header.next,
+                written: header.written,
                 count: header.count,
                 parts: BTreeMap::new(),
             });
@@ -201,19 +212,24 @@ pub(crate) fn load(
         }
         consumer.unassign().map_err(crate::backend::classify)?;
     }
-    let mut newest: HashMap<At, (i64, u8, Vec<u8>)> = HashMap::new();
+    // The newest complete snapshot of each lane: the last written (an
+    // offboarded tenant's empty one after its old ones), then the furthest.
+    let mut newest: HashMap<At, (u64, i64, u8, Vec<u8>)> = HashMap::new();
     for ((at, slot, _), assembly) in assemblies {
         let complete = assembly.parts.len() == assembly.count as usize;
-        let found = newest.get(&at);
-        if complete
-            && found
-                .as_ref()
-                .is_none_or(|(next, ..)| *next < assembly.next)
-        {
+        let order = (assembly.written, assembly.next);
+        let newer = newest
+            .get(&at)
+            .is_none_or(|(written, next, ..)| (*written, *next) < order);
+        if complete && newer {
             let state = assembly.parts.into_values().flatten().collect();
-            newest.insert(at, (assembly.next, slot, state));
+            newest.insert(at, (assembly.written, assembly.next, slot, state));
         }
     }
+    let newest: HashMap<At, (i64, u8, Vec<u8>)> = newest
+        .into_iter()
+        .map(|(at, (_, next, slot, state))| (at, (next, slot, state)))
+        .collect();
     let decode = |(at, (next, slot, state)): (At, (i64, u8, Vec<u8>))| {
         let machine = serde_json::from_slice(&state)
             .map_err(|e| Error::permanent(format!("a snapshot on {topic} does not decode: {e}")))?;

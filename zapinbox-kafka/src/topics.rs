@@ -21,15 +21,16 @@ use crate::open::client_config;
 const MAX_TOPIC_CHARS: usize = 249;
 
 /// The topic of `tenant` under `prefix`: `<prefix>.<tenant>`, with `:` and
-/// `@` (tenant characters topic names cannot hold) as `_3a` and `_40`.
-/// `_` is not a tenant character, so no two tenants share a name, and
-/// `<prefix>._…` names stay free for side topics.
+/// `@` (which topic names cannot hold) and `.` and `_` (which Kafka takes
+/// for the same character, refusing a second topic that differs only
+/// there) written `_3a`, `_40`, `_2e` and `_5f`. So no two tenants share
+/// a name, and `<prefix>._<name>` (`_` and no hex pair) is left for side
+/// topics.
 pub(crate) fn tenant_topic(prefix: &str, tenant: &TenantId) -> Result<String> {
     let mut name = format!("{prefix}.");
     for c in tenant.as_str().chars() {
         match c {
-            ':' => name.push_str("_3a"),
-            '@' => name.push_str("_40"),
+            ':' | '@' | '.' | '_' => name.push_str(&format!("_{:02x}", c as u32)),
             c => name.push(c),
         }
     }
@@ -51,7 +52,9 @@ pub(crate) fn tenant_of(prefix: &str, topic: &str) -> Option<TenantId> {
         let (decoded, len) = match (c, rest.get(1..3)) {
             ('_', Some("3a")) => (':', 3),
             ('_', Some("40")) => ('@', 3),
-            ('_', _) => return None,
+            ('_', Some("2e")) => ('.', 3),
+            ('_', Some("5f")) => ('_', 3),
+            ('_', _) | ('.', _) => return None,
             (c, _) => (c, c.len_utf8()),
         };
         id.push(decoded);
@@ -119,8 +122,28 @@ impl Topics {
 
     /// Makes `topic` unless it exists.
     pub async fn create(self: Arc<Self>, topic: &str) -> Result<()> {
+        let (partitions, retention) = (self.settings.partitions, self.settings.retention);
+        self.create_with(topic, partitions, retention).await
+    }
+
+    /// Makes the registry unless it exists: one partition, records kept
+    /// as long as the broker keeps them.
+    pub async fn create_registry(self: Arc<Self>) -> Result<()> {
+        let registry = self.registry.clone();
+        self.create_with(&registry, 1, None).await
+    }
+
+    async fn create_with(
+        self: Arc<Self>,
+        topic: &str,
+        partitions: i32,
+        retention: Option<Duration>,
+    ) -> Result<()> {
         match self.settings.creation {
-            TopicCreation::AdminApi => self.create_with_admin_api(topic).await,
+            TopicCreation::AdminApi => {
+                self.create_with_admin_api(topic, partitions, retention)
+                    .await
+            }
             TopicCreation::Broker => {
                 let topic = topic.to_owned();
                 tokio::task::spawn_blocking(move || self.ask_broker_to_create(&topic))
@@ -130,10 +153,15 @@ impl Topics {
         }
     }
 
-    async fn create_with_admin_api(&self, topic: &str) -> Result<()> {
-        let s = &self.settings;
-        let retention = s.retention.map(|r| r.as_millis().to_string());
-        let mut new = NewTopic::new(topic, s.partitions, TopicReplication::Fixed(s.replication));
+    async fn create_with_admin_api(
+        &self,
+        topic: &str,
+        partitions: i32,
+        retention: Option<Duration>,
+    ) -> Result<()> {
+        let retention = retention.map(|r| r.as_millis().to_string());
+        let replication = TopicReplication::Fixed(self.settings.replication);
+        let mut new = NewTopic::new(topic, partitions, replication);
         if let Some(ms) = &retention {
             new = new.set("retention.ms", ms);
         }
@@ -216,9 +244,19 @@ mod tests {
     fn tenant_topic_names_are_distinct_and_never_side_topics() {
         let topic = |id: &str| tenant_topic("inbox", &TenantId::new(id).expect("valid"));
         assert_eq!(topic("acme").expect("fits"), "inbox.acme");
-        assert_eq!(topic("a:b@c.d").expect("fits"), "inbox.a_3ab_40c.d");
-        assert_ne!(topic("a:").expect("fits"), topic("a@").expect("fits"));
-        for name in ["acme", ":x", "@", "x.y-z", "a:b@c"] {
+        assert_eq!(topic("a:b@c.d_e").expect("fits"), "inbox.a_3ab_40c_2ed_5fe");
+        let names = [
+            "a:", "a@", "a.", "a_", "a_3a", "a_5f", "_tenants", "_chunks", ".x",
+        ];
+        let topics: std::collections::HashSet<String> =
+            names.iter().map(|n| topic(n).expect("fits")).collect();
+        assert_eq!(topics.len(), names.len(), "{topics:?}");
+        for side in ["inbox._tenants", "inbox._chunks", "inbox._snapshots"] {
+            assert!(!topics.contains(side));
+        }
+        for name in [
+            "acme", ":x", "@", "x.y-z", "a:b@c", "_tenants", "a_b", "a.b_c",
+        ] {
             let tenant = TenantId::new(name).expect("valid");
             assert_eq!(
                 tenant_of("inbox", &topic(name).expect("fits")),
@@ -236,7 +274,7 @@ mod tests {
         for other in others {
             assert!(!is_tenant_topic("inbox", other), "{other}");
         }
-        let long = ":".repeat(100);
+        let long = "_".repeat(100);
         assert!(matches!(topic(&long), Err(Error::InvalidInput(_))));
     }
 }

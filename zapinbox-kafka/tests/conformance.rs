@@ -29,7 +29,9 @@ fn start() -> MockBroker {
 
 fn harness() -> KafkaHarness {
     let make = |topic: &str, partitions| {
-        (broker().create_topic(topic, partitions)).expect("create the topic");
+        broker()
+            .create_topic(topic, partitions)
+            .expect("create the topic");
     };
     KafkaHarness::new(broker().config("unused"), make)
 }
@@ -46,7 +48,9 @@ fn per_tenant_harness() -> KafkaHarness {
 /// them from one thread (two suites at once are more than it serves).
 fn per_tenant_harness_fetching(ms: u64) -> KafkaHarness {
     let make = |topic: &str, partitions| {
-        (per_tenant_broker().create_topic(topic, partitions)).expect("create the topic");
+        per_tenant_broker()
+            .create_topic(topic, partitions)
+            .expect("create the topic");
     };
     let topics = TenantTopics::default().created_by_broker();
     let config = support::fetch_wait(per_tenant_broker().config("unused"), ms);

@@ -86,6 +86,12 @@ pub async fn five_and_fifty_megabytes_round_trip(kafka: KafkaConfig, make: &dyn 
                 .expect("an item")
                 .expect("an event");
             assert_eq!(seen.event.id, expected);
+            if expected == stored.id {
+                assert!(
+                    seen.event.payload.as_str() == text,
+                    "subscribe, {size} bytes"
+                );
+            }
         }
 
         let leased = inbox
