@@ -1,7 +1,7 @@
 //! Opening an instance: its clients, and where each lane's replay starts
 //! (its newest snapshot, or the log's start) and ends.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -81,6 +81,7 @@ pub(crate) fn resume(
 ) -> Result<Start> {
     let topic = &kafka.topic;
     let mut assignment = TopicPartitionList::new();
+    let mut deleted = HashSet::new();
     if let Some(registry) = registry {
         // Its end before the topics are listed: a topic made meanwhile is
         // listed, or announced after that end.
@@ -88,7 +89,11 @@ pub(crate) fn resume(
             topic: registry.to_owned(),
             partition: 0,
         }];
-        let (_, end) = metadata::watermarks(consumer, &registry_partition)?[0];
+        let marks = metadata::watermarks(consumer, &registry_partition)?;
+        let (start, end) = marks.first().copied().unwrap_or_default();
+        // A topic whose deletion was announced may still be listed for a
+        // moment (`delete_tenant` deletes it a second later).
+        deleted = topics::deleted(loader, registry, start..end, kafka.replay_timeout)?;
         assignment
             .add_partition_offset(registry, 0, Offset::Offset(end))
             .map_err(classify)?;
@@ -106,7 +111,9 @@ pub(crate) fn resume(
             (partitions, logs.collect())
         }
         Layout::TopicPerTenant(_) => {
-            let logs = topics::list(consumer, topic, Duration::from_secs(10))?.into_iter();
+            let logs = topics::list(consumer, topic, Duration::from_secs(10))?
+                .into_iter()
+                .filter(|topic| !deleted.contains(topic));
             (
                 0,
                 logs.map(|topic| At {

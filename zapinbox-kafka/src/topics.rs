@@ -1,14 +1,17 @@
 //! A topic per tenant: the names, and making, finding and deleting the
 //! topics.
 
+use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication, TopicResult};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
 use zapinbox_core::{Error, Result, TenantId};
 
 use crate::backend::classify;
@@ -85,6 +88,46 @@ pub(crate) fn list(
         .collect();
     topics.sort();
     Ok(topics)
+}
+
+/// The topics whose last word in the registry, over `offsets` of its one
+/// partition, is that they were deleted.
+pub(crate) fn deleted(
+    consumer: &BaseConsumer,
+    registry: &str,
+    offsets: std::ops::Range<i64>,
+    within: Duration,
+) -> Result<HashSet<String>> {
+    let mut deleted = HashSet::new();
+    if offsets.is_empty() {
+        return Ok(deleted);
+    }
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(registry, 0, Offset::Offset(offsets.start))
+        .map_err(classify)?;
+    consumer.assign(&assignment).map_err(classify)?;
+    let deadline = std::time::Instant::now() + within;
+    let mut next = offsets.start;
+    while next < offsets.end {
+        if std::time::Instant::now() > deadline {
+            return Err(Error::transient(format!(
+                "the registry {registry} was not read within {within:?}"
+            )));
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = message.map_err(classify)?;
+        next = message.offset() + 1;
+        match serde_json::from_slice(message.payload().unwrap_or_default()) {
+            Ok(Registered::Joined(topic)) => deleted.remove(&topic),
+            Ok(Registered::Left(topic)) => deleted.insert(topic),
+            Err(_) => false,
+        };
+    }
+    consumer.unassign().map_err(classify)?;
+    Ok(deleted)
 }
 
 /// Makes and deletes tenants' topics, and says so on the registry.
@@ -171,17 +214,7 @@ impl Topics {
             .create_topics([&new], &options)
             .await
             .map_err(classify)?;
-        for result in results {
-            match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => {
-                    return Err(Error::transient(format!(
-                        "the broker did not create topic {topic}: {code}"
-                    )));
-                }
-            }
-        }
-        Ok(())
+        done(results, RDKafkaErrorCode::TopicAlreadyExists, "create")
     }
 
     /// Asks for `topic`'s metadata until the broker has made it (a
@@ -222,18 +255,25 @@ impl Topics {
             .delete_topics(&[topic], &options)
             .await
             .map_err(classify)?;
-        for result in results {
-            match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
-                Err((topic, code)) => {
-                    return Err(Error::transient(format!(
-                        "the broker did not delete topic {topic}: {code}"
-                    )));
-                }
+        done(results, RDKafkaErrorCode::UnknownTopicOrPartition, "delete")
+    }
+}
+
+/// Ok if the broker did what it was asked (`what`) to every topic, or
+/// answered `already` (made already, deleted already).
+fn done(results: Vec<TopicResult>, already: RDKafkaErrorCode, what: &str) -> Result<()> {
+    for result in results {
+        match result {
+            Ok(_) => {}
+            Err((_, code)) if code == already => {}
+            Err((topic, code)) => {
+                return Err(Error::transient(format!(
+                    "the broker did not {what} topic {topic}: {code}"
+                )));
             }
         }
-        Ok(())
     }
+    Ok(())
 }
 
 #[cfg(test)]

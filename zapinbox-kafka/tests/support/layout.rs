@@ -112,13 +112,25 @@ pub async fn offboarding_deletes_the_tenants_topic(kafka: KafkaConfig) {
     assert!(eventually(lag, || async { pending(&on_b, &leaving).await == 4 }).await);
     a.snapshot().await.expect("snapshot");
 
-    a.delete_tenant(&leaving).await.expect("delete the tenant");
+    let deleting = {
+        let (a, leaving) = (a.clone(), leaving.clone());
+        tokio::spawn(async move { a.delete_tenant(&leaving).await })
+    };
+    // Opened while the topic is still there, its deletion announced: it
+    // does not follow it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let early = open(&kafka).await;
+    let on_early = Inbox::new(early.clone());
+    assert_eq!(pending(&on_early, &leaving).await, 0);
+    assert_eq!(pending(&on_early, &staying).await, 1);
+    deleting.await.expect("task").expect("delete the tenant");
     assert!(!topic_exists(&kafka, &format!("{prefix}.leaving")));
     assert_eq!(pending(&on_a, &leaving).await, 0);
     assert!(eventually(lag, || async { pending(&on_b, &leaving).await == 0 }).await);
     assert_eq!(pending(&on_b, &staying).await, 1);
-    on_a.close().await.expect("close");
-    on_b.close().await.expect("close");
+    for inbox in [&on_a, &on_b, &on_early] {
+        inbox.close().await.expect("close");
+    }
 
     let c = open(&kafka).await;
     let on_c = Inbox::new(c.clone());
