@@ -728,6 +728,18 @@ impl Leases for KafkaBackend {
         outcome!(self.submit(tenant, Op::AckLease { token }).await?, Acked)
     }
 
+    /// One record for all of them.
+    async fn ack_leases(
+        &self,
+        tenant: &TenantId,
+        tokens: Vec<LeaseToken>,
+    ) -> Result<Vec<Result<AckOutcome>>> {
+        match self.submit(tenant, Op::AckLeases { tokens }).await? {
+            Answer::AckedEach(answers) => Ok(answers),
+            other => Err(unexpected(other)),
+        }
+    }
+
     async fn dead_letters(&self, tenant: &TenantId, query: PullQuery) -> Result<Page> {
         self.read(tenant, |m, cx| {
             m.list(cx, tenant, &query, EventStatus::DeadLettered, NAME)

@@ -32,6 +32,7 @@ pub(crate) enum Answer {
     Released(Result<ReleaseOutcome>),
     Requeued(Result<()>),
     Acked(Result<AckOutcome>),
+    AckedEach(Vec<Result<AckOutcome>>),
     Deleted(Result<DeleteOutcome>),
     Count(u64),
     Purged(Purged),
@@ -465,6 +466,12 @@ fn run(machine: &mut Machine, rules: &QueueConfig, record: Record, offset: i64) 
         }
         Op::Requeue { token } => Answer::Requeued(machine.requeue(cx, tenant, token)),
         Op::AckLease { token } => Answer::Acked(machine.ack_lease(cx, tenant, token)),
+        Op::AckLeases { tokens } => Answer::AckedEach(
+            tokens
+                .into_iter()
+                .map(|token| machine.ack_lease(cx, tenant, token))
+                .collect(),
+        ),
         Op::Ack { id } => Answer::Acked(machine.ack(cx, tenant, id)),
         Op::Delete { id } => Answer::Deleted(machine.delete(cx, tenant, id)),
         Op::Redrive { which } => Answer::Count(machine.redrive(cx, tenant, &which)),

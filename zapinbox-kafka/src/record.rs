@@ -75,6 +75,10 @@ pub(crate) enum Op {
     AckLease {
         token: LeaseToken,
     },
+    /// Many leases acked in one record, each as `AckLease`.
+    AckLeases {
+        tokens: Vec<LeaseToken>,
+    },
     Ack {
         id: EventId,
     },
