@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fetches Amazon's DynamoDB Local once, from the npm package that ships it
-# (amplify-dynamodb-simulator), into the cache, and makes sure Java runs.
-# Prints the directory holding DynamoDBLocal.jar.
+# (amplify-dynamodb-simulator), into the cache, and makes sure Java runs
+# (installing Java 17 with apt-get if not). Prints the directory holding
+# DynamoDBLocal.jar.
 set -euo pipefail
 
 CACHE="${ZAPINBOX_CACHE:-$HOME/.cache/zapinbox}"
@@ -10,13 +11,17 @@ ROOT="$CACHE/dynamodb-local-2.9.30"
 DIR="$ROOT/package/emulator"
 
 apt_install() {
-  local sudo=""
-  if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
-  $sudo apt-get update -qq >&2
-  $sudo apt-get install -y -qq "$@" >&2
+  if ! command -v apt-get >/dev/null; then
+    echo "install-dynamodb.sh: needs $* and has no apt-get to install it with" >&2
+    exit 1
+  fi
+  local sudo=()
+  if [[ $(id -u) -ne 0 ]]; then sudo=(sudo -n); fi
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
 }
 
-if ! command -v java >/dev/null; then
+if ! java -version >/dev/null 2>&1; then
   echo "installing Java 17 (DynamoDB Local runs on it)" >&2
   apt_install openjdk-17-jre-headless
 fi
@@ -25,10 +30,14 @@ if [[ ! -f "$DIR/DynamoDBLocal.jar" ]]; then
     apt_install npm
   fi
   echo "fetching DynamoDB Local ($PACKAGE) into $ROOT (once)" >&2
-  mkdir -p "$ROOT"
   tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' EXIT
   (cd "$tmp" && npm pack --silent "$PACKAGE" >/dev/null)
-  tar xzf "$tmp"/amplify-dynamodb-simulator-*.tgz -C "$ROOT"
-  rm -rf "$tmp"
+  mkdir -p "$tmp/unpacked"
+  tar xzf "$tmp"/amplify-dynamodb-simulator-*.tgz -C "$tmp/unpacked"
+  # Whole or not at all: an interrupted unpacking leaves nothing behind.
+  rm -rf "$ROOT"
+  mkdir -p "$(dirname "$ROOT")"
+  mv "$tmp/unpacked" "$ROOT"
 fi
 echo "$DIR"

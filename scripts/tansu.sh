@@ -4,9 +4,11 @@
 # exits. ZAPINBOX_TANSU_STORAGE picks another storage engine (default
 # memory://tansu/; sqlite://tansu.db keeps it in the temporary directory).
 
+source "$(dirname "${BASH_SOURCE[0]}")/on-exit.sh"
+
 start_tansu() {
   local bin dir port
-  bin="$(./scripts/install-tansu.sh)"
+  bin="$(./scripts/install-tansu.sh)" || return 1
   dir="$(mktemp -d)"
   # The first free port from 19092.
   port=19092
@@ -19,7 +21,7 @@ start_tansu() {
     --storage-engine "${ZAPINBOX_TANSU_STORAGE:-memory://tansu/}") > "$dir/tansu.log" 2>&1 &
   TANSU_PID=$!
   TANSU_DIR="$dir"
-  trap stop_tansu EXIT
+  on_exit stop_tansu
   for _ in $(seq 1 600); do
     if grep -q "ready in" "$dir/tansu.log"; then
       export ZAPINBOX_TANSU_BROKERS="127.0.0.1:$port"
@@ -39,7 +41,7 @@ start_tansu() {
 }
 
 stop_tansu() {
-  local status=$?
+  local status=${EXIT_STATUS:-$?}
   if [[ -n "${TANSU_PID:-}" ]]; then
     kill "$TANSU_PID" 2>/dev/null || true
     # It takes a few seconds to exit after SIGTERM; then SIGKILL.

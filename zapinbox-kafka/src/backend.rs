@@ -728,16 +728,21 @@ impl Leases for KafkaBackend {
         outcome!(self.submit(tenant, Op::AckLease { token }).await?, Acked)
     }
 
-    /// One record for all of them.
+    /// One record for up to a thousand of them (about 70 bytes each).
     async fn ack_leases(
         &self,
         tenant: &TenantId,
         tokens: Vec<LeaseToken>,
     ) -> Result<Vec<Result<AckOutcome>>> {
-        match self.submit(tenant, Op::AckLeases { tokens }).await? {
-            Answer::AckedEach(answers) => Ok(answers),
-            other => Err(unexpected(other)),
+        let mut answers = Vec::with_capacity(tokens.len());
+        for group in tokens.chunks(1000) {
+            let tokens = group.to_vec();
+            match self.submit(tenant, Op::AckLeases { tokens }).await? {
+                Answer::AckedEach(each) => answers.extend(each),
+                other => return Err(unexpected(other)),
+            }
         }
+        Ok(answers)
     }
 
     async fn dead_letters(&self, tenant: &TenantId, query: PullQuery) -> Result<Page> {

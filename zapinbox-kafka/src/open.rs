@@ -81,23 +81,23 @@ pub(crate) fn resume(
 ) -> Result<Start> {
     let topic = &kafka.topic;
     let mut assignment = TopicPartitionList::new();
-    let mut deleted = HashSet::new();
-    if let Some(registry) = registry {
-        // Its end before the topics are listed: a topic made meanwhile is
-        // listed, or announced after that end.
-        let registry_partition = [At {
-            topic: registry.to_owned(),
-            partition: 0,
-        }];
-        let marks = metadata::watermarks(consumer, &registry_partition)?;
-        let (start, end) = marks.first().copied().unwrap_or_default();
-        // A topic whose deletion was announced may still be listed for a
-        // moment (`delete_tenant` deletes it a second later).
-        deleted = topics::deleted(loader, registry, start..end, kafka.replay_timeout)?;
-        assignment
-            .add_partition_offset(registry, 0, Offset::Offset(end))
-            .map_err(classify)?;
-    }
+    // The registry's end before the topics are listed: a topic made
+    // meanwhile is listed, or announced after that end.
+    let registry_end = match registry {
+        Some(registry) => {
+            let registry_partition = [At {
+                topic: registry.to_owned(),
+                partition: 0,
+            }];
+            let marks = metadata::watermarks(consumer, &registry_partition)?;
+            let (_, end) = marks.first().copied().unwrap_or_default();
+            assignment
+                .add_partition_offset(registry, 0, Offset::Offset(end))
+                .map_err(classify)?;
+            Some((registry, end))
+        }
+        None => None,
+    };
     let (partitions, logs): (usize, Vec<At>) = match &kafka.layout {
         Layout::Shared => {
             let partitions =
@@ -111,9 +111,16 @@ pub(crate) fn resume(
             (partitions, logs.collect())
         }
         Layout::TopicPerTenant(_) => {
-            let logs = topics::list(consumer, topic, Duration::from_secs(10))?
-                .into_iter()
-                .filter(|topic| !deleted.contains(topic));
+            let listed = topics::list(consumer, topic, Duration::from_secs(10))?;
+            // A topic whose deletion was announced may still be listed for
+            // a moment (`delete_tenant` deletes it a second later).
+            let deleted = match registry_end {
+                Some((registry, end)) => {
+                    topics::deleted(loader, registry, end, kafka.replay_timeout)?
+                }
+                None => HashSet::new(),
+            };
+            let logs = listed.into_iter().filter(|topic| !deleted.contains(topic));
             (
                 0,
                 logs.map(|topic| At {

@@ -90,26 +90,24 @@ pub(crate) fn list(
     Ok(topics)
 }
 
-/// The topics whose last word in the registry, over `offsets` of its one
-/// partition, is that they were deleted.
+/// The topics whose last word in the registry, up to offset `end` of its
+/// one partition, is that they were deleted.
 pub(crate) fn deleted(
     consumer: &BaseConsumer,
     registry: &str,
-    offsets: std::ops::Range<i64>,
+    end: i64,
     within: Duration,
 ) -> Result<HashSet<String>> {
     let mut deleted = HashSet::new();
-    if offsets.is_empty() {
-        return Ok(deleted);
-    }
     let mut assignment = TopicPartitionList::new();
+    // From wherever it begins now (retention may trim it meanwhile).
     assignment
-        .add_partition_offset(registry, 0, Offset::Offset(offsets.start))
+        .add_partition_offset(registry, 0, Offset::Beginning)
         .map_err(classify)?;
     consumer.assign(&assignment).map_err(classify)?;
     let deadline = std::time::Instant::now() + within;
-    let mut next = offsets.start;
-    while next < offsets.end {
+    let mut next = 0;
+    while next < end {
         if std::time::Instant::now() > deadline {
             return Err(Error::transient(format!(
                 "the registry {registry} was not read within {within:?}"
@@ -120,6 +118,9 @@ pub(crate) fn deleted(
         };
         let message = message.map_err(classify)?;
         next = message.offset() + 1;
+        if message.offset() >= end {
+            break;
+        }
         match serde_json::from_slice(message.payload().unwrap_or_default()) {
             Ok(Registered::Joined(topic)) => deleted.remove(&topic),
             Ok(Registered::Left(topic)) => deleted.insert(topic),

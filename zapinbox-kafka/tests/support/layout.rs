@@ -22,6 +22,19 @@ pub fn topic_exists(kafka: &KafkaConfig, topic: &str) -> bool {
     metadata.topics().iter().any(|t| t.name() == topic)
 }
 
+/// Where the tenant registry under `kafka`'s prefix ends now.
+pub fn registry_end(kafka: &KafkaConfig) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .create()
+        .expect("a client");
+    let registry = format!("{}._tenants", kafka.topic);
+    let (_, end) = consumer
+        .fetch_watermarks(&registry, 0, Duration::from_secs(10))
+        .expect("the registry's watermarks");
+    end
+}
+
 pub async fn open(kafka: &KafkaConfig) -> KafkaBackend {
     KafkaBackend::open(kafka.clone(), QueueConfig::default())
         .await
@@ -112,13 +125,15 @@ pub async fn offboarding_deletes_the_tenants_topic(kafka: KafkaConfig) {
     assert!(eventually(lag, || async { pending(&on_b, &leaving).await == 4 }).await);
     a.snapshot().await.expect("snapshot");
 
+    let announced = registry_end(&kafka);
     let deleting = {
         let (a, leaving) = (a.clone(), leaving.clone());
         tokio::spawn(async move { a.delete_tenant(&leaving).await })
     };
-    // Opened while the topic is still there, its deletion announced: it
-    // does not follow it.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Opened while the topic is still there, its deletion announced (the
+    // topic goes a second later): it does not follow it.
+    assert!(eventually(lag, || async { registry_end(&kafka) > announced }).await);
+    assert!(topic_exists(&kafka, &format!("{prefix}.leaving")));
     let early = open(&kafka).await;
     let on_early = Inbox::new(early.clone());
     assert_eq!(pending(&on_early, &leaving).await, 0);
