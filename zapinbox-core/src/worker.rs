@@ -24,7 +24,8 @@ pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 /// The worker claims events ahead of its handlers, so the next ones are
 /// leased and ready when a handler returns: at least `concurrency`, and as
 /// many as its handlers get through in a third of a lease (at most 1 000),
-/// from their average time so far. A lease that has run a third of its
+/// from their average time so far, claimed in batches of at least half
+/// that (a claim is a write). A lease that has run a third of its
 /// length is renewed before its handler starts. On shutdown the events
 /// claimed ahead are requeued at once; if the process dies their leases
 /// run out like the running ones'.
@@ -470,15 +471,19 @@ impl Worker {
                     Arc::clone(&pace),
                 ));
             }
-            let room = (self.concurrency + pace.ahead(self.concurrency, self.claim.lease))
+            let window = self.concurrency + pace.ahead(self.concurrency, self.claim.lease);
+            let room = window
                 .saturating_sub(tasks.len() + ahead.len())
                 .min(crate::MAX_CLAIM as usize);
             let mut wait = self.poll_interval;
             let now = tokio::time::Instant::now();
-            // Claim in batches: wait until there is room for half a batch.
+            // Claim in batches: wait until half the window is free (a claim
+            // of a few events each time some finish costs a write each).
             if now < not_before {
                 wait = not_before - now;
-            } else if room > 0 && (tasks.is_empty() || room * 2 >= self.concurrency) {
+            } else if room > 0
+                && (tasks.is_empty() || room * 2 >= window.min(crate::MAX_CLAIM as usize))
+            {
                 match self.poll(idle, room).await {
                     Ok(Found::Claimed(batch)) => {
                         idle = batch.is_empty();
