@@ -3,8 +3,8 @@
 //! same broker. Every workload runs on SQLite, memory, Kafka on the mock
 //! cluster, and Kafka on tansu when `ZAPINBOX_TANSU_BROKERS` names one.
 //!
-//!     cargo bench                          # full run (a few minutes)
-//!     ZAPINBOX_BENCH_QUICK=1 cargo bench   # smoke run, under a minute
+//!     cargo bench                          # full run (about 8 minutes)
+//!     ZAPINBOX_BENCH_QUICK=1 cargo bench   # smoke run, about 30 s
 //!     ZAPINBOX_BENCH_ONLY="64 concurrent" cargo bench   # one workload, no baselines (profiling)
 //!
 //! Prints a markdown table (backend × workload × figure × ratio to its raw
