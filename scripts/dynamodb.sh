@@ -5,7 +5,7 @@
 # It has no bind-address option: it listens on every interface, and the
 # tests talk to 127.0.0.1 only.
 
-source "$(dirname "${BASH_SOURCE[0]}")/on-exit.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/servers.sh"
 
 start_dynamodb() {
   local dir port
@@ -42,19 +42,8 @@ start_dynamodb() {
 }
 
 stop_dynamodb() {
-  local status=${EXIT_STATUS:-$?}
   if [[ -n "${DYNAMODB_PID:-}" ]]; then
-    kill "$DYNAMODB_PID" 2>/dev/null || true
-    for _ in $(seq 1 50); do
-      kill -0 "$DYNAMODB_PID" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -9 "$DYNAMODB_PID" 2>/dev/null || true
-    wait "$DYNAMODB_PID" 2>/dev/null || true
-    if [[ $status -ne 0 ]]; then
-      echo "DynamoDB Local's last words:" >&2
-      tail -n 20 "$DYNAMODB_LOG" >&2 || true
-    fi
+    stop_server "DynamoDB Local" "$DYNAMODB_PID" "$DYNAMODB_LOG"
     rm -f "$DYNAMODB_LOG"
     DYNAMODB_PID=""
   fi

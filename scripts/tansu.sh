@@ -4,7 +4,7 @@
 # exits. ZAPINBOX_TANSU_STORAGE picks another storage engine (default
 # memory://tansu/; sqlite://tansu.db keeps it in the temporary directory).
 
-source "$(dirname "${BASH_SOURCE[0]}")/on-exit.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/servers.sh"
 
 start_tansu() {
   local bin dir port
@@ -41,20 +41,8 @@ start_tansu() {
 }
 
 stop_tansu() {
-  local status=${EXIT_STATUS:-$?}
   if [[ -n "${TANSU_PID:-}" ]]; then
-    kill "$TANSU_PID" 2>/dev/null || true
-    # It takes a few seconds to exit after SIGTERM; then SIGKILL.
-    for _ in $(seq 1 100); do
-      kill -0 "$TANSU_PID" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -9 "$TANSU_PID" 2>/dev/null || true
-    wait "$TANSU_PID" 2>/dev/null || true
-    if [[ $status -ne 0 ]]; then
-      echo "tansu's last words:" >&2
-      tail -n 20 "$TANSU_DIR/tansu.log" >&2 || true
-    fi
+    stop_server tansu "$TANSU_PID" "$TANSU_DIR/tansu.log"
     rm -rf "$TANSU_DIR"
     TANSU_PID=""
   fi
