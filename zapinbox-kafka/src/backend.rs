@@ -1,11 +1,10 @@
 //! `KafkaBackend`: writes are records in the tenant's partition, answered
 //! once this instance has applied them; reads come from the applied state.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-
-use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -491,7 +490,6 @@ impl KafkaBackend {
     /// Writes `op` to lane `at` and waits until this instance has applied
     /// it. Makes no topic: a tenant's operations go through `submit`.
     async fn submit_to(&self, lane: &At, tenant: Option<TenantId>, op: Op) -> Result<Answer> {
-        self.ensure_open()?;
         self.ensure_open()?;
         let inner = &self.inner;
         let at = inner.config.clock.now();

@@ -303,27 +303,33 @@ impl Log {
         if let Some(lane) = applied.lanes.get(at) {
             return offset >= lane.next;
         }
+        let reason = format!("{} was deleted while this write was in flight", at.topic);
+        self.not_applied(&mut applied, bytes, reason);
+        false
+    }
+
+    /// Tells the writer of the record `bytes`, if it is a caller of this
+    /// instance still waiting, that the record was not applied and why.
+    fn not_applied(&self, applied: &mut Applied, bytes: &[u8], reason: String) {
         if let Ok(origin) = serde_json::from_slice::<Origin>(bytes)
             && origin.from == self.instance
             && let Some(waiter) = applied.waiting.remove(&origin.req)
         {
-            let reason = format!("{} was deleted while this write was in flight", at.topic);
             let _ = waiter.send(Answer::Unreadable(reason));
         }
-        false
     }
 
     /// Applies the record at `offset` of lane `at`.
     fn apply(&self, at: &At, offset: i64, bytes: &[u8], stop: &AtomicBool) {
+        if !self.is_next(at, offset, bytes) {
+            return;
+        }
         let mut record = serde_json::from_slice::<Record>(bytes)
             .map_err(|e| e.to_string())
             .and_then(|r| match r.v {
                 VERSION => Ok(r),
                 v => Err(format!("record format {v} is not {VERSION}")),
             });
-        if !self.is_next(at, offset, bytes) {
-            return;
-        }
         if let Ok(record) = &mut record
             && !self.resolve(record, stop)
         {
@@ -339,12 +345,7 @@ impl Log {
             Err(reason) => {
                 // Skipped by every instance alike; its writer hears why.
                 tracing::warn!(?at, offset, %reason, "skipping a record that does not decode");
-                if let Ok(origin) = serde_json::from_slice::<Origin>(bytes)
-                    && origin.from == self.instance
-                    && let Some(waiter) = applied.waiting.remove(&origin.req)
-                {
-                    let _ = waiter.send(Answer::Unreadable(reason));
-                }
+                self.not_applied(&mut applied, bytes, reason);
                 return;
             }
         };

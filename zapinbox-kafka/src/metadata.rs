@@ -16,7 +16,7 @@ pub(crate) fn partition_count<C: ClientContext>(
     client: &Client<C>,
     topic: &str,
 ) -> Result<Option<usize>> {
-    let metadata = fetch(client, Some(topic), Duration::from_secs(10))?;
+    let metadata = fetch(client, Some(topic))?;
     Ok(metadata
         .topics()
         .iter()
@@ -26,17 +26,12 @@ pub(crate) fn partition_count<C: ClientContext>(
 }
 
 /// The brokers' metadata of `topic`, or of every topic: asked again
-/// while no broker answers (a busy or restarting broker), for up to
-/// `patience`.
-pub(crate) fn fetch<C: ClientContext>(
-    client: &Client<C>,
-    topic: Option<&str>,
-    patience: Duration,
-) -> Result<Metadata> {
+/// while no broker answers (a busy or restarting broker), for up to 10 s.
+pub(crate) fn fetch<C: ClientContext>(client: &Client<C>, topic: Option<&str>) -> Result<Metadata> {
     use rdkafka::types::RDKafkaErrorCode::{
         AllBrokersDown, BrokerTransportFailure, OperationTimedOut,
     };
-    let deadline = Instant::now() + patience;
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match client.fetch_metadata(topic, Duration::from_secs(10)) {
             Ok(metadata) => return Ok(metadata),

@@ -2,7 +2,6 @@
 //! (its newest snapshot, or the log's start) and ends.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::Offset;
@@ -111,7 +110,7 @@ pub(crate) fn resume(
             (partitions, logs.collect())
         }
         Layout::TopicPerTenant(_) => {
-            let listed = topics::list(consumer, topic, Duration::from_secs(10))?;
+            let listed = topics::list(consumer, topic)?;
             // A topic whose deletion was announced may still be listed for
             // a moment (`delete_tenant` deletes it a second later).
             let deleted = match registry_end {

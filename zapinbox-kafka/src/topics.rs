@@ -71,14 +71,9 @@ pub(crate) fn is_tenant_topic(prefix: &str, topic: &str) -> bool {
     tenant_of(prefix, topic).is_some()
 }
 
-/// The tenant topics under `prefix` that exist now, asking for up to
-/// `patience` while no broker answers.
-pub(crate) fn list(
-    consumer: &BaseConsumer,
-    prefix: &str,
-    patience: Duration,
-) -> Result<Vec<String>> {
-    let metadata = crate::metadata::fetch(consumer.client(), None, patience)?;
+/// The tenant topics under `prefix` that exist now.
+pub(crate) fn list(consumer: &BaseConsumer, prefix: &str) -> Result<Vec<String>> {
+    let metadata = crate::metadata::fetch(consumer.client(), None)?;
     let mut topics: Vec<String> = metadata
         .topics()
         .iter()
