@@ -5,7 +5,8 @@
 
 mod support;
 
-use support::large::{MB, large_inbox, large_json, open};
+use support::large::{MB, large_inbox, large_json};
+use support::open;
 use zapinbox_core::{DeleteOutcome, Error, EventStatus, NewEvent, PullQuery, TenantId};
 use zapinbox_kafka::MockBroker;
 

@@ -23,7 +23,7 @@ async fn tenants_get_topics_that_every_instance_follows() {
 async fn deleting_a_tenant_needs_a_topic_per_tenant() {
     let broker = MockBroker::start().expect("the in-process mock Kafka cluster starts");
     broker.create_topic("shared", 2).expect("create");
-    let backend = support::layout::open(&broker.config("shared")).await;
+    let backend = support::open(&broker.config("shared")).await;
     let tenant = TenantId::new("acme").expect("valid");
     Inbox::new(backend.clone())
         .ingest(&tenant, NewEvent::from_json("{}"))

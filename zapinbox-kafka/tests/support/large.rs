@@ -4,10 +4,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use zapinbox_core::{
-    AckOutcome, Backend, ClaimQuery, Filter, Inbox, Limits, NewEvent, PullQuery, QueueConfig,
-    TenantId,
+    AckOutcome, Backend, ClaimQuery, Filter, Inbox, Limits, NewEvent, PullQuery, TenantId,
 };
 use zapinbox_kafka::{KafkaBackend, KafkaConfig};
+
+use super::open;
 
 pub const MB: usize = 1_000_000;
 
@@ -33,12 +34,6 @@ pub fn large_inbox(backend: &KafkaBackend) -> Inbox {
         .with_max_payload_bytes(64 << 20)
         .with_max_batch_bytes(64 << 20);
     Inbox::builder(backend.clone()).limits(limits).build()
-}
-
-pub async fn open(kafka: &KafkaConfig) -> KafkaBackend {
-    KafkaBackend::open(kafka.clone(), QueueConfig::default())
-        .await
-        .expect("open")
 }
 
 /// A 5 MB and a 50 MB payload go through ingest, pull, subscribe, claim

@@ -7,16 +7,22 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::json;
 use zapinbox_core::testkit::eventually;
-use zapinbox_core::{Inbox, NewEvent, PullQuery, QueueConfig, TenantId};
-use zapinbox_kafka::{KafkaBackend, KafkaConfig, SideTopic};
+use zapinbox_core::{Inbox, NewEvent, PullQuery, TenantId};
+use zapinbox_kafka::{KafkaConfig, SideTopic};
+
+use super::open;
+
+/// A client of the brokers `kafka` names, to ask them about topics.
+fn client(kafka: &KafkaConfig) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .create()
+        .expect("a client")
+}
 
 /// Whether `topic` exists on the brokers `kafka` names.
 pub fn topic_exists(kafka: &KafkaConfig, topic: &str) -> bool {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
-        .create()
-        .expect("a client");
-    let metadata = consumer
+    let metadata = client(kafka)
         .fetch_metadata(None, Duration::from_secs(10))
         .expect("metadata");
     metadata.topics().iter().any(|t| t.name() == topic)
@@ -24,21 +30,11 @@ pub fn topic_exists(kafka: &KafkaConfig, topic: &str) -> bool {
 
 /// Where the tenant registry under `kafka`'s prefix ends now.
 pub fn registry_end(kafka: &KafkaConfig) -> i64 {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
-        .create()
-        .expect("a client");
     let registry = format!("{}._tenants", kafka.topic);
-    let (_, end) = consumer
+    let (_, end) = client(kafka)
         .fetch_watermarks(&registry, 0, Duration::from_secs(10))
         .expect("the registry's watermarks");
     end
-}
-
-pub async fn open(kafka: &KafkaConfig) -> KafkaBackend {
-    KafkaBackend::open(kafka.clone(), QueueConfig::default())
-        .await
-        .expect("open")
 }
 
 /// How many events `tenant` has pending, as `inbox` sees it.
@@ -101,9 +97,10 @@ pub async fn tenants_get_topics_that_every_instance_follows(kafka: KafkaConfig) 
 
 /// Deleting a tenant (offboarding) deletes its topic: every instance
 /// forgets it, other tenants keep everything, and a later write starts
-/// the tenant afresh, its old snapshot forgotten. The instances that followed the old topic are
-/// closed first: librdkafka 2.12 remembers the old topic's id, and tansu
-/// 0.6.0 answers a fetch by an unknown id in a way that crashes it.
+/// the tenant afresh, its old snapshot forgotten. The instances that
+/// followed the old topic are closed first: librdkafka 2.12 remembers the
+/// old topic's id, and tansu 0.6.0 answers a fetch by an unknown id in a
+/// way that crashes it.
 pub async fn offboarding_deletes_the_tenants_topic(kafka: KafkaConfig) {
     let prefix = kafka.topic.clone();
     let a = open(&kafka).await;

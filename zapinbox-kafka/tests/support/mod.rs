@@ -55,6 +55,13 @@ impl Harness for KafkaHarness {
     }
 }
 
+/// A backend on `kafka` with the default rules.
+pub async fn open(kafka: &KafkaConfig) -> KafkaBackend {
+    KafkaBackend::open(kafka.clone(), QueueConfig::default())
+        .await
+        .expect("open")
+}
+
 /// Fetches that wait `ms` at the broker.
 pub fn fetch_wait(config: KafkaConfig, ms: u64) -> KafkaConfig {
     config.fetch_wait(Duration::from_millis(ms))
