@@ -11,34 +11,20 @@ start_dynamodb() {
   local dir port
   dir="$(./scripts/install-dynamodb.sh)" || return 1
   DYNAMODB_LOG="$(mktemp)"
-  # The first free port from 18000.
-  port=18000
-  while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-    port=$((port + 1))
-  done
+  port="$(free_port 18000)"
   (cd "$dir" && exec java -Djava.library.path=./DynamoDBLocal_lib -jar DynamoDBLocal.jar \
     -port "$port" -inMemory -sharedDb -disableTelemetry) > "$DYNAMODB_LOG" 2>&1 &
   DYNAMODB_PID=$!
   on_exit stop_dynamodb
-  # Ready when it listens (about 3 s here); still running first, so a
-  # port taken meanwhile by another process is not mistaken for it.
-  for _ in $(seq 1 300); do
-    if kill -0 "$DYNAMODB_PID" 2>/dev/null && ! grep -q BindException "$DYNAMODB_LOG" &&
-      (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      export ZAPINBOX_DYNAMO_ENDPOINT="http://127.0.0.1:$port"
-      echo "DynamoDB Local listening on $ZAPINBOX_DYNAMO_ENDPOINT (pid $DYNAMODB_PID)"
-      return 0
-    fi
-    if ! kill -0 "$DYNAMODB_PID" 2>/dev/null; then
-      echo "DynamoDB Local exited at start:" >&2
-      cat "$DYNAMODB_LOG" >&2
-      return 1
-    fi
-    sleep 0.1
-  done
-  echo "DynamoDB Local did not listen within 30 s:" >&2
-  cat "$DYNAMODB_LOG" >&2
-  return 1
+  # Ready when it listens (about 3 s here), and not because another
+  # process took the port meanwhile.
+  wait_ready "DynamoDB Local" "$DYNAMODB_PID" "$DYNAMODB_LOG" 30 dynamodb_listens "$port" || return 1
+  export ZAPINBOX_DYNAMO_ENDPOINT="http://127.0.0.1:$port"
+  echo "DynamoDB Local listening on $ZAPINBOX_DYNAMO_ENDPOINT (pid $DYNAMODB_PID)"
+}
+
+dynamodb_listens() {
+  ! grep -q BindException "$DYNAMODB_LOG" && listening "$1"
 }
 
 stop_dynamodb() {
