@@ -1,6 +1,5 @@
-# For the DynamoDB backend's tests (issue in progress; nothing sources it
-# yet): starts DynamoDB Local (fetched once by install-dynamodb.sh) in
-# memory on a free port, exports
+# For the DynamoDB backend's tests: starts DynamoDB Local (fetched once by
+# install-dynamodb.sh) in memory on a free port, exports
 # ZAPINBOX_DYNAMO_ENDPOINT, and stops it by its PID when the script exits.
 # It has no bind-address option: it listens on every interface, and the
 # tests talk to 127.0.0.1 only.

@@ -33,6 +33,11 @@ step "kafka: a tansu broker on 127.0.0.1 (built once into the cache, stopped at 
 source scripts/tansu.sh
 start_tansu
 
+step "dynamodb: DynamoDB Local on 127.0.0.1 (fetched once into the cache, stopped at exit)"
+# shellcheck source=scripts/dynamodb.sh
+source scripts/dynamodb.sh
+start_dynamodb
+
 step "tests"
 # Benches run once below, in their quick mode.
 cargo test --workspace --lib --bins --tests --examples

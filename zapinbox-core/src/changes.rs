@@ -56,6 +56,14 @@ impl ChangeFeed {
         }
     }
 
+    /// The tenants someone is watching now: for a backend that must look
+    /// for other instances' writes itself (by polling its storage).
+    pub fn watched(&self) -> Vec<TenantId> {
+        let tenants = self.lock();
+        let live = tenants.iter().filter(|(_, s)| s.receiver_count() > 0);
+        live.map(|(tenant, _)| tenant.clone()).collect()
+    }
+
     /// Whether anyone watches any tenant (a backend that must poll for
     /// other processes' commits can rest otherwise).
     pub fn is_watched(&self) -> bool {
@@ -110,8 +118,10 @@ mod tests {
         feed.notify_all();
         assert!(changes.changed().await);
         assert!(feed.is_watched());
+        assert_eq!(feed.watched(), vec![a]);
         drop(changes);
         feed.notify_all();
         assert!(!feed.is_watched(), "forgotten once nobody watches");
+        assert!(feed.watched().is_empty());
     }
 }

@@ -182,7 +182,8 @@ impl DailyLimits {
         }
     }
 
-    fn limits(&self, way: Way) -> bool {
+    /// Whether these limits bound what goes `way`.
+    pub fn limits(&self, way: Way) -> bool {
         let (messages, bytes) = self.of(way);
         messages.is_some() || bytes.is_some()
     }

@@ -1,7 +1,17 @@
-//! The DynamoDB backend of zapinbox: planned, not built yet.
-//!
-//! It will keep one table with partition key `T#<tenant>`, pending events
-//! in the base table read with `ConsistentRead`, idempotency items written
-//! in the same `TransactWriteItems` as their event, and leases by
-//! conditional `UpdateItem`. Until then this crate exports nothing; use the
-//! SQLite backend (`zapinbox-sqlite`).
+//! The DynamoDB backend of zapinbox.
+#![warn(missing_docs)]
+
+mod backend;
+mod capacity;
+mod error;
+mod ingest;
+mod item;
+mod lease;
+mod limits;
+mod metering;
+mod quota;
+mod read;
+mod table;
+
+pub use backend::{DynamoBackend, DynamoBuilder};
+pub use capacity::{CapacityLog, Units};

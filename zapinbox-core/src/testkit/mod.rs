@@ -327,6 +327,23 @@ pub fn numbered(n: usize) -> NewEvent {
     NewEvent::new(json!({ "n": n }))
 }
 
+/// Ingests `numbered(n)` for each of `numbers` into `tenant`, in batches
+/// as large as the inbox allows; the ids, in order.
+pub async fn ingest_numbered(
+    inbox: &Inbox,
+    tenant: &TenantId,
+    numbers: std::ops::Range<usize>,
+) -> Vec<crate::EventId> {
+    let numbers: Vec<usize> = numbers.collect();
+    let mut ids = Vec::with_capacity(numbers.len());
+    for chunk in numbers.chunks(inbox.limits().max_batch_events.max(1)) {
+        let events = chunk.iter().copied().map(numbered).collect();
+        let stored = inbox.ingest_batch(tenant, events).await.expect("ingest");
+        ids.extend(stored.iter().map(|i| i.id));
+    }
+    ids
+}
+
 /// The `n` field of an event's payload.
 pub fn number_of(event: &Event) -> Option<u64> {
     let payload = event.payload.as_value().ok()?;

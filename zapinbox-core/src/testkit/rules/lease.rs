@@ -2,7 +2,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::testkit::{Harness, exact_retries, fresh_tenant, numbered, open_inbox_with, pull_all};
+use crate::testkit::{
+    Harness, exact_retries, fresh_tenant, ingest_numbered, numbered, open_inbox_with, pull_all,
+};
 use crate::{
     AckOutcome, ClaimOrder, ClaimQuery, Error, EventId, EventStatus, PullQuery, QueueConfig,
     Redrive, ReleaseOutcome,
@@ -20,10 +22,7 @@ const SECOND: Duration = Duration::from_secs(1);
 pub async fn concurrent_claimers_never_share_an_event(harness: &dyn Harness) {
     let (inbox, _) = open_inbox_with(harness, config()).await;
     let tenant = fresh_tenant();
-    for batch in 0..50 {
-        let events = (0..100).map(|n| numbered(batch * 100 + n)).collect();
-        inbox.ingest_batch(&tenant, events).await.expect("ingest");
-    }
+    ingest_numbered(&inbox, &tenant, 0..5_000).await;
     let claims: Arc<Mutex<HashMap<EventId, u32>>> = Arc::default();
     let workers: Vec<_> = (0..8)
         .map(|_| {

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use crate::testkit::{Harness, fresh_tenant, numbered, start_time};
+use crate::testkit::{Harness, fresh_tenant, ingest_numbered, numbered, start_time};
 use crate::{
     ClaimQuery, DailyLimits, Error, Inbox, ManualClock, PullQuery, QueueConfig, Quotas, TenantId,
     next_day,
@@ -22,14 +22,7 @@ pub async fn daily_quota_refuses_the_next_message_until_the_next_day(harness: &d
     let clock = ManualClock::new(start_time());
     let inbox = with_quotas(harness, Quotas::ephemeral(), &clock).await;
     let (tenant, other) = (fresh_tenant(), fresh_tenant());
-    let numbers: Vec<usize> = (0..10_000).collect();
-    for chunk in numbers.chunks(inbox.limits().max_batch_events) {
-        let events = chunk.iter().copied().map(numbered).collect();
-        inbox
-            .ingest_batch(&tenant, events)
-            .await
-            .expect("within the quota");
-    }
+    ingest_numbered(&inbox, &tenant, 0..10_000).await;
     let one_more = || numbered(10_000).with_idempotency_key("one-more");
     let refused = inbox.ingest(&tenant, one_more()).await;
     let day_ends = next_day(clock.now());

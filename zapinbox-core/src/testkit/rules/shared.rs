@@ -3,7 +3,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use crate::testkit::{Harness, eventually, fresh_tenant, numbered, open_inbox, shared_lag};
+use crate::testkit::{
+    Harness, eventually, fresh_tenant, ingest_numbered, numbered, open_inbox, shared_lag,
+};
 use crate::{ClaimQuery, EventId, EventStatus, Filter, Inbox, ManualClock, QueueConfig, TenantId};
 
 /// A second inbox on the same storage, on the same clock: another
@@ -45,8 +47,7 @@ pub async fn two_handles_never_lease_one_event_twice(harness: &dyn Harness) {
     let (a, clock) = open_inbox(harness).await;
     let b = second(harness, &clock).await;
     let tenant = fresh_tenant();
-    let events = (0..60).map(numbered).collect();
-    a.ingest_batch(&tenant, events).await.expect("ingest");
+    ingest_numbered(&a, &tenant, 0..60).await;
     let seen = eventually(shared_lag(&a), || async {
         let claimable = b.claimable_at(&tenant, &Filter::default()).await;
         claimable.expect("claimable_at").is_some()

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 
-use crate::testkit::{Harness, fresh_tenant, numbered, open_inbox, pull_all};
+use crate::testkit::{Harness, fresh_tenant, ingest_numbered, numbered, open_inbox, pull_all};
 use crate::{Error, EventId, Filter, Inbox, PullQuery, Result, Subscribed, TenantId};
 
 /// Longest wait for a subscription item that must come.
@@ -173,12 +173,6 @@ pub async fn a_slow_subscriber_loses_nothing(harness: &dyn Harness) {
     );
     let first = inbox.ingest(&tenant, numbered(0)).await.expect("ingest").id;
     assert_eq!(ids(&take(&mut live, 1).await), vec![first]);
-    let numbers: Vec<usize> = (1..1500).collect();
-    let mut wanted = Vec::new();
-    for chunk in numbers.chunks(inbox.limits().max_batch_events) {
-        let events = chunk.iter().copied().map(numbered).collect();
-        let stored = inbox.ingest_batch(&tenant, events).await.expect("ingest");
-        wanted.extend(stored.iter().map(|i| i.id));
-    }
+    let wanted = ingest_numbered(&inbox, &tenant, 1..1500).await;
     assert_eq!(ids(&take(&mut live, wanted.len()).await), wanted);
 }

@@ -5,7 +5,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::testkit::{
-    Harness, exact_retries, fresh_tenant, number_of, numbered, open_inbox_with, pull_all,
+    Harness, exact_retries, fresh_tenant, ingest_numbered, number_of, numbered, open_inbox_with,
+    pull_all,
 };
 use crate::{ClaimQuery, EventStatus, HandlerError, PullQuery, QueueConfig, Worker, WorkerReport};
 
@@ -26,11 +27,7 @@ async fn until(mut flag: watch::Receiver<bool>) {
 pub async fn workers_handle_every_event_once(harness: &dyn Harness) {
     let (inbox, _) = open_inbox_with(harness, config()).await;
     let tenant = fresh_tenant();
-    let numbers: Vec<usize> = (0..200).collect();
-    for chunk in numbers.chunks(inbox.limits().max_batch_events) {
-        let events = chunk.iter().copied().map(numbered).collect();
-        inbox.ingest_batch(&tenant, events).await.expect("ingest");
-    }
+    ingest_numbered(&inbox, &tenant, 0..200).await;
     let handled: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
     let (done_tx, done) = watch::channel(false);
     let done_tx = Arc::new(done_tx);

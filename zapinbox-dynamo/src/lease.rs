@@ -1,0 +1,447 @@
+//! Changes to an event's delivery: claims, leases, acks, dead letters,
+//! redrive, deletes. Each reads the event, applies the core's delivery
+//! rule ([`Delivery`]) and writes the result back on condition that the
+//! event's version is still the one read: two instances racing on one
+//! event both read, one write wins, the other reads again.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::join_all;
+use zapinbox_core::raw::{ClaimStep, Delivery};
+use zapinbox_core::{
+    AckOutcome, ClaimQuery, DeleteOutcome, Error, EventId, EventStatus, LeaseToken, Leased,
+    PullQuery, Redrive, ReleaseOutcome, Result, TenantId, Timestamp, Traffic, Way,
+};
+
+use crate::backend::Inner;
+use crate::ingest::backoff;
+use crate::item::{
+    DEAD, DeliveryState, Item, LAST_LEASE, READY, StoredEvent, VERSION, event_sk, key, n,
+    ready_until, tenant_pk,
+};
+use crate::quota::Today;
+use crate::read;
+use crate::table::{Query, Range, Write, Written};
+
+/// Most times one change is tried again after another writer changed the
+/// event first.
+const MAX_TRIES: u32 = 50;
+
+/// The write that replaces `stored`'s delivery with `next`, if nobody
+/// changed the event since it was read.
+fn delivery_write(tenant: &TenantId, stored: &StoredEvent, next: Delivery, inner: &Inner) -> Write {
+    let state = DeliveryState::of(next, stored.seq, &inner.config);
+    let mut names = HashMap::new();
+    let mut values: Item = HashMap::new();
+    let mut sets = Vec::new();
+    for (i, (name, value)) in state.set.into_iter().enumerate() {
+        names.insert(format!("#s{i}"), name.to_owned());
+        values.insert(format!(":s{i}"), value);
+        sets.push(format!("#s{i} = :s{i}"));
+    }
+    names.insert("#v".into(), VERSION.to_owned());
+    values.insert(":v".into(), n(stored.version));
+    values.insert(":v1".into(), n(stored.version + 1));
+    sets.push("#v = :v1".into());
+    let mut expression = format!("SET {}", sets.join(", "));
+    if !state.remove.is_empty() {
+        let mut removed = Vec::new();
+        for (i, name) in state.remove.into_iter().enumerate() {
+            names.insert(format!("#r{i}"), name.to_owned());
+            removed.push(format!("#r{i}"));
+        }
+        expression.push_str(&format!(" REMOVE {}", removed.join(", ")));
+    }
+    Write::Update {
+        key: key(tenant_pk(tenant), event_sk(stored.event.id)),
+        expression,
+        condition: Some("#v = :v".into()),
+        names,
+        values,
+    }
+}
+
+/// Reads event `id`, runs `change` on its delivery as of now, and writes
+/// the result back if it differs (a settled dead letter is written down
+/// too). `NotFound` if there is no such event.
+async fn modify<T>(
+    inner: &Inner,
+    op: &'static str,
+    tenant: &TenantId,
+    id: EventId,
+    mut change: impl FnMut(&mut Delivery, Timestamp) -> Result<T>,
+) -> Result<T> {
+    let config = &inner.config;
+    for attempt in 0..MAX_TRIES {
+        let item = inner
+            .table
+            .get(op, key(tenant_pk(tenant), event_sk(id)))
+            .await?;
+        let Some(item) = item else {
+            return Err(Error::NotFound { id });
+        };
+        let stored = StoredEvent::from_item(tenant, &item)?;
+        let now = config.clock.now();
+        let mut next = stored.delivery.settle(now, &config.retry);
+        let out = change(&mut next, now)?;
+        if next == stored.delivery {
+            return Ok(out);
+        }
+        let write = delivery_write(tenant, &stored, next, inner);
+        match inner.table.update(op, write, false).await? {
+            Written::Done(_) => return Ok(out),
+            Written::ConditionFailed => backoff(attempt.min(3)).await,
+        }
+    }
+    Err(Error::transient(format!(
+        "event {id}: {MAX_TRIES} changes in a row lost to other writers"
+    )))
+}
+
+/// A lease operation: the event gone means the lease is lost.
+async fn with_lease<T>(
+    inner: &Inner,
+    op: &'static str,
+    tenant: &TenantId,
+    token: LeaseToken,
+    change: impl FnMut(&mut Delivery, Timestamp) -> Result<T>,
+) -> Result<T> {
+    let id = token.event();
+    match modify(inner, op, tenant, id, change).await {
+        Err(Error::NotFound { .. }) => Err(Error::LeaseLost { id }),
+        other => other,
+    }
+}
+
+pub(crate) async fn ack(inner: &Inner, tenant: &TenantId, id: EventId) -> Result<AckOutcome> {
+    modify(inner, "ack", tenant, id, |d, now| Ok(d.ack(now))).await
+}
+
+pub(crate) async fn ack_lease(
+    inner: &Inner,
+    tenant: &TenantId,
+    token: LeaseToken,
+) -> Result<AckOutcome> {
+    let (id, nonce) = (token.event(), token.nonce());
+    with_lease(inner, "ack_lease", tenant, token, |d, now| {
+        d.ack_lease(id, nonce, now)
+    })
+    .await
+}
+
+/// Acks many leases at once, each answered.
+pub(crate) async fn ack_leases(
+    inner: &Inner,
+    tenant: &TenantId,
+    tokens: Vec<LeaseToken>,
+) -> Vec<Result<AckOutcome>> {
+    let acks = tokens.into_iter().map(|t| ack_lease(inner, tenant, t));
+    futures::stream::iter(acks)
+        .buffered(16)
+        .collect::<Vec<_>>()
+        .await
+}
+
+pub(crate) async fn extend(
+    inner: &Inner,
+    tenant: &TenantId,
+    token: LeaseToken,
+    by: Duration,
+) -> Result<Timestamp> {
+    zapinbox_core::raw::check_lease(by)?;
+    let (id, nonce) = (token.event(), token.nonce());
+    let policy = &inner.config.retry;
+    with_lease(inner, "extend", tenant, token, |d, now| {
+        d.extend(id, nonce, now, by, policy, rand::random())
+    })
+    .await
+}
+
+pub(crate) async fn release(
+    inner: &Inner,
+    tenant: &TenantId,
+    token: LeaseToken,
+    retry_after: Option<Duration>,
+) -> Result<ReleaseOutcome> {
+    let (id, nonce) = (token.event(), token.nonce());
+    let policy = &inner.config.retry;
+    with_lease(inner, "release", tenant, token, |d, now| {
+        d.release(id, nonce, now, retry_after, policy, rand::random())
+    })
+    .await
+}
+
+pub(crate) async fn requeue(inner: &Inner, tenant: &TenantId, token: LeaseToken) -> Result<()> {
+    let (id, nonce) = (token.event(), token.nonce());
+    with_lease(inner, "requeue", tenant, token, |d, now| {
+        d.requeue(id, nonce, now)
+    })
+    .await
+}
+
+/// Deletes an event in any state; its key stays for its window.
+pub(crate) async fn delete(inner: &Inner, tenant: &TenantId, id: EventId) -> Result<DeleteOutcome> {
+    let key = key(tenant_pk(tenant), event_sk(id));
+    let old = inner
+        .table
+        .delete("delete", key, "attribute_exists(sk)", Item::new())
+        .await?;
+    let old = old.ok_or(Error::NotFound { id })?;
+    let stored = StoredEvent::from_item(tenant, &old)?;
+    let config = &inner.config;
+    let previous = stored.delivery.settle(config.clock.now(), &config.retry);
+    Ok(DeleteOutcome::new(previous.status))
+}
+
+/// Claims up to `query.limit` events, the earliest available first:
+/// candidates come from the ready index in that order, and each is taken
+/// by a conditional write (several at once); one another claim took first
+/// is skipped.
+pub(crate) async fn claim(
+    inner: &Inner,
+    tenant: &TenantId,
+    query: ClaimQuery,
+) -> Result<Vec<Leased>> {
+    const OP: &str = "claim";
+    query.check()?;
+    let config = &inner.config;
+    let now = config.clock.now();
+    let today = Today::read(&inner.table, OP, &config.quotas, tenant, Way::Out, now).await?;
+    if let Some(today) = &today {
+        today.check_delivery(&config.quotas)?;
+    }
+    let limit = query.limit as usize;
+    let pk = tenant_pk(tenant);
+    let mut claimed: Vec<Leased> = Vec::new();
+    let mut next = None;
+    while claimed.len() < limit {
+        let mut q = Query::new(Some(READY), &pk, Range::Below(ready_until(now)));
+        q.limit = ((limit - claimed.len()) * 2).max(25) as i32;
+        q.start = next.take();
+        let page = inner.table.query(OP, q).await?;
+        let mut candidates = Vec::new();
+        for item in &page.items {
+            let stored = StoredEvent::from_item(tenant, item)?;
+            match stored.delivery.claim_step(now, &config.retry) {
+                ClaimStep::Skip => {}
+                ClaimStep::DeadLetter => {
+                    let mut dead = stored.delivery;
+                    dead.dead_letter();
+                    let write = delivery_write(tenant, &stored, dead, inner);
+                    inner.table.update(OP, write, false).await?;
+                }
+                ClaimStep::Claim if query.filter.matches(&stored.event) => candidates.push(stored),
+                ClaimStep::Claim => {}
+            }
+        }
+        for chunk in candidates.chunks(limit - claimed.len()) {
+            let takes = chunk.iter().map(|c| take(inner, tenant, c, &query, now));
+            for taken in join_all(takes).await {
+                claimed.extend(taken?);
+            }
+            if claimed.len() >= limit {
+                break;
+            }
+        }
+        match page.next {
+            Some(key) => next = Some(key),
+            None => break,
+        }
+    }
+    if let Some(today) = today
+        && !claimed.is_empty()
+    {
+        let bytes = claimed.iter().map(|l| l.event.payload.len() as u64).sum();
+        let traffic = Traffic::new(Way::Out, claimed.len() as u64, bytes);
+        if let Err(refused) = count_delivery(inner, OP, tenant, today, traffic).await {
+            // Another delivery crossed the quota first: give these back
+            // as if never claimed.
+            for leased in &claimed {
+                requeue(inner, tenant, leased.token).await?;
+            }
+            return Err(refused);
+        }
+    }
+    Ok(claimed)
+}
+
+/// Takes one candidate: `None` if another claim changed it first.
+async fn take(
+    inner: &Inner,
+    tenant: &TenantId,
+    candidate: &StoredEvent,
+    query: &ClaimQuery,
+    now: Timestamp,
+) -> Result<Option<Leased>> {
+    let policy = &inner.config.retry;
+    let mut d = candidate.delivery;
+    let nonce: u64 = rand::random();
+    let (attempt, expires) = d.claim(now, query.lease, nonce, policy, rand::random());
+    let write = delivery_write(tenant, candidate, d, inner);
+    match inner.table.update("claim", write, true).await? {
+        Written::ConditionFailed => Ok(None),
+        Written::Done(item) => {
+            let item = item.ok_or_else(|| Error::permanent("claim wrote but read nothing back"))?;
+            let stored = StoredEvent::from_item(tenant, &item)?;
+            let token = LeaseToken::new(stored.event.id, nonce);
+            Ok(Some(Leased::new(stored.view(d), token, attempt, expires)))
+        }
+    }
+}
+
+/// Counts a served delivery against the day's outbound quota; if another
+/// delivery counted first, checks again on the new figures and counts,
+/// or refuses when they are used up.
+async fn count_delivery(
+    inner: &Inner,
+    op: &'static str,
+    tenant: &TenantId,
+    mut today: Today,
+    traffic: Traffic,
+) -> Result<()> {
+    let config = &inner.config;
+    for attempt in 0..MAX_TRIES {
+        if today.count_delivery(&inner.table, op, traffic).await? {
+            return Ok(());
+        }
+        backoff(attempt.min(3)).await;
+        let now = config.clock.now();
+        let read = Today::read(&inner.table, op, &config.quotas, tenant, Way::Out, now).await?;
+        today = read.ok_or_else(|| Error::permanent("quota settings changed while counting"))?;
+        today.check_delivery(&config.quotas)?;
+    }
+    Err(Error::transient(format!(
+        "tenant {tenant}: {MAX_TRIES} quota counts in a row lost to other writers"
+    )))
+}
+
+/// A page of pending events, counted against the outbound quota.
+pub(crate) async fn pull(
+    inner: &Inner,
+    tenant: &TenantId,
+    query: PullQuery,
+) -> Result<zapinbox_core::Page> {
+    const OP: &str = "pull";
+    let config = &inner.config;
+    let now = config.clock.now();
+    let today = Today::read(&inner.table, OP, &config.quotas, tenant, Way::Out, now).await?;
+    if let Some(today) = &today {
+        today.check_delivery(&config.quotas)?;
+    }
+    let page = read::list(inner, OP, tenant, &query, EventStatus::Pending).await?;
+    if let Some(today) = today
+        && !page.events.is_empty()
+    {
+        let bytes = page.events.iter().map(|e| e.payload.len() as u64).sum();
+        let traffic = Traffic::new(Way::Out, page.events.len() as u64, bytes);
+        count_delivery(inner, OP, tenant, today, traffic).await?;
+    }
+    Ok(page)
+}
+
+/// Writes down the dead letters time has made: events whose last lease
+/// ran out (the last-lease index holds them by when it ends).
+async fn sweep(inner: &Inner, op: &'static str, tenant: &TenantId) -> Result<()> {
+    let pk = tenant_pk(tenant);
+    let now = inner.config.clock.now();
+    let mut next = None;
+    loop {
+        let mut q = Query::new(Some(LAST_LEASE), &pk, Range::Below(ready_until(now)));
+        q.start = next;
+        let page = inner.table.query(op, q).await?;
+        for item in &page.items {
+            let stored = StoredEvent::from_item(tenant, item)?;
+            modify(inner, op, tenant, stored.event.id, |_, _| Ok(())).await?;
+        }
+        match page.next {
+            Some(key) => next = Some(key),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Every dead letter's id, after writing down the new ones.
+async fn dead_ids(inner: &Inner, op: &'static str, tenant: &TenantId) -> Result<Vec<EventId>> {
+    sweep(inner, op, tenant).await?;
+    let pk = tenant_pk(tenant);
+    let mut ids = Vec::new();
+    let mut next = None;
+    loop {
+        let mut q = Query::new(Some(DEAD), &pk, Range::All);
+        q.start = next;
+        q.limit = 1_000;
+        let page = inner.table.query(op, q).await?;
+        for item in &page.items {
+            ids.push(StoredEvent::from_item(tenant, item)?.event.id);
+        }
+        match page.next {
+            Some(key) => next = Some(key),
+            None => return Ok(ids),
+        }
+    }
+}
+
+pub(crate) async fn dead_letters(
+    inner: &Inner,
+    tenant: &TenantId,
+    query: PullQuery,
+) -> Result<zapinbox_core::Page> {
+    sweep(inner, "dead_letters", tenant).await?;
+    read::list(
+        inner,
+        "dead_letters",
+        tenant,
+        &query,
+        EventStatus::DeadLettered,
+    )
+    .await
+}
+
+pub(crate) async fn redrive(inner: &Inner, tenant: &TenantId, which: Redrive) -> Result<u64> {
+    const OP: &str = "redrive";
+    let ids = match which {
+        Redrive::All => dead_ids(inner, OP, tenant).await?,
+        Redrive::Ids(ids) => ids,
+    };
+    let mut count = 0;
+    for id in ids {
+        match modify(inner, OP, tenant, id, |d, now| Ok(d.redrive(now))).await {
+            Ok(redriven) => count += u64::from(redriven),
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(count)
+}
+
+/// Deletes dead letters (all, or those among `which`); how many.
+pub(crate) async fn purge_dead_letters(
+    inner: &Inner,
+    tenant: &TenantId,
+    which: Redrive,
+) -> Result<u64> {
+    const OP: &str = "purge_dead_letters";
+    let ids = match which {
+        Redrive::All => dead_ids(inner, OP, tenant).await?,
+        Redrive::Ids(ids) => {
+            sweep(inner, OP, tenant).await?;
+            ids
+        }
+    };
+    let dead = HashMap::from([(
+        ":dead".to_owned(),
+        n(u64::from(EventStatus::DeadLettered.code())),
+    )]);
+    let mut count = 0;
+    for id in ids {
+        let key = key(tenant_pk(tenant), event_sk(id));
+        let gone = inner
+            .table
+            .delete(OP, key, "st = :dead", dead.clone())
+            .await?;
+        count += u64::from(gone.is_some());
+    }
+    Ok(count)
+}
