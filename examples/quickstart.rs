@@ -2,13 +2,16 @@
 //!
 //!     cargo run --example quickstart
 //!     ZAPINBOX_BACKEND=kafka cargo run --features kafka --example quickstart
+//!     ZAPINBOX_BACKEND=dynamo ZAPINBOX_DYNAMO_ENDPOINT=http://127.0.0.1:8000 \
+//!         cargo run --features dynamo --example quickstart
 //!
 //! Opens (or creates) an inbox, stores events for two tenants, shows a
 //! safe retry, pulls with a filter, acknowledges and deletes. On SQLite,
 //! set `ZAPINBOX_DB` to choose the file; by default it lives in the temp
 //! dir and starts empty on every run. `ZAPINBOX_BACKEND` chooses the
 //! storage (see `examples/support/mod.rs`): on Kafka without
-//! `ZAPINBOX_KAFKA_BROKERS`, a broker starts inside the process.
+//! `ZAPINBOX_KAFKA_BROKERS`, a broker starts inside the process; on
+//! DynamoDB, the example makes a table of its own.
 
 mod support;
 

@@ -8,7 +8,8 @@
 //! always fails and ends up dead-lettered after its last attempt. Then the
 //! dead letter is redriven and handled. Runs on a fresh SQLite file in the
 //! temp dir; `ZAPINBOX_BACKEND=memory` runs it in memory instead, and
-//! `ZAPINBOX_BACKEND=kafka` (with `--features kafka`) on Kafka (see
+//! `ZAPINBOX_BACKEND=kafka` (with `--features kafka`) on Kafka, and
+//! `ZAPINBOX_BACKEND=dynamo` (with `--features dynamo`) on DynamoDB (see
 //! `examples/support/mod.rs`).
 
 mod support;

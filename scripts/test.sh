@@ -23,7 +23,7 @@ cargo fmt --all -- --check
 
 step "lint"
 cargo clippy --workspace --all-targets -- -D warnings
-cargo clippy --workspace --all-targets --features kafka -- -D warnings
+cargo clippy --workspace --all-targets --features kafka,dynamo -- -D warnings
 
 step "sqlite beside sqlx: one libsqlite3-sys for both"
 ./scripts/check-sqlx-compat.sh
@@ -57,6 +57,11 @@ done
 for example in quickstart worker; do
   ZAPINBOX_BACKEND=kafka cargo run --quiet --features kafka --example "$example" > "$CARGO_TARGET_DIR/$example-kafka.out"
   printf '%s on kafka: %s\n' "$example" "$(tail -n 1 "$CARGO_TARGET_DIR/$example-kafka.out")"
+done
+# On DynamoDB Local, each in a table of its own made afresh.
+for example in quickstart worker; do
+  ZAPINBOX_BACKEND=dynamo cargo run --quiet --features dynamo --example "$example" > "$CARGO_TARGET_DIR/$example-dynamo.out"
+  printf '%s on dynamo: %s\n' "$example" "$(tail -n 1 "$CARGO_TARGET_DIR/$example-dynamo.out")"
 done
 
 step "benchmark smoke run (report only, no timed assertions)"

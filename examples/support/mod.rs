@@ -6,7 +6,12 @@
 //! - `kafka` (build with `--features kafka`): the brokers in
 //!   `ZAPINBOX_KAFKA_BROKERS`, on the existing topic `ZAPINBOX_KAFKA_TOPIC`
 //!   (default `zapinbox`); with no brokers given, a Kafka cluster started
-//!   inside the process, so the example runs anywhere.
+//!   inside the process, so the example runs anywhere;
+//! - `dynamo` (build with `--features dynamo`): DynamoDB at
+//!   `ZAPINBOX_DYNAMO_ENDPOINT` (DynamoDB Local, say) or, without it, AWS
+//!   by the usual settings; in the table `ZAPINBOX_DYNAMO_TABLE`, or in
+//!   the example's own table, `zapinbox-example-<name>`, made afresh on
+//!   every run.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -51,8 +56,9 @@ pub async fn open(example: &str, config: QueueConfig) -> Result<Storage> {
             "memory".into(),
         )),
         "kafka" => open_kafka(config).await,
+        "dynamo" => open_dynamo(example, config).await,
         other => Err(Error::invalid(format!(
-            "ZAPINBOX_BACKEND={other}: choose sqlite, memory or kafka"
+            "ZAPINBOX_BACKEND={other}: choose sqlite, memory, kafka or dynamo"
         ))),
     }
 }
@@ -84,6 +90,73 @@ async fn open_kafka(config: QueueConfig) -> Result<Storage> {
 async fn open_kafka(_config: QueueConfig) -> Result<Storage> {
     Err(Error::invalid(
         "ZAPINBOX_BACKEND=kafka needs the kafka feature: cargo run --features kafka --example …",
+    ))
+}
+
+#[cfg(feature = "dynamo")]
+async fn open_dynamo(example: &str, config: QueueConfig) -> Result<Storage> {
+    use aws_config::BehaviorVersion;
+    use aws_sdk_dynamodb::config::{Credentials, Region};
+    use zapinbox::dynamo::DynamoBackend;
+    let mut settings = aws_config::defaults(BehaviorVersion::latest());
+    let endpoint = std::env::var("ZAPINBOX_DYNAMO_ENDPOINT").ok();
+    if let Some(endpoint) = &endpoint {
+        // DynamoDB Local takes any region and any key of letters and digits.
+        let local = Credentials::new("AKIDLOCAL", "secretlocal", None, None, "example");
+        settings = settings
+            .endpoint_url(endpoint)
+            .region(Region::new("us-east-1"))
+            .credentials_provider(local);
+    }
+    let sdk = settings.load().await;
+    let (table, fresh) = match std::env::var("ZAPINBOX_DYNAMO_TABLE") {
+        Ok(table) => (table, false),
+        Err(_) => (format!("zapinbox-example-{example}"), true),
+    };
+    if fresh {
+        // The example's own table starts empty on every run, as its SQLite
+        // file does.
+        drop_table(&aws_sdk_dynamodb::Client::new(&sdk), &table).await?;
+    }
+    let backend = DynamoBackend::builder(&sdk)
+        .table(&table)
+        .config(config)
+        .build();
+    backend.ensure_table().await?;
+    let place = endpoint.unwrap_or_else(|| "AWS".into());
+    Ok(Storage::new(
+        Arc::new(backend),
+        format!("DynamoDB table {table} on {place}"),
+    ))
+}
+
+/// Deletes `table` if it exists, and waits until it is gone (on AWS that
+/// takes a while; DynamoDB Local drops it at once).
+#[cfg(feature = "dynamo")]
+async fn drop_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<()> {
+    use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+    const MISSING: Option<&str> = Some("ResourceNotFoundException");
+    match client.delete_table().table_name(table).send().await {
+        Ok(_) => {}
+        Err(e) if e.code() == MISSING => return Ok(()),
+        Err(e) => return Err(Error::permanent(format!("deleting table {table}: {e}"))),
+    }
+    for _ in 0..120 {
+        match client.describe_table().table_name(table).send().await {
+            Err(e) if e.code() == MISSING => return Ok(()),
+            Err(e) => return Err(Error::permanent(format!("describing table {table}: {e}"))),
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+        }
+    }
+    Err(Error::transient(format!(
+        "table {table} is still being deleted after a minute"
+    )))
+}
+
+#[cfg(not(feature = "dynamo"))]
+async fn open_dynamo(_example: &str, _config: QueueConfig) -> Result<Storage> {
+    Err(Error::invalid(
+        "ZAPINBOX_BACKEND=dynamo needs the dynamo feature: cargo run --features dynamo --example …",
     ))
 }
 

@@ -90,6 +90,11 @@ impl Faults {
         self.answer_next(Canned::of(fault), times);
     }
 
+    /// Forgets the answers still queued.
+    pub fn clear(&self) {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     fn take(&self) -> Option<Canned> {
         self.queue
             .lock()
