@@ -29,6 +29,16 @@ pub trait BenchBackend: Send + Sync {
     async fn open(&self, dir: &Path) -> Opened;
     /// Whether the raw SQLite baselines apply to it.
     fn has_raw_baseline(&self) -> bool;
+    /// Whether it cannot run `workload` as the others do (a batch of 100
+    /// that does not fit in one of its transactions).
+    fn skips(&self, workload: &str) -> bool {
+        let _ = workload;
+        false
+    }
+    /// How big its workloads are, given the run's scale.
+    fn scale(&self, scale: crate::Scale) -> crate::Scale {
+        scale
+    }
 }
 
 /// The environment variable naming a tansu broker to run the Kafka
@@ -36,11 +46,15 @@ pub trait BenchBackend: Send + Sync {
 pub const TANSU_ENV: &str = "ZAPINBOX_TANSU_BROKERS";
 
 /// Every backend this build can benchmark: SQLite, memory, Kafka on the
-/// mock cluster, and Kafka on tansu when one runs.
+/// mock cluster, Kafka on tansu when one runs, and DynamoDB Local when one
+/// runs.
 pub fn all() -> Vec<Box<dyn BenchBackend>> {
     let mut all: Vec<Box<dyn BenchBackend>> = vec![Box::new(Sqlite), Box::new(Memory)];
     for brokers in kafka_brokers() {
         all.push(Box::new(Kafka::on(brokers)));
+    }
+    if let Some(endpoint) = crate::dynamo::endpoint() {
+        all.push(Box::new(crate::dynamo::Dynamo { endpoint }));
     }
     all
 }

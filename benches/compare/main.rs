@@ -1,7 +1,9 @@
 //! Backend comparison benchmarks, each figure beside a raw baseline
 //! measured in the same run: raw SQLite, or a raw `rdkafka` producer on the
-//! same broker. Every workload runs on SQLite, memory, Kafka on the mock
-//! cluster, and Kafka on tansu when `ZAPINBOX_TANSU_BROKERS` names one.
+//! same broker, or raw SDK calls on the same DynamoDB Local. Every workload
+//! runs on SQLite, memory, Kafka on the mock cluster, Kafka on tansu when
+//! `ZAPINBOX_TANSU_BROKERS` names one, and DynamoDB Local (at a tenth of
+//! the scale) when `ZAPINBOX_DYNAMO_ENDPOINT` names one.
 //!
 //!     cargo bench                          # full run (about 8 minutes)
 //!     ZAPINBOX_BENCH_QUICK=1 cargo bench   # smoke run, about 30 s
@@ -12,6 +14,7 @@
 //! throughput against concurrency to `target/bench-ingest.svg`.
 
 mod backends;
+mod dynamo;
 mod kafka;
 mod kafka_raw;
 mod neighbours;
@@ -50,6 +53,20 @@ pub struct Scale {
     pub writers: Duration,
     /// Events of history a new Kafka instance replays.
     pub kafka_history: usize,
+}
+
+impl Scale {
+    /// A tenth of the events, for a backend on a server that answers in
+    /// milliseconds.
+    pub fn tenth(self) -> Self {
+        Scale {
+            latency_ops: self.latency_ops / 10,
+            throughput_events: self.throughput_events / 10,
+            backlog: self.backlog / 10,
+            claim_events: self.claim_events / 10,
+            ..self
+        }
+    }
 }
 
 /// The median of `values` (the middle one, or the lower middle).
@@ -131,7 +148,7 @@ fn main() {
     runtime.block_on(async {
         let raw = raw::measure(scale).await;
         for backend in backends::all() {
-            let rows = workloads::run(&*backend, scale, &raw).await;
+            let rows = workloads::run(&*backend, backend.scale(scale), &raw).await;
             report.extend(rows);
         }
         if workloads::selected("soak") {
@@ -150,6 +167,11 @@ fn main() {
             if workloads::selected("kafka throughput") {
                 report.extend(kafka_raw::throughput(&brokers, scale).await);
             }
+        }
+        if let Some(endpoint) = dynamo::endpoint()
+            && workloads::selected("dynamo beside raw calls")
+        {
+            report.extend(dynamo::against_raw(&endpoint, scale).await);
         }
         if workloads::selected("kafka bytes on the wire") {
             report.extend(kafka_raw::wire(&backends::Brokers::mock(), scale).await);

@@ -195,7 +195,7 @@ pub async fn run(backend: &dyn BenchBackend, scale: Scale, raw: &Raw) -> Vec<Row
         }
     }
 
-    if selected("ingest_batch of 100") {
+    if selected("ingest_batch of 100") && !backend.skips("ingest_batch of 100") {
         eprintln!("{name}: ingest_batch of 100");
         let rate = median_of(scale.runs, || {
             batch_ingest(backend, scale.throughput_events)

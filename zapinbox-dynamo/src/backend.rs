@@ -91,7 +91,9 @@ impl DynamoBuilder {
                 },
                 config: self.config.applied(),
                 feed: ChangeFeed::new(),
-                turns: (0..TURNS).map(|_| tokio::sync::Mutex::new(())).collect(),
+                ingest_turns: Turns::new(),
+                queued: Mutex::new(HashMap::new()),
+                claim_turns: Turns::new(),
                 sequences: Mutex::new(HashMap::new()),
                 watch_every: self.watch_every,
                 watching: AtomicBool::new(false),
@@ -171,7 +173,14 @@ pub(crate) struct Inner {
     pub table: Table,
     pub config: QueueConfig,
     feed: ChangeFeed,
-    turns: Vec<tokio::sync::Mutex<()>>,
+    /// One ingest transaction of a tenant at a time from this process: two
+    /// would only cancel each other on the sequence item.
+    pub ingest_turns: Turns,
+    /// Ingests waiting for their tenant's turn, by tenant.
+    queued: Mutex<HashMap<TenantId, Vec<ingest::Request>>>,
+    /// One claim of a tenant at a time from this process: two would race
+    /// for the same earliest events, and all but one write would lose.
+    pub claim_turns: Turns,
     /// The last sequence each tenant was seen at: the next ingest expects
     /// it, and reads it again only if another instance moved it.
     sequences: Mutex<HashMap<TenantId, u64>>,
@@ -180,13 +189,66 @@ pub(crate) struct Inner {
     closed: AtomicBool,
 }
 
-impl Inner {
-    /// This process's turn to write `tenant`.
-    pub(crate) async fn turn(&self, tenant: &TenantId) -> tokio::sync::MutexGuard<'_, ()> {
+/// Locks spread over tenants by hash: a tenant's turn for one kind of
+/// write in this process.
+pub(crate) struct Turns(Vec<Arc<tokio::sync::Mutex<()>>>);
+
+impl Turns {
+    fn new() -> Self {
+        Turns((0..TURNS).map(|_| Arc::default()).collect())
+    }
+
+    fn of(&self, tenant: &TenantId) -> &Arc<tokio::sync::Mutex<()>> {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         tenant.hash(&mut hasher);
-        let i = (hasher.finish() % TURNS as u64) as usize;
-        self.turns[i].lock().await
+        &self.0[(hasher.finish() % TURNS as u64) as usize]
+    }
+
+    /// Waits for `tenant`'s turn.
+    pub(crate) async fn take(&self, tenant: &TenantId) -> tokio::sync::MutexGuard<'_, ()> {
+        self.of(tenant).lock().await
+    }
+
+    /// Waits for `tenant`'s turn, to hand to a task.
+    pub(crate) async fn take_owned(&self, tenant: &TenantId) -> tokio::sync::OwnedMutexGuard<()> {
+        Arc::clone(self.of(tenant)).lock_owned().await
+    }
+}
+
+impl Inner {
+    /// Queues an ingest of `tenant` for the next transaction.
+    pub(crate) fn enqueue(&self, tenant: &TenantId, request: ingest::Request) {
+        let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
+        queued.entry(tenant.clone()).or_default().push(request);
+    }
+
+    /// Takes the tenant's queued ingests, oldest first, while their
+    /// `cost` stays within `budget` (and always the first).
+    pub(crate) fn dequeue(
+        &self,
+        tenant: &TenantId,
+        budget: usize,
+        cost: impl Fn(&ingest::Request) -> usize,
+    ) -> Vec<ingest::Request> {
+        let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(waiting) = queued.get_mut(tenant) else {
+            return Vec::new();
+        };
+        let mut spent = 0;
+        let take = waiting
+            .iter()
+            .take_while(|r| {
+                spent += cost(r);
+                spent <= budget
+            })
+            .count()
+            .max(1)
+            .min(waiting.len());
+        let group: Vec<_> = waiting.drain(..take).collect();
+        if waiting.is_empty() {
+            queued.remove(tenant);
+        }
+        group
     }
 
     fn sequences(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, u64>> {
@@ -274,9 +336,9 @@ impl Ingest for DynamoBackend {
         tenant: &TenantId,
         events: Vec<ValidEvent>,
     ) -> Result<Vec<Ingested>> {
-        let inner = self.live()?;
-        self.counted("ingest", ingest::ingest_batch(inner, tenant, events))
-            .await
+        self.live()?;
+        let ingested = ingest::ingest_batch(&self.inner, tenant, events);
+        self.counted("ingest", ingested).await
     }
 }
 

@@ -1,5 +1,6 @@
-//! Ingest: one transaction stores a batch's events, their idempotency
-//! keys, the tenant's new sequence and the day's quota counts, or nothing.
+//! Ingest: one transaction stores the events of every call queued for a
+//! tenant, their idempotency keys, the tenant's new sequence and the day's
+//! quota counts, or nothing.
 //!
 //! The sequence item makes the tenant's commit order: every ingest
 //! transaction moves it from the value it read to that plus its new
@@ -9,10 +10,12 @@
 //! one writer at a time per tenant (see the crate docs for figures).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
+use tokio::sync::oneshot;
 use zapinbox_core::raw::{Delivery, Fingerprint, ValidEvent};
 use zapinbox_core::{Error, Event, EventId, Ingested, Result, TenantId, Timestamp, Traffic, Way};
 
@@ -26,17 +29,37 @@ use crate::table::Write;
 
 const OP: &str = "ingest";
 
-/// Most times a batch is tried again after another writer of the tenant
+/// Most times a group is tried again after another writer of the tenant
 /// committed first.
 const MAX_TRIES: u32 = 200;
 
-/// An event of the batch: its id, content and key.
+/// Actions one transaction may hold.
+const MAX_ACTIONS: usize = 100;
+
+/// An event of a request: its id, content and key.
 struct Pending {
     event: Event,
     key: Option<(String, Fingerprint)>,
 }
 
-/// What became of one event of the batch in this try.
+/// One `ingest_batch` call waiting for its turn, and where its answer goes.
+pub(crate) struct Request {
+    events: Vec<Pending>,
+    reply: oneshot::Sender<Result<Vec<Ingested>>>,
+}
+
+impl Request {
+    /// Actions its events take in a transaction at most.
+    fn actions(&self) -> usize {
+        self.events
+            .iter()
+            .map(|p| 1 + usize::from(p.key.is_some()))
+            .sum()
+    }
+}
+
+/// What became of one event in this try.
+#[derive(Clone, Copy)]
 enum Fate {
     /// Stored now, at this position.
     New(u64),
@@ -52,13 +75,17 @@ struct Found {
     expires: Timestamp,
 }
 
+/// Stores `events` of `tenant`, all or nothing. Calls for one tenant
+/// queue here, and whoever gets the tenant's turn commits everything
+/// queued in one transaction (group commit): each call is answered after
+/// the transaction that holds it.
 pub(crate) async fn ingest_batch(
-    inner: &Inner,
+    inner: &Arc<Inner>,
     tenant: &TenantId,
     events: Vec<ValidEvent>,
 ) -> Result<Vec<Ingested>> {
     let clock = &inner.config.clock;
-    let batch: Vec<Pending> = events
+    let events = events
         .into_iter()
         .map(|e| {
             let id = clock.next_id();
@@ -70,49 +97,137 @@ pub(crate) async fn ingest_batch(
             }
         })
         .collect();
-    // One transaction of this tenant at a time from this process: they
-    // would only cancel each other on the sequence item.
-    let _turn = inner.turn(tenant).await;
+    let (reply, mut answer) = oneshot::channel();
+    inner.enqueue(tenant, Request { events, reply });
+    loop {
+        let turn = inner.ingest_turns.take_owned(tenant).await;
+        match answer.try_recv() {
+            Ok(result) => return result,
+            Err(oneshot::error::TryRecvError::Closed) => {
+                return Err(Error::permanent("the ingest was dropped unanswered"));
+            }
+            Err(oneshot::error::TryRecvError::Empty) => {}
+        }
+        let group = inner.dequeue(tenant, MAX_ACTIONS - 3, Request::actions);
+        // Its own task: a caller that stops waiting does not stop the
+        // transaction that answers the others.
+        let (inner, tenant) = (Arc::clone(inner), tenant.clone());
+        let committed = tokio::spawn(async move {
+            let _turn = turn;
+            commit(&inner, &tenant, group).await;
+        });
+        committed
+            .await
+            .map_err(|e| Error::permanent(format!("an ingest task failed: {e}")))?;
+    }
+}
+
+/// Commits `group` in one transaction and answers each request: with its
+/// ids, or with its own error (a reused key, the quota), or with the
+/// storage's error when the transaction failed for everyone.
+async fn commit(inner: &Inner, tenant: &TenantId, group: Vec<Request>) {
     let mut found: HashMap<String, Found> = HashMap::new();
     for attempt in 0..MAX_TRIES {
-        let now = clock.now();
-        let seq = inner.sequence(tenant).await?;
-        let fates = decide(&batch, &found, seq, now)?;
-        let fresh: Vec<(&Pending, u64)> = batch
-            .iter()
-            .zip(&fates)
-            .filter_map(|(p, f)| match f {
-                Fate::New(at) => Some((p, *at)),
-                Fate::Duplicate(_) => None,
-            })
-            .collect();
-        let answer = || {
-            batch
-                .iter()
-                .zip(&fates)
-                .map(|(p, f)| match f {
+        match try_commit(inner, tenant, &group, &mut found).await {
+            Ok(Tried::Committed(answers)) => {
+                for (request, answer) in group.into_iter().zip(answers) {
+                    let _ = request.reply.send(answer);
+                }
+                return;
+            }
+            Ok(Tried::Again { conflict }) => {
+                if conflict {
+                    backoff(attempt).await;
+                }
+            }
+            Err(e) => {
+                for request in group {
+                    let _ = request.reply.send(Err(copy(&e)));
+                }
+                return;
+            }
+        }
+    }
+    for request in group {
+        let _ = request.reply.send(Err(Error::transient(format!(
+            "tenant {tenant}: {MAX_TRIES} ingest transactions in a row lost to other writers"
+        ))));
+    }
+}
+
+/// What one try did.
+enum Tried {
+    /// Committed: each request's answer, in order. A refusal stands only
+    /// once the transaction it was decided beside committed (it may rest
+    /// on a key an earlier request of the group took).
+    Committed(Vec<Result<Vec<Ingested>>>),
+    /// Not stored; try again (after a pause if another transaction was in
+    /// the way).
+    Again { conflict: bool },
+}
+
+/// One try: decides every request in order on what is known (keys found
+/// in the table, keys and quota taken by earlier requests of the group),
+/// and writes the requests that pass in one transaction.
+async fn try_commit(
+    inner: &Inner,
+    tenant: &TenantId,
+    group: &[Request],
+    found: &mut HashMap<String, Found>,
+) -> Result<Tried> {
+    let now = inner.config.clock.now();
+    let seq = inner.sequence(tenant).await?;
+    let today = Today::read(&inner.table, OP, &inner.config.quotas, tenant, Way::In, now).await?;
+    let mut next = seq;
+    // Keys taken by earlier requests of the group.
+    let mut keys: HashMap<String, (EventId, Fingerprint)> = HashMap::new();
+    let mut traffic = Traffic::new(Way::In, 0, 0);
+    let mut decisions = Vec::with_capacity(group.len());
+    for request in group {
+        let decided = decide(&request.events, found, &keys, next, now).and_then(|f| {
+            let mine = traffic_of(&request.events, &f);
+            if let Some(today) = &today {
+                today.check(&inner.config.quotas, sum(traffic, mine))?;
+            }
+            traffic = sum(traffic, mine);
+            Ok(f)
+        });
+        if let Ok(fates) = &decided {
+            for (p, fate) in request.events.iter().zip(fates) {
+                if let Fate::New(at) = fate {
+                    next = next.max(*at);
+                    if let Some((key, fingerprint)) = &p.key {
+                        keys.insert(key.clone(), (p.event.id, *fingerprint));
+                    }
+                }
+            }
+        }
+        decisions.push(decided);
+    }
+    let answer = |decisions: Vec<Result<Vec<Fate>>>| {
+        let answers = group.iter().zip(decisions).map(|(request, decided)| {
+            let fates = decided?;
+            let events = request.events.iter().zip(fates);
+            Ok(events
+                .map(|(p, fate)| match fate {
                     Fate::New(_) => Ingested::new(p.event.id, false),
-                    Fate::Duplicate(id) => Ingested::new(*id, true),
+                    Fate::Duplicate(id) => Ingested::new(id, true),
                 })
-                .collect::<Vec<_>>()
-        };
-        if fresh.is_empty() {
-            return Ok(answer());
-        }
-        let today =
-            Today::read(&inner.table, OP, &inner.config.quotas, tenant, Way::In, now).await?;
-        let bytes = fresh
-            .iter()
-            .map(|(p, _)| p.event.payload.len() as u64)
-            .sum();
-        let traffic = Traffic::new(Way::In, fresh.len() as u64, bytes);
-        if let Some(today) = &today {
-            today.check(&inner.config.quotas, traffic)?;
-        }
-        let last = seq + fresh.len() as u64;
-        let mut writes = vec![sequence_write(tenant, seq, last)];
-        let mut keyed: Vec<(usize, &str)> = Vec::new();
-        for (p, at) in &fresh {
+                .collect())
+        });
+        Tried::Committed(answers.collect())
+    };
+    if next == seq {
+        // Nothing new: every event a duplicate, or every request refused.
+        return Ok(answer(decisions));
+    }
+    let mut writes = vec![sequence_write(tenant, seq, next)];
+    // Which key each key action takes.
+    let mut keyed: Vec<(usize, String)> = Vec::new();
+    for (request, decided) in group.iter().zip(&decisions) {
+        let Ok(fates) = decided else { continue };
+        for (p, fate) in request.events.iter().zip(fates) {
+            let Fate::New(at) = fate else { continue };
             writes.push(Write::Put {
                 item: NewItem {
                     tenant,
@@ -127,69 +242,99 @@ pub(crate) async fn ingest_batch(
                 want_old: false,
             });
             if let Some((key, fingerprint)) = &p.key {
-                keyed.push((writes.len(), key));
+                keyed.push((writes.len(), key.clone()));
                 writes.push(key_write(inner, tenant, key, p.event.id, fingerprint, now));
             }
         }
-        let counted = today.iter().flat_map(|t| t.counts(traffic));
-        writes.extend(counted);
-        match inner.table.transact(OP, writes).await? {
-            Ok(()) => {
-                inner.committed(tenant, last);
-                return Ok(answer());
+    }
+    writes.extend(today.iter().flat_map(|t| t.counts(traffic)));
+    let cancelled = match inner.table.transact(OP, writes).await? {
+        Ok(()) => {
+            inner.committed(tenant, next);
+            return Ok(answer(decisions));
+        }
+        Err(cancelled) => cancelled,
+    };
+    let mut conflict = false;
+    for (i, (code, old)) in cancelled.reasons.iter().enumerate() {
+        match code.as_deref() {
+            None | Some("None") => {}
+            Some("ConditionalCheckFailed") => {
+                if i == 0 {
+                    inner.forget_sequence(tenant);
+                }
+                if let Some((_, key)) = keyed.iter().find(|(at, _)| *at == i)
+                    && let Some(old) = old
+                {
+                    found.insert(key.clone(), read_key(old)?);
+                }
             }
-            Err(cancelled) => {
-                let mut conflict = false;
-                for (i, (code, old)) in cancelled.reasons.iter().enumerate() {
-                    match code.as_deref() {
-                        None | Some("None") => {}
-                        Some("ConditionalCheckFailed") => {
-                            if i == 0 {
-                                inner.forget_sequence(tenant);
-                            }
-                            if let Some((_, key)) = keyed.iter().find(|(at, _)| *at == i)
-                                && let Some(old) = old
-                            {
-                                found.insert((*key).to_owned(), read_key(old)?);
-                            }
-                        }
-                        Some(code) if crate::error::retryable_code(code) => conflict = true,
-                        Some(code) => {
-                            return Err(Error::permanent(format!(
-                                "DynamoDB refused the ingest transaction: {code}"
-                            )));
-                        }
-                    }
-                }
-                if conflict {
-                    backoff(attempt).await;
-                }
+            Some(code) if crate::error::retryable_code(code) => conflict = true,
+            Some(code) => {
+                return Err(Error::permanent(format!(
+                    "DynamoDB refused the ingest transaction: {code}"
+                )));
             }
         }
     }
-    Err(Error::transient(format!(
-        "tenant {tenant}: {MAX_TRIES} ingest transactions in a row lost to other writers"
-    )))
+    Ok(Tried::Again { conflict })
+}
+
+fn sum(a: Traffic, b: Traffic) -> Traffic {
+    Traffic::new(
+        Way::In,
+        a.messages.saturating_add(b.messages),
+        a.bytes.saturating_add(b.bytes),
+    )
+}
+
+/// What the new events of a request bring in.
+fn traffic_of(events: &[Pending], fates: &[Fate]) -> Traffic {
+    let new = events
+        .iter()
+        .zip(fates)
+        .filter(|(_, f)| matches!(f, Fate::New(_)));
+    let (messages, bytes) = new.fold((0, 0), |(m, b), (p, _)| {
+        (m + 1, b + p.event.payload.len() as u64)
+    });
+    Traffic::new(Way::In, messages, bytes)
+}
+
+/// The storage's error, once for each request it failed.
+fn copy(error: &Error) -> Error {
+    match error {
+        Error::Backend { retryable, source } => Error::Backend {
+            retryable: *retryable,
+            source: source.to_string().into(),
+        },
+        other => Error::permanent(other.to_string()),
+    }
 }
 
 /// Decides each event's fate: positions after `seq` for new ones, the
-/// original for a repeated key (in the table or earlier in the batch), a
-/// conflict for a key reused with other content.
+/// original for a repeated key (in the table, earlier in the group, or
+/// earlier in the request), a conflict for a key reused with other
+/// content.
 fn decide(
-    batch: &[Pending],
+    events: &[Pending],
     found: &HashMap<String, Found>,
+    group: &HashMap<String, (EventId, Fingerprint)>,
     seq: u64,
     now: Timestamp,
 ) -> Result<Vec<Fate>> {
     let mut next = seq;
-    let mut in_batch: HashMap<&str, (EventId, Fingerprint)> = HashMap::new();
-    let mut fates = Vec::with_capacity(batch.len());
-    for p in batch {
+    let mut mine: HashMap<&str, (EventId, Fingerprint)> = HashMap::new();
+    let mut fates = Vec::with_capacity(events.len());
+    for p in events {
         if let Some((key, fingerprint)) = &p.key {
-            let earlier = in_batch.get(key.as_str()).copied().or_else(|| {
-                let f = found.get(key).filter(|f| f.expires > now)?;
-                Some((f.id, f.fingerprint))
-            });
+            let earlier = mine
+                .get(key.as_str())
+                .or_else(|| group.get(key))
+                .copied()
+                .or_else(|| {
+                    let f = found.get(key).filter(|f| f.expires > now)?;
+                    Some((f.id, f.fingerprint))
+                });
             if let Some((original, stored)) = earlier {
                 if stored != *fingerprint {
                     return Err(Error::IdempotencyConflict {
@@ -200,7 +345,7 @@ fn decide(
                 fates.push(Fate::Duplicate(original));
                 continue;
             }
-            in_batch.insert(key, (p.event.id, *fingerprint));
+            mine.insert(key, (p.event.id, *fingerprint));
         }
         next += 1;
         fates.push(Fate::New(next));

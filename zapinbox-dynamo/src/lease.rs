@@ -215,6 +215,7 @@ pub(crate) async fn claim(
     let limit = query.limit as usize;
     let pk = tenant_pk(tenant);
     let mut claimed: Vec<Leased> = Vec::new();
+    let turn = inner.claim_turns.take(tenant).await;
     let mut next = None;
     while claimed.len() < limit {
         let mut q = Query::new(Some(READY), &pk, Range::Below(ready_until(now)));
@@ -250,6 +251,7 @@ pub(crate) async fn claim(
             None => break,
         }
     }
+    drop(turn);
     if let Some(today) = today
         && !claimed.is_empty()
     {

@@ -57,10 +57,13 @@
 //!   given in commit order, and a subscriber or pager that saw position
 //!   `p` has seen everything at or before it: nothing committed late can
 //!   land behind a cursor. The price is that a tenant's ingests are
-//!   serialised: one transaction at a time (this process queues its own;
-//!   instances racing each other retry on the condition). A settle window
-//!   instead would put a time bound on correctness (a write slower than
-//!   the window is skipped) and still serialise nothing more cheaply.
+//!   serialised: one transaction at a time. This process queues its own
+//!   calls and commits every call waiting for the tenant in one
+//!   transaction (group commit, up to its 100 actions), each answered
+//!   after it; instances racing each other retry on the condition. A
+//!   settle window instead would put a time bound on correctness (a write
+//!   slower than the window is skipped) and serialise nothing more
+//!   cheaply.
 //! - **Hot partitions.** A tenant is one partition key, and one key takes
 //!   about 1 000 write units a second on AWS. An ingest of one ~1 KB
 //!   event costs 8 write units ([costs](#costs)), so one tenant tops out
@@ -107,7 +110,9 @@
 //!
 //! - **Leases** are conditional updates on the event's version: two
 //!   instances claiming at once never lease one event twice. Claims take
-//!   the earliest available first, several conditional writes at a time.
+//!   the earliest available first, several conditional writes at a time;
+//!   this process runs one claim of a tenant at a time (concurrent claims
+//!   would race for the same earliest events and mostly lose).
 //! - **Retention** is DynamoDB's time to live: an acked event and an
 //!   expired idempotency key carry `ttl`, and AWS deletes them within days
 //!   of it; reads hide them from the moment they expire

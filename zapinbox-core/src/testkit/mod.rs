@@ -126,6 +126,7 @@ macro_rules! __conformance_rules {
             duplicate_key_returns_the_original,
             key_reused_with_other_content_conflicts,
             concurrent_retries_store_one_event,
+            a_conflicting_key_fails_only_its_own_ingest,
             keys_are_per_tenant,
             key_expires_after_its_window,
             key_outlives_a_deleted_event,

@@ -90,6 +90,49 @@ pub async fn concurrent_retries_store_one_event(harness: &dyn Harness) {
     assert_eq!(pull_all(&inbox, &tenant, PullQuery::new()).await.len(), 1);
 }
 
+/// Concurrent ingests into one tenant, some reusing one key with other
+/// content, some plain: the reused key is refused for each of its
+/// conflicting ingests alone, everything else is stored once (backends
+/// that commit concurrent calls together must not fail a neighbour).
+pub async fn a_conflicting_key_fails_only_its_own_ingest(harness: &dyn Harness) {
+    let (inbox, _) = open_inbox(harness).await;
+    let tenant = fresh_tenant();
+    let first = inbox
+        .ingest(&tenant, numbered(0).with_idempotency_key("taken"))
+        .await
+        .expect("ingest");
+    let tasks: Vec<_> = (1..=24)
+        .map(|n| {
+            let (inbox, tenant) = (inbox.clone(), tenant.clone());
+            tokio::spawn(async move {
+                let event = if n % 3 == 0 {
+                    numbered(n).with_idempotency_key("taken")
+                } else {
+                    numbered(n).with_idempotency_key(format!("own-{n}"))
+                };
+                (n, inbox.ingest(&tenant, event).await)
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (n, result) = task.await.expect("task");
+        if n % 3 == 0 {
+            assert!(
+                matches!(&result, Err(Error::IdempotencyConflict { original, .. }) if *original == first.id),
+                "{n}: {result:?}"
+            );
+        } else {
+            assert!(!result.expect("stored").duplicate, "{n}");
+        }
+    }
+    let stored = pull_all(&inbox, &tenant, PullQuery::new()).await;
+    assert_eq!(
+        stored.len(),
+        1 + 16,
+        "the first, and each plain ingest once"
+    );
+}
+
 /// A key is scoped to its tenant.
 pub async fn keys_are_per_tenant(harness: &dyn Harness) {
     let (inbox, _) = open_inbox(harness).await;
