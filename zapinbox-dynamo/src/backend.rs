@@ -21,14 +21,16 @@ use zapinbox_core::{
 
 use crate::capacity::CapacityLog;
 use crate::item::{SEQ, SEQ_ITEM, get_n, key, tenant_pk};
+use crate::queue::Queue;
 use crate::table::Table;
 use crate::{ingest, lease, limits, metering, read};
 
 /// The backend's name, in cursors and errors.
 pub(crate) const NAME: &str = "dynamo";
 
-/// How many locks spread this process's ingests over tenants.
-const TURNS: usize = 64;
+/// How many locks spread this process's ingests (and claims) over
+/// tenants: enough that two busy tenants rarely share one.
+const TURNS: usize = 1024;
 
 /// The zapinbox backend on one DynamoDB table (see the crate docs).
 ///
@@ -92,7 +94,7 @@ impl DynamoBuilder {
                 config: self.config.applied(),
                 feed: ChangeFeed::new(),
                 ingest_turns: Turns::new(),
-                queued: Mutex::new(HashMap::new()),
+                queue: Queue::default(),
                 claim_turns: Turns::new(),
                 sequences: Mutex::new(HashMap::new()),
                 watch_every: self.watch_every,
@@ -176,8 +178,8 @@ pub(crate) struct Inner {
     /// One ingest transaction of a tenant at a time from this process: two
     /// would only cancel each other on the sequence item.
     pub ingest_turns: Turns,
-    /// Ingests waiting for their tenant's turn, by tenant.
-    queued: Mutex<HashMap<TenantId, Vec<ingest::Request>>>,
+    /// Ingests waiting for their tenant's turn.
+    pub queue: Queue,
     /// One claim of a tenant at a time from this process: two would race
     /// for the same earliest events, and all but one write would lose.
     pub claim_turns: Turns,
@@ -216,41 +218,6 @@ impl Turns {
 }
 
 impl Inner {
-    /// Queues an ingest of `tenant` for the next transaction.
-    pub(crate) fn enqueue(&self, tenant: &TenantId, request: ingest::Request) {
-        let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
-        queued.entry(tenant.clone()).or_default().push(request);
-    }
-
-    /// Takes the tenant's queued ingests, oldest first, while their
-    /// `cost` stays within `budget` (and always the first).
-    pub(crate) fn dequeue(
-        &self,
-        tenant: &TenantId,
-        budget: usize,
-        cost: impl Fn(&ingest::Request) -> usize,
-    ) -> Vec<ingest::Request> {
-        let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(waiting) = queued.get_mut(tenant) else {
-            return Vec::new();
-        };
-        let mut spent = 0;
-        let take = waiting
-            .iter()
-            .take_while(|r| {
-                spent += cost(r);
-                spent <= budget
-            })
-            .count()
-            .max(1)
-            .min(waiting.len());
-        let group: Vec<_> = waiting.drain(..take).collect();
-        if waiting.is_empty() {
-            queued.remove(tenant);
-        }
-        group
-    }
-
     fn sequences(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, u64>> {
         self.sequences.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -270,11 +237,20 @@ impl Inner {
             .table
             .get(op, key(tenant_pk(tenant), SEQ_ITEM.to_owned()))
             .await?;
-        Ok(item
-            .map(|i| get_n(&i, SEQ))
-            .transpose()?
-            .flatten()
-            .unwrap_or(0))
+        sequence_of(item)
+    }
+
+    /// The tenant's last position whose transaction has fully committed.
+    pub(crate) async fn committed_sequence(
+        &self,
+        op: &'static str,
+        tenant: &TenantId,
+    ) -> Result<u64> {
+        let item = self
+            .table
+            .get_whole(op, key(tenant_pk(tenant), SEQ_ITEM.to_owned()))
+            .await?;
+        sequence_of(item)
     }
 
     /// Another writer moved the tenant's sequence: read it next time.
@@ -297,6 +273,15 @@ impl Inner {
     }
 }
 
+/// The position a sequence item holds (0 before the first ingest).
+fn sequence_of(item: Option<crate::item::Item>) -> Result<u64> {
+    Ok(item
+        .map(|i| get_n(&i, SEQ))
+        .transpose()?
+        .flatten()
+        .unwrap_or(0))
+}
+
 /// Looks for other instances' ingests into watched tenants, while the
 /// backend lives and is open.
 async fn watch(inner: Weak<Inner>) {
@@ -313,10 +298,9 @@ async fn watch(inner: Weak<Inner>) {
         for tenant in watched {
             match strong.read_sequence("watch", &tenant).await {
                 Ok(seq) => {
-                    if seen
-                        .insert(tenant.clone(), seq)
-                        .is_some_and(|old| old != seq)
-                    {
+                    // First sight too: an ingest may have landed between
+                    // the subscriber's last read and this one.
+                    if seen.insert(tenant.clone(), seq) != Some(seq) {
                         strong.feed.notify(&tenant);
                     }
                 }

@@ -17,13 +17,14 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use tokio::sync::oneshot;
 use zapinbox_core::raw::{Delivery, Fingerprint, ValidEvent};
-use zapinbox_core::{Error, Event, EventId, Ingested, Result, TenantId, Timestamp, Traffic, Way};
+use zapinbox_core::{Error, EventId, Ingested, Result, TenantId, Timestamp, Traffic, Way};
 
 use crate::backend::Inner;
 use crate::item::{
     Item, KEY_EVENT, KEY_EXPIRES, KEY_FINGERPRINT, NewItem, SEQ, SEQ_ITEM, TTL, get_n, get_s, key,
     key_sk, n, s, tenant_pk,
 };
+use crate::queue::{Pending, Request};
 use crate::quota::Today;
 use crate::table::Write;
 
@@ -32,31 +33,6 @@ const OP: &str = "ingest";
 /// Most times a group is tried again after another writer of the tenant
 /// committed first.
 const MAX_TRIES: u32 = 200;
-
-/// Actions one transaction may hold.
-const MAX_ACTIONS: usize = 100;
-
-/// An event of a request: its id, content and key.
-struct Pending {
-    event: Event,
-    key: Option<(String, Fingerprint)>,
-}
-
-/// One `ingest_batch` call waiting for its turn, and where its answer goes.
-pub(crate) struct Request {
-    events: Vec<Pending>,
-    reply: oneshot::Sender<Result<Vec<Ingested>>>,
-}
-
-impl Request {
-    /// Actions its events take in a transaction at most.
-    fn actions(&self) -> usize {
-        self.events
-            .iter()
-            .map(|p| 1 + usize::from(p.key.is_some()))
-            .sum()
-    }
-}
 
 /// What became of one event in this try.
 #[derive(Clone, Copy)]
@@ -75,84 +51,123 @@ struct Found {
     expires: Timestamp,
 }
 
+/// Takes a call out of the queue if its caller stops waiting before its
+/// turn comes.
+struct Unqueue<'a> {
+    inner: &'a Inner,
+    tenant: &'a TenantId,
+    id: u64,
+}
+
+impl Drop for Unqueue<'_> {
+    fn drop(&mut self) {
+        self.inner.queue.remove(self.tenant, self.id);
+    }
+}
+
 /// Stores `events` of `tenant`, all or nothing. Calls for one tenant
-/// queue here, and whoever gets the tenant's turn commits everything
-/// queued in one transaction (group commit): each call is answered after
-/// the transaction that holds it.
+/// queue, and whoever gets the tenant's turn commits everything queued,
+/// as many calls per transaction as fit (group commit): each call is
+/// answered after the transaction that holds it.
 pub(crate) async fn ingest_batch(
     inner: &Arc<Inner>,
     tenant: &TenantId,
     events: Vec<ValidEvent>,
 ) -> Result<Vec<Ingested>> {
     let clock = &inner.config.clock;
-    let events = events
-        .into_iter()
-        .map(|e| {
-            let id = clock.next_id();
+    let (reply, mut answer) = oneshot::channel();
+    // Ids drawn in queue order: positions follow ids within a process.
+    let pending = || {
+        let pending = events.into_iter().map(|e| {
             let parts = e.into_parts();
             let key = parts.idempotency.clone();
             Pending {
-                event: parts.into_event(tenant.clone(), id),
+                event: parts.into_event(tenant.clone(), clock.next_id()),
                 key,
             }
-        })
-        .collect();
-    let (reply, mut answer) = oneshot::channel();
-    inner.enqueue(tenant, Request { events, reply });
-    loop {
-        let turn = inner.ingest_turns.take_owned(tenant).await;
-        match answer.try_recv() {
-            Ok(result) => return result,
-            Err(oneshot::error::TryRecvError::Closed) => {
-                return Err(Error::permanent("the ingest was dropped unanswered"));
-            }
-            Err(oneshot::error::TryRecvError::Empty) => {}
-        }
-        let group = inner.dequeue(tenant, MAX_ACTIONS - 3, Request::actions);
-        // Its own task: a caller that stops waiting does not stop the
-        // transaction that answers the others.
-        let (inner, tenant) = (Arc::clone(inner), tenant.clone());
-        let committed = tokio::spawn(async move {
-            let _turn = turn;
-            commit(&inner, &tenant, group).await;
         });
-        committed
-            .await
-            .map_err(|e| Error::permanent(format!("an ingest task failed: {e}")))?;
+        pending.collect()
+    };
+    let id = inner.queue.push(tenant, pending, reply);
+    let unqueue = Unqueue { inner, tenant, id };
+    let turn = inner.ingest_turns.take_owned(tenant).await;
+    // Its turn came: from here the call is committed (by this task or
+    // the one it spawns) even if its caller stops waiting.
+    std::mem::forget(unqueue);
+    if let Ok(result) = answer.try_recv() {
+        // An earlier turn committed it.
+        return result;
+    }
+    // Its own task: a caller that stops waiting does not stop the
+    // transactions that answer the others.
+    let (inner, tenant) = (Arc::clone(inner), tenant.clone());
+    let drained = tokio::spawn(async move {
+        let _turn = turn;
+        loop {
+            let group = inner.queue.take(&tenant);
+            if group.is_empty() {
+                return;
+            }
+            commit(&inner, &tenant, group).await;
+        }
+    });
+    drained
+        .await
+        .map_err(|e| Error::permanent(format!("an ingest task failed: {e}")))?;
+    answer
+        .await
+        .map_err(|_| Error::permanent("the ingest was dropped unanswered"))?
+}
+
+/// Commits `group` in one transaction and answers each call: with its
+/// ids, or with its own error (a reused key, the quota), or with the
+/// storage's error. When the storage refuses a group for good, each call
+/// is tried alone, so only the one whose content it refuses hears of it.
+async fn commit(inner: &Inner, tenant: &TenantId, group: Vec<Request>) {
+    match attempt(inner, tenant, &group).await {
+        Ok(answers) => {
+            for (request, answer) in group.into_iter().zip(answers) {
+                let _ = request.reply.send(answer);
+            }
+        }
+        Err(e) if group.len() > 1 && !e.is_retryable() => {
+            for request in group {
+                let alone = attempt(inner, tenant, std::slice::from_ref(&request)).await;
+                let answer = alone.and_then(|mut answers| {
+                    answers
+                        .pop()
+                        .unwrap_or_else(|| Err(Error::permanent("a call went unanswered")))
+                });
+                let _ = request.reply.send(answer);
+            }
+        }
+        Err(e) => {
+            for request in group {
+                let _ = request.reply.send(Err(copy(&e)));
+            }
+        }
     }
 }
 
-/// Commits `group` in one transaction and answers each request: with its
-/// ids, or with its own error (a reused key, the quota), or with the
-/// storage's error when the transaction failed for everyone.
-async fn commit(inner: &Inner, tenant: &TenantId, group: Vec<Request>) {
+/// Tries `group` until it commits or fails; each call's answer.
+async fn attempt(
+    inner: &Inner,
+    tenant: &TenantId,
+    group: &[Request],
+) -> Result<Vec<Result<Vec<Ingested>>>> {
     let mut found: HashMap<String, Found> = HashMap::new();
     for attempt in 0..MAX_TRIES {
-        match try_commit(inner, tenant, &group, &mut found).await {
-            Ok(Tried::Committed(answers)) => {
-                for (request, answer) in group.into_iter().zip(answers) {
-                    let _ = request.reply.send(answer);
-                }
-                return;
-            }
-            Ok(Tried::Again { conflict }) => {
-                if conflict {
-                    backoff(attempt).await;
-                }
-            }
-            Err(e) => {
-                for request in group {
-                    let _ = request.reply.send(Err(copy(&e)));
-                }
-                return;
-            }
+        match try_commit(inner, tenant, group, &mut found).await? {
+            Tried::Committed(answers) => return Ok(answers),
+            // Another instance moved the sequence, or a transaction was in
+            // the way: give it room (a key found in the table needs none).
+            Tried::Again { conflict } if conflict || attempt > 0 => backoff(attempt).await,
+            Tried::Again { .. } => {}
         }
     }
-    for request in group {
-        let _ = request.reply.send(Err(Error::transient(format!(
-            "tenant {tenant}: {MAX_TRIES} ingest transactions in a row lost to other writers"
-        ))));
-    }
+    Err(Error::transient(format!(
+        "tenant {tenant}: {MAX_TRIES} ingest transactions in a row lost to other writers"
+    )))
 }
 
 /// What one try did.
@@ -262,6 +277,7 @@ async fn try_commit(
             Some("ConditionalCheckFailed") => {
                 if i == 0 {
                     inner.forget_sequence(tenant);
+                    conflict = true;
                 }
                 if let Some((_, key)) = keyed.iter().find(|(at, _)| *at == i)
                     && let Some(old) = old

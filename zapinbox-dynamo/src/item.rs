@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `#seq` | the tenant's commit sequence (the last position given) |
 //! | `E#<event id>` | an event, its delivery state and its index keys |
-//! | `K#<key>` | an idempotency key: the event it stored, until when |
+//! | `K#<SHA-256 of the key>` | an idempotency key: the event it stored, until when |
 //! | `Q#<day>` | what the tenant took in and out that UTC day (quotas) |
 //! | `U#<day>#<key>` | metered usage records |
 //!
@@ -21,6 +21,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use sha2::{Digest, Sha256};
 use zapinbox_core::raw::Delivery;
 use zapinbox_core::{
     Error, Event, EventId, EventStatus, Payload, QueueConfig, Result, TenantId, Timestamp,
@@ -82,8 +83,16 @@ pub(crate) fn event_sk(id: EventId) -> String {
     format!("E#{id}")
 }
 
+/// An idempotency key's sort key: its SHA-256, so that any key the inbox
+/// accepts (256 characters, up to 1 KB of UTF-8) fits DynamoDB's 1 KB
+/// sort keys.
 pub(crate) fn key_sk(key: &str) -> String {
-    format!("K#{key}")
+    format!("K#{}", hex(&Sha256::digest(key.as_bytes())))
+}
+
+/// Bytes as lowercase hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A number in a sort key: fixed width, so text order is number order.

@@ -85,6 +85,11 @@ async fn modify<T>(
         let stored = StoredEvent::from_item(tenant, &item)?;
         let now = config.clock.now();
         let mut next = stored.delivery.settle(now, &config.retry);
+        if next.is_expired(now, config.retention) {
+            // Past its retention: gone, as reads say (its time to live
+            // removes it within days).
+            return Err(Error::NotFound { id });
+        }
         let out = change(&mut next, now)?;
         if next == stored.delivery {
             return Ok(out);
@@ -191,7 +196,12 @@ pub(crate) async fn delete(inner: &Inner, tenant: &TenantId, id: EventId) -> Res
     let old = old.ok_or(Error::NotFound { id })?;
     let stored = StoredEvent::from_item(tenant, &old)?;
     let config = &inner.config;
-    let previous = stored.delivery.settle(config.clock.now(), &config.retry);
+    let now = config.clock.now();
+    let previous = stored.delivery.settle(now, &config.retry);
+    if previous.is_expired(now, config.retention) {
+        // It was already gone, as reads said.
+        return Err(Error::NotFound { id });
+    }
     Ok(DeleteOutcome::new(previous.status))
 }
 
@@ -212,10 +222,50 @@ pub(crate) async fn claim(
     if let Some(today) = &today {
         today.check_delivery(&config.quotas)?;
     }
+    let turn = inner.claim_turns.take(tenant).await;
+    let mut claimed: Vec<Leased> = Vec::new();
+    if let Err(e) = claim_into(inner, tenant, &query, now, &mut claimed).await {
+        if claimed.is_empty() {
+            return Err(e);
+        }
+        // Some are leased already: hand them out rather than strand them
+        // until their leases run out.
+        tracing::warn!(%tenant, error = %e, claimed = claimed.len(), "claim stopped early");
+    }
+    drop(turn);
+    if let Some(today) = today
+        && !claimed.is_empty()
+    {
+        let bytes = claimed.iter().map(|l| l.event.payload.len() as u64).sum();
+        let traffic = Traffic::new(Way::Out, claimed.len() as u64, bytes);
+        if let Err(refused) = count_delivery(inner, OP, tenant, today, traffic).await {
+            // Another delivery crossed the quota first: give these back as
+            // if never claimed (one that cannot be is claimable again when
+            // its lease ends, with the attempt counted).
+            for leased in &claimed {
+                if let Err(e) = requeue(inner, tenant, leased.token).await {
+                    tracing::warn!(%tenant, error = %e, "a refused claim's event stays leased");
+                }
+            }
+            return Err(refused);
+        }
+    }
+    Ok(claimed)
+}
+
+/// Claims into `claimed` until it holds `query.limit` events or none is
+/// left to claim.
+async fn claim_into(
+    inner: &Inner,
+    tenant: &TenantId,
+    query: &ClaimQuery,
+    now: Timestamp,
+    claimed: &mut Vec<Leased>,
+) -> Result<()> {
+    const OP: &str = "claim";
+    let config = &inner.config;
     let limit = query.limit as usize;
     let pk = tenant_pk(tenant);
-    let mut claimed: Vec<Leased> = Vec::new();
-    let turn = inner.claim_turns.take(tenant).await;
     let mut next = None;
     while claimed.len() < limit {
         let mut q = Query::new(Some(READY), &pk, Range::Below(ready_until(now)));
@@ -237,36 +287,33 @@ pub(crate) async fn claim(
                 ClaimStep::Claim => {}
             }
         }
-        for chunk in candidates.chunks(limit - claimed.len()) {
-            let takes = chunk.iter().map(|c| take(inner, tenant, c, &query, now));
+        let mut candidates = candidates.as_slice();
+        while !candidates.is_empty() && claimed.len() < limit {
+            // As many at once as are still wanted: some may be lost to
+            // other claims, never more taken than asked for.
+            let (now_taking, rest) =
+                candidates.split_at((limit - claimed.len()).min(candidates.len()));
+            candidates = rest;
+            let takes = now_taking
+                .iter()
+                .map(|c| take(inner, tenant, c, query, now));
+            let mut failed = None;
             for taken in join_all(takes).await {
-                claimed.extend(taken?);
+                match taken {
+                    Ok(leased) => claimed.extend(leased),
+                    Err(e) => failed = Some(e),
+                }
             }
-            if claimed.len() >= limit {
-                break;
+            if let Some(e) = failed {
+                return Err(e);
             }
         }
         match page.next {
             Some(key) => next = Some(key),
-            None => break,
+            None => return Ok(()),
         }
     }
-    drop(turn);
-    if let Some(today) = today
-        && !claimed.is_empty()
-    {
-        let bytes = claimed.iter().map(|l| l.event.payload.len() as u64).sum();
-        let traffic = Traffic::new(Way::Out, claimed.len() as u64, bytes);
-        if let Err(refused) = count_delivery(inner, OP, tenant, today, traffic).await {
-            // Another delivery crossed the quota first: give these back
-            // as if never claimed.
-            for leased in &claimed {
-                requeue(inner, tenant, leased.token).await?;
-            }
-            return Err(refused);
-        }
-    }
-    Ok(claimed)
+    Ok(())
 }
 
 /// Takes one candidate: `None` if another claim changed it first.

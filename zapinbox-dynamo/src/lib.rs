@@ -28,7 +28,8 @@
 //!
 //! Partition key `pk`, sort key `sk`, both strings; on-demand billing;
 //! time to live on the attribute `ttl`. Everything of tenant `t` lives
-//! under `pk = T#t`: its events (`E#<id>`), idempotency keys (`K#<key>`),
+//! under `pk = T#t`: its events (`E#<id>`), idempotency keys (`K#<SHA-256
+//! of the key>`, so any key fits a sort key),
 //! its commit sequence (`#seq`), its daily quota counts (`Q#<day>`) and
 //! metered usage (`U#<day>#…`). Four sparse local secondary indexes,
 //! `pq_index`, `rq_index`, `dq_index` and `dz_index`, hold an event only
@@ -52,15 +53,18 @@
 //!   soon as its ingest returned, from any instance.
 //! - **Commit order.** Every ingest transaction of a tenant moves the
 //!   tenant's sequence item from the value it read to that plus its new
-//!   events, and each event takes its position from it. Two transactions
+//!   events, and each event takes its position from it: two transactions
 //!   of one tenant cannot both commit on the same value, so positions are
-//!   given in commit order, and a subscriber or pager that saw position
-//!   `p` has seen everything at or before it: nothing committed late can
-//!   land behind a cursor. The price is that a tenant's ingests are
-//!   serialised: one transaction at a time. This process queues its own
-//!   calls and commits every call waiting for the tenant in one
-//!   transaction (group commit, up to its 100 actions), each answered
-//!   after it; instances racing each other retry on the condition. A
+//!   given in commit order. A query may still see part of a transaction
+//!   that is committing (it is read-committed, item by item), so a page of
+//!   pending events first reads the sequence with `TransactGetItems`,
+//!   which is serialisable with transactions, and lists positions up to
+//!   it only: nothing committed late can land behind a subscriber's or
+//!   pager's cursor. The price is that a tenant's ingests are serialised:
+//!   one transaction at a time. This process queues its own calls and
+//!   commits every call waiting for the tenant in one transaction (group
+//!   commit, within its 100 actions and 4 MB), each answered after it;
+//!   instances racing each other retry on the condition, with backoff. A
 //!   settle window instead would put a time bound on correctness (a write
 //!   slower than the window is skipped) and serialise nothing more
 //!   cheaply.
@@ -82,7 +86,8 @@
 //! other attributes), batches of up to 48 events and 3.5 MB (a
 //! transaction holds 100 actions and 4 MB: the sequence, two quota
 //! counters, and each event with its key). A batch is never split: it is
-//! one transaction, all or nothing.
+//! one transaction, all or nothing (calls committed together share one
+//! only when they fit).
 //!
 //! # Failures
 //!
@@ -92,10 +97,15 @@
 //! on reaches the caller as `Error::Backend`, retryable for those,
 //! permanent for the rest (`ValidationException`, `AccessDeniedException`,
 //! a missing table). The backend itself retries, with jittered backoff,
-//! what only it can: a transaction cancelled for `TransactionConflict`,
-//! and a conditional write that lost a race (another instance moved the
-//! sequence or changed the event first). Every write is conditional on
-//! what was read, so a failed call changes nothing.
+//! what only it can: a transaction cancelled for `TransactionConflict`, a
+//! plain write that met a transaction in progress
+//! (`TransactionConflictException`), and a conditional write that lost a
+//! race (another instance moved the sequence or changed the event first).
+//! Every change is conditional on what was read: a failed ingest, ack,
+//! lease change or delete changes nothing. When the storage refuses a
+//! group of ingests for good, each is tried alone, so only the one it
+//! refuses hears of it. A claim that fails part way hands out the events
+//! it already leased rather than strand them.
 //!
 //! # Costs
 //!
@@ -112,22 +122,28 @@
 //!   instances claiming at once never lease one event twice. Claims take
 //!   the earliest available first, several conditional writes at a time;
 //!   this process runs one claim of a tenant at a time (concurrent claims
-//!   would race for the same earliest events and mostly lose).
+//!   would race for the same earliest events and mostly lose). An event's
+//!   last-attempt lease is indexed by the `max_attempts` of the instance
+//!   that claimed it: give every instance the same retry policy.
 //! - **Retention** is DynamoDB's time to live: an acked event and an
 //!   expired idempotency key carry `ttl`, and AWS deletes them within days
-//!   of it; reads hide them from the moment they expire
-//!   (`Purging::Automatic`: `purge_expired` has nothing to do). DynamoDB
+//!   of it; reads, acks and deletes treat them as gone from the moment
+//!   they expire (`Purging::Automatic`: `purge_expired` has nothing to
+//!   do). DynamoDB
 //!   Local never deletes them; the tests drive the clock.
 //! - **Subscriptions** wake at once for ingests through this handle, and
 //!   find other instances' ingests by reading each watched tenant's
-//!   sequence item every 100 ms ([`DynamoBuilder::watch_every`]): half a
+//!   sequence item every 100 ms ([`DynamoBuilder::watch_every`]): one
 //!   read unit per watched tenant per look.
 //! - **Quotas** count in the same transaction as the ingest they count,
 //!   conditional on the figures checked; a quota on the total over all
 //!   tenants makes every tenant's ingest update one item, which
-//!   serialises them all: use it only for small installations.
-//! - **Stats** read every event of the tenant (without payloads): fine for
-//!   a dashboard, costly for a tenant with millions.
+//!   serialises them all: use it only for small installations. A claim
+//!   that finds, when it counts, that another delivery used up the
+//!   outbound quota first gives its events back and is refused.
+//! - **Stats** read every event of the tenant (the payloads stay on the
+//!   server, but read units are billed on whole items): fine for a
+//!   dashboard, costly for a tenant with millions.
 #![warn(missing_docs)]
 
 mod backend;
@@ -138,6 +154,7 @@ mod item;
 mod lease;
 mod limits;
 mod metering;
+mod queue;
 mod quota;
 mod read;
 mod table;

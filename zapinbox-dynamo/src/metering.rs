@@ -7,42 +7,57 @@ use sha2::{Digest, Sha256};
 use zapinbox_core::{Error, Result, TenantId, UsageKey, UsageRecord, sum_usage};
 
 use crate::backend::Inner;
-use crate::item::{Item, get_s, key, n, need_n, padded, s, tenant_pk};
+use crate::item::{Item, get_s, hex, key, n, need_n, padded, s, tenant_pk};
 use crate::table::{Query, Range, Write};
 
 const KEY: &str = "uk";
 
 fn usage_sk(day: u64, key_json: &str) -> String {
     let hash = Sha256::digest(key_json.as_bytes());
-    let hex: String = hash[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("U#{}#{hex}", padded(day))
+    format!("U#{}#{}", padded(day), hex(&hash[..16]))
 }
 
+/// Adds `records` to the stored counts, in transactions of up to 100
+/// records: all of a transaction counted, or none of it.
 pub(crate) async fn add_usage(inner: &Inner, records: Vec<UsageRecord>) -> Result<()> {
-    let adds = sum_usage(records).into_iter().map(|record| async move {
-        let key_json = serde_json::to_string(&record.key).map_err(Error::permanent)?;
-        let write = Write::Update {
-            key: key(
-                tenant_pk(&record.key.tenant),
-                usage_sk(record.key.day, &key_json),
-            ),
-            expression: format!("SET {KEY} = :k ADD c :c, b :b"),
-            condition: None,
-            names: HashMap::new(),
-            values: HashMap::from([
-                (":k".to_owned(), s(key_json)),
-                (":c".to_owned(), n(record.count)),
-                (":b".to_owned(), n(record.bytes)),
-            ]),
-        };
-        inner
-            .table
-            .update("add_usage", write, false)
-            .await
-            .map(drop)
-    });
-    for added in futures::future::join_all(adds).await {
-        added?;
+    let writes = sum_usage(records)
+        .into_iter()
+        .map(|record| {
+            let key_json = serde_json::to_string(&record.key).map_err(Error::permanent)?;
+            Ok(Write::Update {
+                key: key(
+                    tenant_pk(&record.key.tenant),
+                    usage_sk(record.key.day, &key_json),
+                ),
+                expression: format!("SET {KEY} = :k ADD c :c, b :b"),
+                condition: None,
+                names: HashMap::new(),
+                values: HashMap::from([
+                    (":k".to_owned(), s(key_json)),
+                    (":c".to_owned(), n(record.count)),
+                    (":b".to_owned(), n(record.bytes)),
+                ]),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for chunk in writes.chunks(100) {
+        let added = inner.table.transact("add_usage", chunk.to_vec()).await?;
+        if let Err(cancelled) = added {
+            let codes: Vec<_> = cancelled
+                .reasons
+                .iter()
+                .filter_map(|(c, _)| c.clone())
+                .collect();
+            let retryable = codes
+                .iter()
+                .all(|c| c == "None" || crate::error::retryable_code(c));
+            let message = format!("DynamoDB cancelled the usage transaction: {codes:?}");
+            return Err(if retryable {
+                Error::transient(message)
+            } else {
+                Error::permanent(message)
+            });
+        }
     }
     Ok(())
 }
@@ -52,6 +67,9 @@ pub(crate) async fn usage(
     tenant: &TenantId,
     days: std::ops::RangeInclusive<u64>,
 ) -> Result<Vec<UsageRecord>> {
+    if days.is_empty() {
+        return Ok(Vec::new());
+    }
     let pk = tenant_pk(tenant);
     let from = format!("U#{}", padded(*days.start()));
     let to = format!("U#{}$", padded(*days.end()));

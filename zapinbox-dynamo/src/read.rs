@@ -48,6 +48,14 @@ pub(crate) async fn list(
         DEAD
     };
     let pk = tenant_pk(tenant);
+    // Pending events are listed up to the last position whose transaction
+    // has fully committed: a query can see part of a transaction in
+    // progress, and a cursor past its later events would skip its earlier
+    // ones for good.
+    let committed = match status {
+        EventStatus::Pending => inner.committed_sequence(op, tenant).await?,
+        _ => u64::MAX,
+    };
     let (now, policy) = (inner.config.clock.now(), &inner.config.retry);
     let take = resolved.limit + 1;
     let mut rows = Vec::new();
@@ -63,6 +71,13 @@ pub(crate) async fn list(
         let page = inner.table.query(op, q).await?;
         for item in &page.items {
             let stored = StoredEvent::from_item(tenant, item)?;
+            if stored.seq > committed {
+                if ascending {
+                    // Everything after it is newer still.
+                    break 'pages;
+                }
+                continue;
+            }
             scanned += 1;
             let d = stored.delivery.settle(now, policy);
             if d.status == status && query.filter.matches(&stored.event) {

@@ -8,10 +8,10 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, LocalSecondaryIndex, Projection,
-    ProjectionType, Put, ReturnConsumedCapacity, ReturnValue, ReturnValuesOnConditionCheckFailure,
-    ScalarAttributeType, Select, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
-    TransactWriteItem, Update,
+    AttributeDefinition, BillingMode, Get, KeySchemaElement, KeyType, LocalSecondaryIndex,
+    Projection, ProjectionType, Put, ReturnConsumedCapacity, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, Select, TableStatus,
+    TimeToLiveSpecification, TimeToLiveStatus, TransactGetItem, TransactWriteItem, Update,
 };
 use zapinbox_core::{Error, Result};
 
@@ -102,6 +102,40 @@ impl Table {
         Ok(out.item)
     }
 
+    /// Reads one item as of a moment no transaction is halfway through:
+    /// `TransactGetItems` is serialisable with `TransactWriteItems`, where
+    /// a plain read (and a query) may see some of a transaction's items
+    /// and not yet others. A transaction in progress on it is waited out.
+    pub(crate) async fn get_whole(&self, op: &'static str, key: Item) -> Result<Option<Item>> {
+        let get = Get::builder()
+            .table_name(&self.name)
+            .set_key(Some(key))
+            .build()
+            .map_err(Error::permanent)?;
+        let mut tries = 0;
+        loop {
+            let sent = self
+                .client
+                .transact_get_items()
+                .transact_items(TransactGetItem::builder().get(get.clone()).build())
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await;
+            match sent {
+                Ok(out) => {
+                    self.capacity.read(op, out.consumed_capacity());
+                    let mut responses = out.responses.unwrap_or_default();
+                    return Ok(responses.pop().and_then(|r| r.item));
+                }
+                Err(e) if e.code() == Some("TransactionCanceledException") && tries < 8 => {
+                    tries += 1;
+                    crate::ingest::backoff(tries).await;
+                }
+                Err(e) => return Err(classify(e)),
+            }
+        }
+    }
+
     /// One page of a strongly consistent query (local secondary indexes
     /// allow it; global ones would not).
     pub(crate) async fn query(&self, op: &'static str, q: Query<'_>) -> Result<QueryPage> {
@@ -177,7 +211,27 @@ impl Table {
             .send()
             .await;
         match described {
-            Ok(_) => Ok(true),
+            Ok(out) => {
+                // A table of another shape would fail later, call by call.
+                let indexes = out
+                    .table()
+                    .map(|t| t.local_secondary_indexes())
+                    .unwrap_or_default();
+                for attribute in [PENDING, READY, DEAD, LAST_LEASE] {
+                    let name = index_name(attribute);
+                    if !indexes
+                        .iter()
+                        .any(|i| i.index_name() == Some(name.as_str()))
+                    {
+                        return Err(Error::invalid(format!(
+                            "table {} exists without the local secondary index {name}: \
+                             it was made for something else, or by an older version",
+                            self.name
+                        )));
+                    }
+                }
+                Ok(true)
+            }
             Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(false),
             Err(e) => Err(classify(e)),
         }
@@ -288,7 +342,12 @@ impl Table {
         match updated {
             Ok(_) => Ok(()),
             // Enabled by another process since we looked.
-            Err(e) if e.code() == Some("ValidationException") => Ok(()),
+            Err(e)
+                if e.code() == Some("ValidationException")
+                    && e.message().is_some_and(|m| m.contains("already enabled")) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(classify(e)),
         }
     }
@@ -422,7 +481,9 @@ impl Table {
     }
 
     /// One conditional update, giving back the item as it is after it
-    /// when `new` asks.
+    /// when `new` asks. A transaction in progress on the item
+    /// (`TransactionConflictException`, which the SDK does not retry) is
+    /// waited out, a few times, with backoff.
     pub(crate) async fn update(
         &self,
         op: &'static str,
@@ -444,28 +505,35 @@ impl Table {
         } else {
             ReturnValue::None
         };
-        let sent = self
-            .client
-            .update_item()
-            .table_name(&self.name)
-            .set_key(Some(key))
-            .update_expression(expression)
-            .set_condition_expression(condition)
-            .set_expression_attribute_names(names_if_any(names))
-            .set_expression_attribute_values(none_if_empty(values))
-            .return_values(returned)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await;
-        match sent {
-            Ok(out) => {
-                self.capacity.write(op, out.consumed_capacity());
-                Ok(Written::Done(out.attributes))
+        let mut tries = 0;
+        loop {
+            let sent = self
+                .client
+                .update_item()
+                .table_name(&self.name)
+                .set_key(Some(key.clone()))
+                .update_expression(&expression)
+                .set_condition_expression(condition.clone())
+                .set_expression_attribute_names(names_if_any(names.clone()))
+                .set_expression_attribute_values(none_if_empty(values.clone()))
+                .return_values(returned.clone())
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await;
+            match sent {
+                Ok(out) => {
+                    self.capacity.write(op, out.consumed_capacity());
+                    return Ok(Written::Done(out.attributes));
+                }
+                Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
+                    return Ok(Written::ConditionFailed);
+                }
+                Err(e) if e.code() == Some("TransactionConflictException") && tries < 8 => {
+                    tries += 1;
+                    crate::ingest::backoff(tries).await;
+                }
+                Err(e) => return Err(classify(e)),
             }
-            Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
-                Ok(Written::ConditionFailed)
-            }
-            Err(e) => Err(classify(e)),
         }
     }
 

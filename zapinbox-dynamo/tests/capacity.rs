@@ -141,7 +141,10 @@ async fn capacity_units_per_operation_match_the_docs() {
     let measured = rows.join("\n");
     println!("{measured}");
     let documents = [
-        ("zapinbox-dynamo/docs/capacity.md", include_str!("../docs/capacity.md")),
+        (
+            "zapinbox-dynamo/docs/capacity.md",
+            include_str!("../docs/capacity.md"),
+        ),
         ("README.md", include_str!("../../README.md")),
     ];
     for (name, text) in documents {

@@ -59,6 +59,31 @@ async fn a_transaction_conflict_is_tried_again() {
     assert_eq!(page.events.len(), 2);
 }
 
+/// A plain conditional write meeting a transaction in progress on its
+/// item (`TransactionConflictException`, which the SDK does not retry) is
+/// tried again by the backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_meeting_a_transaction_is_tried_again() {
+    let harness = DynamoHarness::new();
+    let inbox = inbox(&harness).await;
+    let tenant = fresh_tenant();
+    let id = inbox.ingest(&tenant, numbered(1)).await.expect("ingest").id;
+    // The ack reads the event, then writes: the write meets the conflict.
+    harness
+        .faults
+        .answer_after(1, Canned::error(400, "TransactionConflictException"), 2);
+    let acked = inbox.ack(&tenant, id).await.expect("tried again");
+    assert_eq!(acked, zapinbox_core::AckOutcome::Acked);
+    assert!(
+        inbox
+            .pull(&tenant, PullQuery::new())
+            .await
+            .expect("pull")
+            .events
+            .is_empty()
+    );
+}
+
 /// What the SDK gave up on reaches the caller classified: throttling and
 /// server errors retryable, a refusal not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -153,6 +153,7 @@ macro_rules! __conformance_rules {
             batch_is_all_or_nothing,
             unicode_round_trips,
             oversized_payload_is_rejected,
+            the_largest_payloads_and_keys_are_stored_side_by_side,
             bad_input_changes_nothing,
             deep_payloads_are_refused_and_the_tenant_keeps_flowing,
             requests_over_the_batch_limits_are_refused,

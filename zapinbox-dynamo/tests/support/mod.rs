@@ -73,14 +73,22 @@ impl Canned {
 /// them.
 #[derive(Debug, Default)]
 pub struct Faults {
-    queue: Mutex<VecDeque<Canned>>,
+    /// `None`: let this request through.
+    queue: Mutex<VecDeque<Option<Canned>>>,
 }
 
 impl Faults {
     /// The next `times` requests get `answer` (and never reach DynamoDB).
     pub fn answer_next(&self, answer: Canned, times: u32) {
+        self.answer_after(0, answer, times);
+    }
+
+    /// Lets `pass` requests through, then answers the `times` after them
+    /// with `answer`.
+    pub fn answer_after(&self, pass: u32, answer: Canned, times: u32) {
         let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        queue.extend(std::iter::repeat_n(answer, times as usize));
+        queue.extend(std::iter::repeat_n(None, pass as usize));
+        queue.extend(std::iter::repeat_n(Some(answer), times as usize));
     }
 
     /// Makes the next call fail with `fault`: every attempt of it, for
@@ -96,10 +104,8 @@ impl Faults {
     }
 
     fn take(&self) -> Option<Canned> {
-        self.queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop_front()
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        queue.pop_front().flatten()
     }
 }
 

@@ -5,6 +5,44 @@ use crate::{
     ClaimQuery, Error, Inbox, Limits, MAX_PAYLOAD_DEPTH, NewEvent, PullQuery, Result, TenantId,
 };
 
+/// Twelve concurrent ingests of the largest payload the inbox takes, and
+/// the longest idempotency key in four-byte characters: each is stored
+/// (a backend that commits concurrent calls together must keep each
+/// transaction within its storage's limits), and the key finds its event.
+pub async fn the_largest_payloads_and_keys_are_stored_side_by_side(harness: &dyn Harness) {
+    let (inbox, _) = open_inbox(harness).await;
+    let tenant = fresh_tenant();
+    let limits = inbox.limits();
+    // {"p":"xxx…"} is 8 bytes of framing around the string.
+    let payload = json!({ "p": "x".repeat(limits.max_payload_bytes - 8) });
+    let key = "😀".repeat(limits.max_idempotency_key_chars);
+    let tasks: Vec<_> = (0..12)
+        .map(|n| {
+            let (inbox, tenant) = (inbox.clone(), tenant.clone());
+            let mut event = NewEvent::new(payload.clone()).with_source(format!("writer-{n}"));
+            if n == 0 {
+                event = event.with_idempotency_key(key.clone());
+            }
+            tokio::spawn(async move { inbox.ingest(&tenant, event).await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for task in tasks {
+        ids.push(task.await.expect("task").expect("stored").id);
+    }
+    assert_eq!(
+        inbox.find_by_key(&tenant, &key).await.expect("find"),
+        Some(ids[0])
+    );
+    let stored = pull_all(&inbox, &tenant, PullQuery::new().limit(4)).await;
+    assert_eq!(stored.len(), 12);
+    assert!(
+        stored
+            .iter()
+            .all(|e| e.payload.len() == limits.max_payload_bytes)
+    );
+}
+
 /// Text of every kind round-trips exactly: emoji, CJK, right-to-left, NUL
 /// and other control characters inside the payload, line separators,
 /// non-characters, numbers at the edges of their range.
