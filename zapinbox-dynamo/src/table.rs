@@ -10,8 +10,9 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, Get, KeySchemaElement, KeyType, LocalSecondaryIndex,
     Projection, ProjectionType, Put, ReturnConsumedCapacity, ReturnValue,
-    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, Select, TableStatus,
-    TimeToLiveSpecification, TimeToLiveStatus, TransactGetItem, TransactWriteItem, Update,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, Select, TableDescription,
+    TableStatus, TimeToLiveSpecification, TimeToLiveStatus, TransactGetItem, TransactWriteItem,
+    Update,
 };
 use zapinbox_core::{Error, Result};
 
@@ -203,7 +204,8 @@ impl Table {
         self.ensure_ttl().await
     }
 
-    async fn exists(&self) -> Result<bool> {
+    /// The table as DynamoDB describes it, if it exists.
+    async fn describe(&self) -> Result<Option<TableDescription>> {
         let described = self
             .client
             .describe_table()
@@ -211,30 +213,32 @@ impl Table {
             .send()
             .await;
         match described {
-            Ok(out) => {
-                // A table of another shape would fail later, call by call.
-                let indexes = out
-                    .table()
-                    .map(|t| t.local_secondary_indexes())
-                    .unwrap_or_default();
-                for attribute in [PENDING, READY, DEAD, LAST_LEASE] {
-                    let name = index_name(attribute);
-                    if !indexes
-                        .iter()
-                        .any(|i| i.index_name() == Some(name.as_str()))
-                    {
-                        return Err(Error::invalid(format!(
-                            "table {} exists without the local secondary index {name}: \
-                             it was made for something else, or by an older version",
-                            self.name
-                        )));
-                    }
-                }
-                Ok(true)
-            }
-            Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(false),
+            Ok(out) => Ok(out.table),
+            Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(None),
             Err(e) => Err(classify(e)),
         }
+    }
+
+    async fn exists(&self) -> Result<bool> {
+        let Some(table) = self.describe().await? else {
+            return Ok(false);
+        };
+        // A table of another shape would fail later, call by call.
+        let indexes = table.local_secondary_indexes();
+        for attribute in [PENDING, READY, DEAD, LAST_LEASE] {
+            let name = index_name(attribute);
+            if !indexes
+                .iter()
+                .any(|i| i.index_name() == Some(name.as_str()))
+            {
+                return Err(Error::invalid(format!(
+                    "table {} exists without the local secondary index {name}: \
+                     it was made for something else, or by an older version",
+                    self.name
+                )));
+            }
+        }
+        Ok(true)
     }
 
     async fn create(&self) -> Result<()> {
@@ -291,15 +295,8 @@ impl Table {
 
     async fn wait_active(&self) -> Result<()> {
         for _ in 0..600 {
-            let described = self
-                .client
-                .describe_table()
-                .table_name(&self.name)
-                .send()
-                .await
-                .map_err(classify)?;
-            let status = described.table().and_then(|t| t.table_status());
-            if status == Some(&TableStatus::Active) {
+            let table = self.describe().await?;
+            if table.and_then(|t| t.table_status) == Some(TableStatus::Active) {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

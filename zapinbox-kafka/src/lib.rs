@@ -47,8 +47,9 @@
 //!   writer's time, the ids it chose, and a seed for lease nonces and
 //!   retry jitter, so a replay next month decides as today.
 //! - **Other instances' writes** are seen once this instance's consumer
-//!   fetched them: milliseconds, declared as within a second
-//!   (`SharedWrites::Within`). Subscriptions follow the applied log.
+//!   fetched them: milliseconds, declared as within 5 s
+//!   (`SharedWrites::Within`: an instance just opened on a busy log can
+//!   take over a second to catch up). Subscriptions follow the applied log.
 //! - **Cursors** carry the position of the event's ingest record: its
 //!   offset in the high bits, its place in a batch in the low 16.
 //!
