@@ -363,7 +363,9 @@ fn decide(
             }
             mine.insert(key, (p.event.id, *fingerprint));
         }
-        next += 1;
+        next = next
+            .checked_add(1)
+            .ok_or_else(|| Error::permanent("the tenant's sequence item is damaged: at its end"))?;
         fates.push(Fate::New(next));
     }
     Ok(fates)

@@ -43,7 +43,8 @@ fn delivery_write(tenant: &TenantId, stored: &StoredEvent, next: Delivery, inner
     }
     names.insert("#v".into(), VERSION.to_owned());
     values.insert(":v".into(), n(stored.version));
-    values.insert(":v1".into(), n(stored.version + 1));
+    // Only ever compared for equality: wrapping keeps it working.
+    values.insert(":v1".into(), n(stored.version.wrapping_add(1)));
     sets.push("#v = :v1".into());
     let mut expression = format!("SET {}", sets.join(", "));
     if !state.remove.is_empty() {

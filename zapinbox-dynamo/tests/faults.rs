@@ -5,6 +5,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use support::{Canned, DynamoHarness};
 use zapinbox_core::testkit::{fresh_tenant, numbered};
 use zapinbox_core::{Error, Fault, Inbox, PullQuery, QueueConfig};
@@ -45,6 +47,7 @@ async fn a_transaction_conflict_is_tried_again() {
     let conflict = Canned {
         status: 400,
         body: body.to_owned(),
+        hang: false,
     };
     harness.faults.answer_next(conflict, 2);
     let keyed = numbered(1).with_idempotency_key("once");
@@ -82,6 +85,40 @@ async fn a_write_meeting_a_transaction_is_tried_again() {
             .events
             .is_empty()
     );
+}
+
+/// A server that stops answering: each attempt times out, the SDK tries
+/// again, and what reaches the caller is retryable; the next call goes
+/// through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_timeout_is_retried_then_retryable() {
+    // The table made, and the server warm, with the usual patience.
+    drop(inbox(&DynamoHarness::new()).await);
+    let mut harness = DynamoHarness::new();
+    harness.attempt_timeout = Duration::from_secs(2);
+    let inbox = inbox(&harness).await;
+    let tenant = fresh_tenant();
+    harness
+        .faults
+        .answer_next(Canned::hang(), support::ATTEMPTS - 1);
+    let stored = inbox.ingest(&tenant, numbered(1)).await;
+    assert!(stored.is_ok(), "the last attempt answered: {stored:?}");
+    harness
+        .faults
+        .answer_next(Canned::hang(), support::ATTEMPTS);
+    let r = inbox.pull(&tenant, PullQuery::new()).await;
+    assert!(
+        matches!(
+            &r,
+            Err(Error::Backend {
+                retryable: true,
+                ..
+            })
+        ),
+        "every attempt timed out: {r:?}"
+    );
+    let page = inbox.pull(&tenant, PullQuery::new()).await.expect("pull");
+    assert_eq!(page.events.len(), 1);
 }
 
 /// What the SDK gave up on reaches the caller classified: throttling and

@@ -48,6 +48,8 @@ pub fn endpoint() -> String {
 pub struct Canned {
     pub status: u16,
     pub body: String,
+    /// Never answer: the SDK's attempt timeout ends the wait.
+    pub hang: bool,
 }
 
 impl Canned {
@@ -56,7 +58,20 @@ impl Canned {
         let body = format!(
             r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{code}","message":"injected by the test"}}"#
         );
-        Canned { status, body }
+        Canned {
+            status,
+            body,
+            hang: false,
+        }
+    }
+
+    /// No answer at all, as a server that stopped responding.
+    pub fn hang() -> Self {
+        Canned {
+            status: 500,
+            body: String::new(),
+            hang: true,
+        }
     }
 
     /// What each fault looks like coming from DynamoDB.
@@ -139,6 +154,9 @@ impl HttpConnector for FaultyConnector {
         let Some(canned) = self.faults.take() else {
             return self.inner.call(request);
         };
+        if canned.hang {
+            return HttpConnectorFuture::new(std::future::pending());
+        }
         let status = StatusCode::try_from(canned.status).expect("a valid status");
         let mut response = Response::new(status, SdkBody::from(canned.body));
         response
@@ -149,7 +167,7 @@ impl HttpConnector for FaultyConnector {
 }
 
 /// An SDK config for DynamoDB Local whose transport can be made to fail.
-pub async fn sdk_config(faults: &Arc<Faults>) -> aws_types::SdkConfig {
+pub async fn sdk_config(faults: &Arc<Faults>, attempt_timeout: Duration) -> aws_types::SdkConfig {
     let base = aws_config::defaults(BehaviorVersion::latest())
         .endpoint_url(endpoint())
         .region(Region::new("us-east-1"))
@@ -167,7 +185,7 @@ pub async fn sdk_config(faults: &Arc<Faults>) -> aws_types::SdkConfig {
         )
         .timeout_config(
             TimeoutConfig::builder()
-                .operation_attempt_timeout(Duration::from_secs(10))
+                .operation_attempt_timeout(attempt_timeout)
                 .build(),
         )
         .load()
@@ -187,19 +205,23 @@ static TABLE_READY: AtomicBool = AtomicBool::new(false);
 
 /// Opens backends on the shared table. Each open makes its own client:
 /// a test's runtime ends with it, and a client's connections with that.
-#[derive(Default)]
 pub struct DynamoHarness {
     pub faults: Arc<Faults>,
+    /// How long the SDK waits for one attempt's answer.
+    pub attempt_timeout: Duration,
 }
 
 impl DynamoHarness {
     pub fn new() -> Self {
-        Self::default()
+        DynamoHarness {
+            faults: Arc::default(),
+            attempt_timeout: Duration::from_secs(10),
+        }
     }
 
     /// A backend on the shared table, as the harness opens it.
     pub async fn backend(&self, config: QueueConfig) -> Result<DynamoBackend> {
-        let sdk = sdk_config(&self.faults).await;
+        let sdk = sdk_config(&self.faults, self.attempt_timeout).await;
         let backend = DynamoBackend::builder(&sdk)
             .table(TABLE)
             .config(config)
