@@ -98,10 +98,12 @@ pub(crate) async fn ingest_batch(
         // An earlier turn committed it.
         return result;
     }
-    // Its own task: a caller that stops waiting does not stop the
-    // transactions that answer the others.
+    // A task of its own, holding the turn, drains the tenant's queue: a
+    // caller that stops waiting does not stop the transactions that answer
+    // the others, and this caller is answered as soon as its own committed,
+    // not when the queue runs dry.
     let (inner, tenant) = (Arc::clone(inner), tenant.clone());
-    let drained = tokio::spawn(async move {
+    drop(tokio::spawn(async move {
         let _turn = turn;
         loop {
             let group = inner.queue.take(&tenant);
@@ -110,13 +112,10 @@ pub(crate) async fn ingest_batch(
             }
             commit(&inner, &tenant, group).await;
         }
-    });
-    drained
-        .await
-        .map_err(|e| Error::permanent(format!("an ingest task failed: {e}")))?;
+    }));
     answer
         .await
-        .map_err(|_| Error::permanent("the ingest was dropped unanswered"))?
+        .map_err(|_| Error::permanent("the ingest task ended without an answer"))?
 }
 
 /// Commits `group` in one transaction and answers each call: with its
