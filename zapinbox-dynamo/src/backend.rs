@@ -151,20 +151,26 @@ impl DynamoBackend {
             .build()
     }
 
-    fn live(&self) -> Result<&Inner> {
+    /// Refuses every operation once the backend is closed.
+    fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::permanent("the DynamoDB backend is closed"));
         }
-        Ok(&self.inner)
+        Ok(())
     }
 
-    /// Runs `call` and counts it as one `op` for capacity per operation.
-    async fn counted<T>(
-        &self,
+    /// Runs one inbox operation `op` (refused once the backend is closed),
+    /// and counts it for capacity per operation.
+    async fn run<'a, T, F>(
+        &'a self,
         op: &'static str,
-        call: impl std::future::Future<Output = Result<T>>,
-    ) -> Result<T> {
-        let out = call.await;
+        call: impl FnOnce(&'a Arc<Inner>) -> F,
+    ) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
+        self.check_open()?;
+        let out = call(&self.inner).await;
         self.inner.table.capacity.count(op);
         out
     }
@@ -320,39 +326,36 @@ impl Ingest for DynamoBackend {
         tenant: &TenantId,
         events: Vec<ValidEvent>,
     ) -> Result<Vec<Ingested>> {
-        self.live()?;
-        let ingested = ingest::ingest_batch(&self.inner, tenant, events);
-        self.counted("ingest", ingested).await
+        self.run("ingest", |inner| {
+            ingest::ingest_batch(inner, tenant, events)
+        })
+        .await
     }
 }
 
 #[async_trait]
 impl InboxPull for DynamoBackend {
     async fn pull(&self, tenant: &TenantId, query: PullQuery) -> Result<Page> {
-        let inner = self.live()?;
-        self.counted("pull", lease::pull(inner, tenant, query))
+        self.run("pull", |inner| lease::pull(inner, tenant, query))
             .await
     }
 
     async fn get(&self, tenant: &TenantId, id: EventId) -> Result<Option<Event>> {
-        let inner = self.live()?;
-        self.counted("get", read::get(inner, tenant, id)).await
+        self.run("get", |inner| read::get(inner, tenant, id)).await
     }
 }
 
 #[async_trait]
 impl Acknowledge for DynamoBackend {
     async fn ack(&self, tenant: &TenantId, id: EventId) -> Result<AckOutcome> {
-        let inner = self.live()?;
-        self.counted("ack", lease::ack(inner, tenant, id)).await
+        self.run("ack", |inner| lease::ack(inner, tenant, id)).await
     }
 }
 
 #[async_trait]
 impl Delete for DynamoBackend {
     async fn delete(&self, tenant: &TenantId, id: EventId) -> Result<DeleteOutcome> {
-        let inner = self.live()?;
-        self.counted("delete", lease::delete(inner, tenant, id))
+        self.run("delete", |inner| lease::delete(inner, tenant, id))
             .await
     }
 }
@@ -360,8 +363,7 @@ impl Delete for DynamoBackend {
 #[async_trait]
 impl Idempotency for DynamoBackend {
     async fn find_by_key(&self, tenant: &TenantId, key: &str) -> Result<Option<EventId>> {
-        let inner = self.live()?;
-        self.counted("find_by_key", read::find_by_key(inner, tenant, key))
+        self.run("find_by_key", |inner| read::find_by_key(inner, tenant, key))
             .await
     }
 }
@@ -369,15 +371,15 @@ impl Idempotency for DynamoBackend {
 #[async_trait]
 impl Leases for DynamoBackend {
     async fn claim(&self, tenant: &TenantId, query: ClaimQuery) -> Result<Vec<Leased>> {
-        let inner = self.live()?;
-        self.counted("claim", lease::claim(inner, tenant, query))
+        self.run("claim", |inner| lease::claim(inner, tenant, query))
             .await
     }
 
     async fn claimable_at(&self, tenant: &TenantId, filter: &Filter) -> Result<Option<Timestamp>> {
-        let inner = self.live()?;
-        self.counted("claimable_at", read::claimable_at(inner, tenant, filter))
-            .await
+        self.run("claimable_at", |inner| {
+            read::claimable_at(inner, tenant, filter)
+        })
+        .await
     }
 
     async fn extend(
@@ -386,8 +388,7 @@ impl Leases for DynamoBackend {
         token: LeaseToken,
         by: Duration,
     ) -> Result<Timestamp> {
-        let inner = self.live()?;
-        self.counted("extend", lease::extend(inner, tenant, token, by))
+        self.run("extend", |inner| lease::extend(inner, tenant, token, by))
             .await
     }
 
@@ -397,20 +398,19 @@ impl Leases for DynamoBackend {
         token: LeaseToken,
         retry_after: Option<Duration>,
     ) -> Result<ReleaseOutcome> {
-        let inner = self.live()?;
-        let released = lease::release(inner, tenant, token, retry_after);
-        self.counted("release", released).await
+        self.run("release", |inner| {
+            lease::release(inner, tenant, token, retry_after)
+        })
+        .await
     }
 
     async fn requeue(&self, tenant: &TenantId, token: LeaseToken) -> Result<()> {
-        let inner = self.live()?;
-        self.counted("requeue", lease::requeue(inner, tenant, token))
+        self.run("requeue", |inner| lease::requeue(inner, tenant, token))
             .await
     }
 
     async fn ack_lease(&self, tenant: &TenantId, token: LeaseToken) -> Result<AckOutcome> {
-        let inner = self.live()?;
-        self.counted("ack_lease", lease::ack_lease(inner, tenant, token))
+        self.run("ack_lease", |inner| lease::ack_lease(inner, tenant, token))
             .await
     }
 
@@ -419,20 +419,21 @@ impl Leases for DynamoBackend {
         tenant: &TenantId,
         tokens: Vec<LeaseToken>,
     ) -> Result<Vec<Result<AckOutcome>>> {
-        let inner = self.live()?;
-        let acks = async { Ok(lease::ack_leases(inner, tenant, tokens).await) };
-        self.counted("ack_leases", acks).await
+        self.run("ack_leases", |inner| async move {
+            Ok(lease::ack_leases(inner, tenant, tokens).await)
+        })
+        .await
     }
 
     async fn dead_letters(&self, tenant: &TenantId, query: PullQuery) -> Result<Page> {
-        let inner = self.live()?;
-        self.counted("dead_letters", lease::dead_letters(inner, tenant, query))
-            .await
+        self.run("dead_letters", |inner| {
+            lease::dead_letters(inner, tenant, query)
+        })
+        .await
     }
 
     async fn redrive(&self, tenant: &TenantId, which: Redrive) -> Result<u64> {
-        let inner = self.live()?;
-        self.counted("redrive", lease::redrive(inner, tenant, which))
+        self.run("redrive", |inner| lease::redrive(inner, tenant, which))
             .await
     }
 }
@@ -442,22 +443,22 @@ impl Retention for DynamoBackend {
     /// DynamoDB's time to live removes acked events and expired keys (and
     /// reads hide them from the moment they expire): nothing to do here.
     async fn purge_expired(&self, _limit: usize) -> Result<Purged> {
-        self.live()?;
+        self.check_open()?;
         Ok(Purged::default())
     }
 
     async fn purge_dead_letters(&self, tenant: &TenantId, which: Redrive) -> Result<u64> {
-        let inner = self.live()?;
-        let purged = lease::purge_dead_letters(inner, tenant, which);
-        self.counted("purge_dead_letters", purged).await
+        self.run("purge_dead_letters", |inner| {
+            lease::purge_dead_letters(inner, tenant, which)
+        })
+        .await
     }
 }
 
 #[async_trait]
 impl Stats for DynamoBackend {
     async fn tenant_stats(&self, tenant: &TenantId) -> Result<TenantStats> {
-        let inner = self.live()?;
-        self.counted("tenant_stats", read::tenant_stats(inner, tenant))
+        self.run("tenant_stats", |inner| read::tenant_stats(inner, tenant))
             .await
     }
 }
@@ -465,8 +466,7 @@ impl Stats for DynamoBackend {
 #[async_trait]
 impl Metering for DynamoBackend {
     async fn add_usage(&self, records: Vec<UsageRecord>) -> Result<()> {
-        let inner = self.live()?;
-        self.counted("add_usage", metering::add_usage(inner, records))
+        self.run("add_usage", |inner| metering::add_usage(inner, records))
             .await
     }
 
@@ -475,8 +475,7 @@ impl Metering for DynamoBackend {
         tenant: &TenantId,
         days: std::ops::RangeInclusive<u64>,
     ) -> Result<Vec<UsageRecord>> {
-        let inner = self.live()?;
-        self.counted("usage", metering::usage(inner, tenant, days))
+        self.run("usage", |inner| metering::usage(inner, tenant, days))
             .await
     }
 }

@@ -1,4 +1,7 @@
-//! What DynamoDB's answers mean to a caller: retryable or not.
+//! What DynamoDB's answers mean to a caller (retryable or not), and how
+//! the backend waits before trying again.
+
+use std::time::Duration;
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use zapinbox_core::Error;
@@ -54,5 +57,35 @@ where
     Error::Backend {
         retryable,
         source: message.into(),
+    }
+}
+
+/// Waits a little longer after each conflict, with jitter, so writers on
+/// other instances take turns.
+pub(crate) async fn backoff(attempt: u32) {
+    let base = 2u64.saturating_pow(attempt.min(6));
+    let ms = base + rand::random_range(0..=base);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// Runs `call` again, with backoff, while it answers `busy` (a transaction
+/// in progress on its item, which the SDK does not retry), a few times.
+pub(crate) async fn waiting_out<T, E, R, F>(
+    busy: &str,
+    mut call: impl FnMut() -> F,
+) -> Result<T, SdkError<E, R>>
+where
+    F: Future<Output = Result<T, SdkError<E, R>>>,
+    E: ProvideErrorMetadata,
+{
+    let mut tries = 0;
+    loop {
+        match call().await {
+            Err(e) if e.code() == Some(busy) && tries < 8 => {
+                tries += 1;
+                backoff(tries).await;
+            }
+            answer => return answer,
+        }
     }
 }

@@ -5,13 +5,14 @@
 //! The sequence item makes the tenant's commit order: every ingest
 //! transaction moves it from the value it read to that plus its new
 //! events, so two transactions of one tenant never commit in parallel and
-//! a reader that has seen position `p` has seen every event at or before
-//! `p` (DESIGN §9, second trap). It also bounds a tenant's ingest rate:
-//! one writer at a time per tenant (see the crate docs for figures).
+//! positions are given in commit order; a page lists positions only up to
+//! the sequence as `TransactGetItems` reads it, so a reader never passes
+//! a transaction halfway through (DESIGN §9, second trap; see `read.rs`).
+//! It also bounds a tenant's ingest rate: one transaction at a time per
+//! tenant (see the crate docs for figures).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -20,13 +21,14 @@ use zapinbox_core::raw::{Delivery, Fingerprint, ValidEvent};
 use zapinbox_core::{Error, EventId, Ingested, Result, TenantId, Timestamp, Traffic, Way};
 
 use crate::backend::Inner;
+use crate::error::backoff;
 use crate::item::{
     Item, KEY_EVENT, KEY_EXPIRES, KEY_FINGERPRINT, NewItem, SEQ, SEQ_ITEM, TTL, get_n, get_s, key,
     key_sk, n, s, tenant_pk,
 };
 use crate::queue::{Pending, Request};
 use crate::quota::Today;
-use crate::table::Write;
+use crate::table::{Change, Write};
 
 const OP: &str = "ingest";
 
@@ -379,13 +381,13 @@ fn sequence_write(tenant: &TenantId, seq: u64, last: u64) -> Write {
         values.insert(":seq".into(), n(seq));
         format!("{SEQ} = :seq")
     };
-    Write::Update {
+    Write::Update(Change {
         key: key(tenant_pk(tenant), SEQ_ITEM.to_owned()),
         expression: format!("SET {SEQ} = :last"),
         condition: Some(condition),
         names: HashMap::new(),
         values,
-    }
+    })
 }
 
 /// Takes `key` for event `id`, unless it is taken and its window still
@@ -434,12 +436,4 @@ fn read_key(item: &Item) -> Result<Found> {
         fingerprint,
         expires,
     })
-}
-
-/// Waits a little longer after each conflict, with jitter, so writers on
-/// other instances take turns.
-pub(crate) async fn backoff(attempt: u32) {
-    let base = 2u64.saturating_pow(attempt.min(6));
-    let ms = base + rand::random_range(0..=base);
-    tokio::time::sleep(Duration::from_millis(ms)).await;
 }

@@ -222,6 +222,14 @@ impl StoredEvent {
         })
     }
 
+    /// Its delivery as of `now` (see [`Delivery::settle`]), or `None` once
+    /// it is an acked event past its retention: gone, for reads and
+    /// changes alike (DynamoDB's time to live removes it within days).
+    pub(crate) fn delivery_now(&self, now: Timestamp, config: &QueueConfig) -> Option<Delivery> {
+        let d = self.delivery.settle(now, &config.retry);
+        (!d.is_expired(now, config.retention)).then_some(d)
+    }
+
     /// The event as callers see it with `delivery` (settled by the caller).
     pub(crate) fn view(&self, delivery: Delivery) -> Event {
         let mut event = self.event.clone();

@@ -7,23 +7,25 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use futures::StreamExt;
+use std::pin::pin;
+
 use futures::future::join_all;
+use futures::{StreamExt, TryStreamExt};
 use zapinbox_core::raw::{ClaimStep, Delivery};
 use zapinbox_core::{
-    AckOutcome, ClaimQuery, DeleteOutcome, Error, EventId, EventStatus, LeaseToken, Leased,
+    AckOutcome, ClaimQuery, DeleteOutcome, Error, Event, EventId, EventStatus, LeaseToken, Leased,
     PullQuery, Redrive, ReleaseOutcome, Result, TenantId, Timestamp, Traffic, Way,
 };
 
 use crate::backend::Inner;
-use crate::ingest::backoff;
+use crate::error::backoff;
 use crate::item::{
     DEAD, DeliveryState, Item, LAST_LEASE, READY, StoredEvent, VERSION, event_sk, key, n,
     ready_until, tenant_pk,
 };
 use crate::quota::Today;
 use crate::read;
-use crate::table::{Query, Range, Write, Written};
+use crate::table::{Change, Query, Range, Written};
 
 /// Most times one change is tried again after another writer changed the
 /// event first.
@@ -31,7 +33,12 @@ const MAX_TRIES: u32 = 50;
 
 /// The write that replaces `stored`'s delivery with `next`, if nobody
 /// changed the event since it was read.
-fn delivery_write(tenant: &TenantId, stored: &StoredEvent, next: Delivery, inner: &Inner) -> Write {
+fn delivery_write(
+    tenant: &TenantId,
+    stored: &StoredEvent,
+    next: Delivery,
+    inner: &Inner,
+) -> Change {
     let state = DeliveryState::of(next, stored.seq, &inner.config);
     let mut names = HashMap::new();
     let mut values: Item = HashMap::new();
@@ -55,7 +62,7 @@ fn delivery_write(tenant: &TenantId, stored: &StoredEvent, next: Delivery, inner
         }
         expression.push_str(&format!(" REMOVE {}", removed.join(", ")));
     }
-    Write::Update {
+    Change {
         key: key(tenant_pk(tenant), event_sk(stored.event.id)),
         expression,
         condition: Some("#v = :v".into()),
@@ -85,12 +92,9 @@ async fn modify<T>(
         };
         let stored = StoredEvent::from_item(tenant, &item)?;
         let now = config.clock.now();
-        let mut next = stored.delivery.settle(now, &config.retry);
-        if next.is_expired(now, config.retention) {
-            // Past its retention: gone, as reads say (its time to live
-            // removes it within days).
-            return Err(Error::NotFound { id });
-        }
+        let mut next = stored
+            .delivery_now(now, config)
+            .ok_or(Error::NotFound { id })?;
         let out = change(&mut next, now)?;
         if next == stored.delivery {
             return Ok(out);
@@ -196,13 +200,11 @@ pub(crate) async fn delete(inner: &Inner, tenant: &TenantId, id: EventId) -> Res
         .await?;
     let old = old.ok_or(Error::NotFound { id })?;
     let stored = StoredEvent::from_item(tenant, &old)?;
-    let config = &inner.config;
-    let now = config.clock.now();
-    let previous = stored.delivery.settle(now, &config.retry);
-    if previous.is_expired(now, config.retention) {
-        // It was already gone, as reads said.
-        return Err(Error::NotFound { id });
-    }
+    let now = inner.config.clock.now();
+    // Past its retention it was already gone, as reads said.
+    let previous = stored
+        .delivery_now(now, &inner.config)
+        .ok_or(Error::NotFound { id })?;
     Ok(DeleteOutcome::new(previous.status))
 }
 
@@ -217,12 +219,8 @@ pub(crate) async fn claim(
 ) -> Result<Vec<Leased>> {
     const OP: &str = "claim";
     query.check()?;
-    let config = &inner.config;
-    let now = config.clock.now();
-    let today = Today::read(&inner.table, OP, &config.quotas, tenant, Way::Out, now).await?;
-    if let Some(today) = &today {
-        today.check_delivery(&config.quotas)?;
-    }
+    let now = inner.config.clock.now();
+    let today = outbound(inner, OP, tenant, now).await?;
     let turn = inner.claim_turns.take(tenant).await;
     let mut claimed: Vec<Leased> = Vec::new();
     if let Err(e) = claim_into(inner, tenant, &query, now, &mut claimed).await {
@@ -237,8 +235,7 @@ pub(crate) async fn claim(
     if let Some(today) = today
         && !claimed.is_empty()
     {
-        let bytes = claimed.iter().map(|l| l.event.payload.len() as u64).sum();
-        let traffic = Traffic::new(Way::Out, claimed.len() as u64, bytes);
+        let traffic = delivered(claimed.iter().map(|l| &l.event));
         if let Err(refused) = count_delivery(inner, OP, tenant, today, traffic).await {
             // Another delivery crossed the quota first: give these back as
             // if never claimed (one that cannot be is claimable again when
@@ -341,6 +338,28 @@ async fn take(
     }
 }
 
+/// Today's outbound figures, if a quota limits deliveries; refuses a
+/// delivery once they are used up.
+async fn outbound(
+    inner: &Inner,
+    op: &'static str,
+    tenant: &TenantId,
+    now: Timestamp,
+) -> Result<Option<Today>> {
+    let quotas = &inner.config.quotas;
+    let today = Today::read(&inner.table, op, quotas, tenant, Way::Out, now).await?;
+    if let Some(today) = &today {
+        today.check_delivery(quotas)?;
+    }
+    Ok(today)
+}
+
+/// What delivering `events` takes out.
+fn delivered<'a>(events: impl Iterator<Item = &'a Event>) -> Traffic {
+    let (messages, bytes) = events.fold((0, 0), |(m, b), e| (m + 1, b + e.payload.len() as u64));
+    Traffic::new(Way::Out, messages, bytes)
+}
+
 /// Counts a served delivery against the day's outbound quota; if another
 /// delivery counted first, checks again on the new figures and counts,
 /// or refuses when they are used up.
@@ -351,16 +370,14 @@ async fn count_delivery(
     mut today: Today,
     traffic: Traffic,
 ) -> Result<()> {
-    let config = &inner.config;
     for attempt in 0..MAX_TRIES {
         if today.count_delivery(&inner.table, op, traffic).await? {
             return Ok(());
         }
         backoff(attempt.min(3)).await;
-        let now = config.clock.now();
-        let read = Today::read(&inner.table, op, &config.quotas, tenant, Way::Out, now).await?;
+        let now = inner.config.clock.now();
+        let read = outbound(inner, op, tenant, now).await?;
         today = read.ok_or_else(|| Error::permanent("quota settings changed while counting"))?;
-        today.check_delivery(&config.quotas)?;
     }
     Err(Error::transient(format!(
         "tenant {tenant}: {MAX_TRIES} quota counts in a row lost to other writers"
@@ -374,18 +391,13 @@ pub(crate) async fn pull(
     query: PullQuery,
 ) -> Result<zapinbox_core::Page> {
     const OP: &str = "pull";
-    let config = &inner.config;
-    let now = config.clock.now();
-    let today = Today::read(&inner.table, OP, &config.quotas, tenant, Way::Out, now).await?;
-    if let Some(today) = &today {
-        today.check_delivery(&config.quotas)?;
-    }
+    let now = inner.config.clock.now();
+    let today = outbound(inner, OP, tenant, now).await?;
     let page = read::list(inner, OP, tenant, &query, EventStatus::Pending).await?;
     if let Some(today) = today
         && !page.events.is_empty()
     {
-        let bytes = page.events.iter().map(|e| e.payload.len() as u64).sum();
-        let traffic = Traffic::new(Way::Out, page.events.len() as u64, bytes);
+        let traffic = delivered(page.events.iter());
         count_delivery(inner, OP, tenant, today, traffic).await?;
     }
     Ok(page)
@@ -396,41 +408,31 @@ pub(crate) async fn pull(
 async fn sweep(inner: &Inner, op: &'static str, tenant: &TenantId) -> Result<()> {
     let pk = tenant_pk(tenant);
     let now = inner.config.clock.now();
-    let mut next = None;
-    loop {
-        let mut q = Query::new(Some(LAST_LEASE), &pk, Range::Below(ready_until(now)));
-        q.start = next;
-        let page = inner.table.query(op, q).await?;
-        for item in &page.items {
+    let q = Query::new(Some(LAST_LEASE), &pk, Range::Below(ready_until(now)));
+    let mut pages = pin!(inner.table.pages(op, q));
+    while let Some(items) = pages.try_next().await? {
+        for item in &items {
             let stored = StoredEvent::from_item(tenant, item)?;
             modify(inner, op, tenant, stored.event.id, |_, _| Ok(())).await?;
         }
-        match page.next {
-            Some(key) => next = Some(key),
-            None => return Ok(()),
-        }
     }
+    Ok(())
 }
 
 /// Every dead letter's id, after writing down the new ones.
 async fn dead_ids(inner: &Inner, op: &'static str, tenant: &TenantId) -> Result<Vec<EventId>> {
     sweep(inner, op, tenant).await?;
     let pk = tenant_pk(tenant);
+    let mut q = Query::new(Some(DEAD), &pk, Range::All);
+    q.limit = 1_000;
     let mut ids = Vec::new();
-    let mut next = None;
-    loop {
-        let mut q = Query::new(Some(DEAD), &pk, Range::All);
-        q.start = next;
-        q.limit = 1_000;
-        let page = inner.table.query(op, q).await?;
-        for item in &page.items {
+    let mut pages = pin!(inner.table.pages(op, q));
+    while let Some(items) = pages.try_next().await? {
+        for item in &items {
             ids.push(StoredEvent::from_item(tenant, item)?.event.id);
         }
-        match page.next {
-            Some(key) => next = Some(key),
-            None => return Ok(ids),
-        }
     }
+    Ok(ids)
 }
 
 pub(crate) async fn dead_letters(

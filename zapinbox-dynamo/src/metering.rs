@@ -2,13 +2,15 @@
 //! key>` under the tenant, counts added in place.
 
 use std::collections::HashMap;
+use std::pin::pin;
 
+use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
 use zapinbox_core::{Error, Result, TenantId, UsageKey, UsageRecord, sum_usage};
 
 use crate::backend::Inner;
 use crate::item::{Item, get_s, hex, key, n, need_n, padded, s, tenant_pk};
-use crate::table::{Query, Range, Write};
+use crate::table::{Change, Query, Range, Write};
 
 const KEY: &str = "uk";
 
@@ -24,7 +26,7 @@ pub(crate) async fn add_usage(inner: &Inner, records: Vec<UsageRecord>) -> Resul
         .into_iter()
         .map(|record| {
             let key_json = serde_json::to_string(&record.key).map_err(Error::permanent)?;
-            Ok(Write::Update {
+            Ok(Write::Update(Change {
                 key: key(
                     tenant_pk(&record.key.tenant),
                     usage_sk(record.key.day, &key_json),
@@ -37,7 +39,7 @@ pub(crate) async fn add_usage(inner: &Inner, records: Vec<UsageRecord>) -> Resul
                     (":c".to_owned(), n(record.count)),
                     (":b".to_owned(), n(record.bytes)),
                 ]),
-            })
+            }))
         })
         .collect::<Result<Vec<_>>>()?;
     for chunk in writes.chunks(100) {
@@ -73,19 +75,13 @@ pub(crate) async fn usage(
     let pk = tenant_pk(tenant);
     let from = format!("U#{}", padded(*days.start()));
     let to = format!("U#{}$", padded(*days.end()));
+    let mut q = Query::new(None, &pk, Range::Between(from, to));
+    q.limit = 1_000;
     let mut records = Vec::new();
-    let mut next = None;
-    loop {
-        let mut q = Query::new(None, &pk, Range::Between(from.clone(), to.clone()));
-        q.start = next;
-        q.limit = 1_000;
-        let page = inner.table.query("usage", q).await?;
-        for item in &page.items {
+    let mut pages = pin!(inner.table.pages("usage", q));
+    while let Some(items) = pages.try_next().await? {
+        for item in &items {
             records.push(read_record(item)?);
-        }
-        match page.next {
-            Some(key) => next = Some(key),
-            None => break,
         }
     }
     Ok(sum_usage(records))

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use zapinbox_core::{DailyUsage, Quotas, Result, TenantId, Timestamp, Traffic, Way, utc_day};
 
 use crate::item::{Item, TOTAL_PK, get_n, key, n, padded, tenant_pk};
-use crate::table::{Table, Write, Written};
+use crate::table::{Change, Table, Write, Written};
 
 /// One day's usage item of a tenant (or of everyone): its key and what it
 /// held when read.
@@ -84,7 +84,8 @@ impl Today {
     /// read: for the same transaction as what they count.
     pub(crate) fn counts(&self, traffic: Traffic) -> Vec<Write> {
         let counters = std::iter::once(&self.tenant).chain(&self.total);
-        counters.map(|c| c.count(self.way, traffic)).collect()
+        let counts = counters.map(|c| Write::Update(c.count(self.way, traffic)));
+        counts.collect()
     }
 
     /// Counts a delivery that was served: `Ok(false)` when another writer
@@ -95,13 +96,11 @@ impl Today {
         op: &'static str,
         traffic: Traffic,
     ) -> Result<bool> {
-        let mut writes = self.counts(traffic);
-        if writes.len() == 1 {
-            let write = writes.remove(0);
-            let written = table.update(op, write, false).await?;
-            return Ok(matches!(written, Written::Done(_)));
+        if self.total.is_none() {
+            let written = table.update(op, self.tenant.count(self.way, traffic), false);
+            return Ok(matches!(written.await?, Written::Done(_)));
         }
-        Ok(table.transact(op, writes).await?.is_ok())
+        Ok(table.transact(op, self.counts(traffic)).await?.is_ok())
     }
 }
 
@@ -118,7 +117,7 @@ impl Counter {
         Ok(Counter { key, used, seen })
     }
 
-    fn count(&self, way: Way, traffic: Traffic) -> Write {
+    fn count(&self, way: Way, traffic: Traffic) -> Change {
         let (messages, bytes) = names(way);
         let mut values: Item = HashMap::from([
             (":dm".to_owned(), n(traffic.messages)),
@@ -132,7 +131,7 @@ impl Counter {
             }
             None => format!("attribute_not_exists({messages})"),
         };
-        Write::Update {
+        Change {
             key: self.key.clone(),
             expression: format!("ADD {messages} :dm, {bytes} :db"),
             condition: Some(condition),

@@ -3,6 +3,9 @@
 //! secondary indexes, which allow it (global ones do not), so an event is
 //! listed as soon as its ingest returned (DESIGN §9, first trap).
 
+use std::pin::pin;
+
+use futures::TryStreamExt;
 use zapinbox_core::raw::Position;
 use zapinbox_core::{
     Event, EventId, EventStatus, Filter, Order, Page, PullQuery, Result, TenantId, TenantStats,
@@ -116,14 +119,10 @@ pub(crate) async fn get(inner: &Inner, tenant: &TenantId, id: EventId) -> Result
         return Ok(None);
     };
     let stored = StoredEvent::from_item(tenant, &item)?;
-    let config = &inner.config;
-    let now = config.clock.now();
-    let d = stored.delivery.settle(now, &config.retry);
-    // DynamoDB's time to live removes it within days; it is gone now.
-    if d.is_expired(now, config.retention) {
-        return Ok(None);
-    }
-    Ok(Some(stored.view(d)))
+    let now = inner.config.clock.now();
+    Ok(stored
+        .delivery_now(now, &inner.config)
+        .map(|d| stored.view(d)))
 }
 
 /// The event an idempotency key stored, within its window.
@@ -157,51 +156,38 @@ pub(crate) async fn claimable_at(
 ) -> Result<Option<Timestamp>> {
     let pk = tenant_pk(tenant);
     let (now, policy) = (inner.config.clock.now(), &inner.config.retry);
-    let mut next = None;
-    loop {
-        let mut q = Query::new(Some(READY), &pk, Range::All);
-        q.start = next;
-        let page = inner.table.query("claimable_at", q).await?;
-        for item in &page.items {
+    let q = Query::new(Some(READY), &pk, Range::All);
+    let mut pages = pin!(inner.table.pages("claimable_at", q));
+    while let Some(items) = pages.try_next().await? {
+        for item in &items {
             let stored = StoredEvent::from_item(tenant, item)?;
             let d = stored.delivery.settle(now, policy);
             if d.status == EventStatus::Pending && filter.matches(&stored.event) {
                 return Ok(Some(d.visible_at));
             }
         }
-        match page.next {
-            Some(key) => next = Some(key),
-            None => return Ok(None),
-        }
     }
+    Ok(None)
 }
 
 /// Counts of every state: reads every event of the tenant (without
 /// payloads), so it costs what the tenant stores.
 pub(crate) async fn tenant_stats(inner: &Inner, tenant: &TenantId) -> Result<TenantStats> {
-    const ATTRIBUTES: [&str; 14] = {
-        let mut all = [SK; 14];
-        let mut i = 0;
-        while i < DELIVERY_ATTRIBUTES.len() {
-            all[i + 1] = DELIVERY_ATTRIBUTES[i];
-            i += 1;
-        }
-        all
-    };
     let pk = tenant_pk(tenant);
-    let (now, policy) = (inner.config.clock.now(), &inner.config.retry);
+    let now = inner.config.clock.now();
+    let attributes = [&[SK][..], &DELIVERY_ATTRIBUTES].concat();
+    let mut q = Query::new(None, &pk, Range::Prefix("E#"));
+    q.limit = 1_000;
+    q.attributes = &attributes;
     let mut stats = TenantStats::default();
     let mut oldest: Option<Timestamp> = None;
-    let mut next = None;
-    loop {
-        let mut q = Query::new(None, &pk, Range::Prefix("E#"));
-        q.start = next;
-        q.limit = 1_000;
-        q.attributes = &ATTRIBUTES;
-        let page = inner.table.query("tenant_stats", q).await?;
-        for item in &page.items {
+    let mut pages = pin!(inner.table.pages("tenant_stats", q));
+    while let Some(items) = pages.try_next().await? {
+        for item in &items {
             let stored = StoredEvent::from_item(tenant, item)?;
-            let d = stored.delivery.settle(now, policy);
+            let Some(d) = stored.delivery_now(now, &inner.config) else {
+                continue;
+            };
             match d.status {
                 EventStatus::Pending => {
                     stats.pending += 1;
@@ -210,15 +196,8 @@ pub(crate) async fn tenant_stats(inner: &Inner, tenant: &TenantId) -> Result<Ten
                     oldest = Some(oldest.map_or(created, |o| o.min(created)));
                 }
                 EventStatus::DeadLettered => stats.dead_lettered += 1,
-                EventStatus::Acked if !d.is_expired(now, inner.config.retention) => {
-                    stats.acked += 1
-                }
-                EventStatus::Acked => {}
+                EventStatus::Acked => stats.acked += 1,
             }
-        }
-        match page.next {
-            Some(key) => next = Some(key),
-            None => break,
         }
     }
     stats.oldest_pending_age = oldest.map(|o| now.saturating_duration_since(o));

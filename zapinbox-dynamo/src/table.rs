@@ -14,10 +14,11 @@ use aws_sdk_dynamodb::types::{
     TableStatus, TimeToLiveSpecification, TimeToLiveStatus, TransactGetItem, TransactWriteItem,
     Update,
 };
+use futures::Stream;
 use zapinbox_core::{Error, Result};
 
 use crate::capacity::CapacityLog;
-use crate::error::classify;
+use crate::error::{classify, waiting_out};
 use crate::item::{DEAD, DELIVERY_ATTRIBUTES, Item, LAST_LEASE, PENDING, PK, READY, SK, TTL, s};
 
 /// The table and the client that reaches it.
@@ -49,6 +50,7 @@ pub(crate) enum Range {
 }
 
 /// A query of one partition: which sort keys, which way, how many.
+#[derive(Clone)]
 pub(crate) struct Query<'a> {
     /// A local secondary index (its sort key has the index's name), or the
     /// table itself.
@@ -59,7 +61,7 @@ pub(crate) struct Query<'a> {
     pub limit: i32,
     pub start: Option<Item>,
     /// Only these attributes (all when empty).
-    pub attributes: &'static [&'static str],
+    pub attributes: &'a [&'static str],
     /// From an index: whole items, payloads too, which the indexes do not
     /// copy (DynamoDB reads them from the table, consistently).
     pub whole: bool,
@@ -113,28 +115,18 @@ impl Table {
             .set_key(Some(key))
             .build()
             .map_err(Error::permanent)?;
-        let mut tries = 0;
-        loop {
-            let sent = self
-                .client
+        let sent = waiting_out("TransactionCanceledException", || {
+            self.client
                 .transact_get_items()
                 .transact_items(TransactGetItem::builder().get(get.clone()).build())
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
-                .await;
-            match sent {
-                Ok(out) => {
-                    self.capacity.read(op, out.consumed_capacity());
-                    let mut responses = out.responses.unwrap_or_default();
-                    return Ok(responses.pop().and_then(|r| r.item));
-                }
-                Err(e) if e.code() == Some("TransactionCanceledException") && tries < 8 => {
-                    tries += 1;
-                    crate::ingest::backoff(tries).await;
-                }
-                Err(e) => return Err(classify(e)),
-            }
-        }
+        })
+        .await
+        .map_err(classify)?;
+        self.capacity.read(op, sent.consumed_capacity());
+        let mut responses = sent.responses.unwrap_or_default();
+        Ok(responses.pop().and_then(|r| r.item))
     }
 
     /// One page of a strongly consistent query (local secondary indexes
@@ -189,6 +181,27 @@ impl Table {
         Ok(QueryPage {
             items: out.items.unwrap_or_default(),
             next: out.last_evaluated_key,
+        })
+    }
+
+    /// Every page of `q`, one after another: each starts where DynamoDB
+    /// stopped reading the one before.
+    pub(crate) fn pages<'a>(
+        &'a self,
+        op: &'static str,
+        q: Query<'a>,
+    ) -> impl Stream<Item = Result<Vec<Item>>> + 'a {
+        futures::stream::try_unfold(Some(q), move |q| async move {
+            let Some(q) = q else {
+                return Ok(None);
+            };
+            let rest = q.clone();
+            let page = self.query(op, q).await?;
+            let rest = page.next.map(|start| Query {
+                start: Some(start),
+                ..rest
+            });
+            Ok(Some((page.items, rest)))
         })
     }
 
@@ -360,13 +373,17 @@ pub(crate) enum Write {
         /// On a failed condition, hand back the item that was there.
         want_old: bool,
     },
-    Update {
-        key: Item,
-        expression: String,
-        condition: Option<String>,
-        names: HashMap<String, String>,
-        values: Item,
-    },
+    Update(Change),
+}
+
+/// An update of one item's attributes, conditional or not.
+#[derive(Clone, Debug)]
+pub(crate) struct Change {
+    pub key: Item,
+    pub expression: String,
+    pub condition: Option<String>,
+    pub names: HashMap<String, String>,
+    pub values: Item,
 }
 
 /// Why a transaction was cancelled, action by action.
@@ -417,20 +434,14 @@ impl Write {
                     .map_err(Error::permanent)?;
                 TransactWriteItem::builder().put(put).build()
             }
-            Write::Update {
-                key,
-                expression,
-                condition,
-                names,
-                values,
-            } => {
+            Write::Update(change) => {
                 let update = Update::builder()
                     .table_name(table)
-                    .set_key(Some(key))
-                    .update_expression(expression)
-                    .set_condition_expression(condition)
-                    .set_expression_attribute_names(names_if_any(names))
-                    .set_expression_attribute_values(none_if_empty(values))
+                    .set_key(Some(change.key))
+                    .update_expression(change.expression)
+                    .set_condition_expression(change.condition)
+                    .set_expression_attribute_names(names_if_any(change.names))
+                    .set_expression_attribute_values(none_if_empty(change.values))
                     .build()
                     .map_err(Error::permanent)?;
                 TransactWriteItem::builder().update(update).build()
@@ -484,53 +495,37 @@ impl Table {
     pub(crate) async fn update(
         &self,
         op: &'static str,
-        write: Write,
+        change: Change,
         new: bool,
     ) -> Result<Written> {
-        let Write::Update {
-            key,
-            expression,
-            condition,
-            names,
-            values,
-        } = write
-        else {
-            return Err(Error::permanent("update called with a put"));
-        };
         let returned = if new {
             ReturnValue::AllNew
         } else {
             ReturnValue::None
         };
-        let mut tries = 0;
-        loop {
-            let sent = self
-                .client
+        let sent = waiting_out("TransactionConflictException", || {
+            self.client
                 .update_item()
                 .table_name(&self.name)
-                .set_key(Some(key.clone()))
-                .update_expression(&expression)
-                .set_condition_expression(condition.clone())
-                .set_expression_attribute_names(names_if_any(names.clone()))
-                .set_expression_attribute_values(none_if_empty(values.clone()))
+                .set_key(Some(change.key.clone()))
+                .update_expression(&change.expression)
+                .set_condition_expression(change.condition.clone())
+                .set_expression_attribute_names(names_if_any(change.names.clone()))
+                .set_expression_attribute_values(none_if_empty(change.values.clone()))
                 .return_values(returned.clone())
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
-                .await;
-            match sent {
-                Ok(out) => {
-                    self.capacity.write(op, out.consumed_capacity());
-                    return Ok(Written::Done(out.attributes));
-                }
-                Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
-                    return Ok(Written::ConditionFailed);
-                }
-                Err(e) if e.code() == Some("TransactionConflictException") && tries < 8 => {
-                    tries += 1;
-                    crate::ingest::backoff(tries).await;
-                }
-                Err(e) => return Err(classify(e)),
+        })
+        .await;
+        match sent {
+            Ok(out) => {
+                self.capacity.write(op, out.consumed_capacity());
+                Ok(Written::Done(out.attributes))
             }
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
+                Ok(Written::ConditionFailed)
+            }
+            Err(e) => Err(classify(e)),
         }
     }
 
