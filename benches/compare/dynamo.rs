@@ -16,21 +16,21 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TransactWriteItem,
 };
 use futures::future::join_all;
-use zapinbox::{Inbox, NewEvent, PullQuery, QueueConfig, TenantId};
+use zapinbox::{Inbox, PullQuery, QueueConfig};
 use zapinbox_dynamo::DynamoBackend;
 
 use crate::backends::{BenchBackend, Opened, fresh_topic};
 use crate::report::Row;
-use crate::workloads::{Latencies, WARM_UP, payload_json};
+use crate::workloads::{
+    Latencies, PRODUCERS, WARM_UP, batches_in_flight, ingest_latency, ingest_over_tenants,
+    numbered_tenant, payload_json,
+};
 use crate::{Scale, median};
 
 /// The environment variable naming DynamoDB Local (the test script sets it).
 pub const ENDPOINT_ENV: &str = "ZAPINBOX_DYNAMO_ENDPOINT";
 
 const NAME: &str = "dynamo (DynamoDB Local)";
-
-/// Concurrent producers, each awaiting its own write, over 8 tenants.
-const PRODUCERS: usize = 64;
 
 /// Where the raw batches number their items, after every single put's.
 const BATCHED: usize = 1 << 40;
@@ -98,10 +98,6 @@ impl BenchBackend for Dynamo {
     fn scale(&self, scale: Scale) -> Scale {
         scale.tenth()
     }
-}
-
-fn tenant(n: usize) -> TenantId {
-    TenantId::new(format!("tenant-{n}")).expect("tenant")
 }
 
 /// A plain table with `pk` and `sk`, as raw calls use it.
@@ -247,69 +243,16 @@ async fn raw_pages(client: &Client, table: &str) -> f64 {
     read as f64 / started.elapsed().as_secs_f64()
 }
 
-/// `n` ingests one after another; their latencies.
-async fn ours_single(inbox: &Inbox, n: usize) -> Latencies {
-    let first = tenant(0);
-    let ingest = |i| inbox.ingest(&first, NewEvent::from_json(payload_json(i)));
-    for i in 0..WARM_UP {
-        ingest(n + i).await.expect("ingest");
-    }
-    let mut latencies = Latencies::default();
-    let started = Instant::now();
-    for i in 0..n {
-        let t = Instant::now();
-        ingest(i).await.expect("ingest");
-        latencies.push(t.elapsed());
-    }
-    latencies.finish(started.elapsed())
-}
-
-/// `n` ingests from [`PRODUCERS`] tasks over 8 tenants; events a second.
-async fn ours_concurrent(inbox: &Inbox, n: usize) -> f64 {
-    let started = Instant::now();
-    let tasks = (0..PRODUCERS).map(|p| {
-        let inbox = inbox.clone();
-        tokio::spawn(async move {
-            for i in (p..n).step_by(PRODUCERS) {
-                let event = NewEvent::from_json(payload_json(i));
-                inbox.ingest(&tenant(p % 8), event).await.expect("ingest");
-            }
-        })
-    });
-    for task in join_all(tasks).await {
-        task.expect("an ingest task");
-    }
-    n as f64 / started.elapsed().as_secs_f64()
-}
-
-/// `n` events in `ingest_batch` calls of `batch`, four in flight over
-/// four tenants; events a second.
-async fn ours_batches(inbox: &Inbox, n: usize, batch: usize) -> f64 {
-    let started = Instant::now();
-    let tasks = (0..4).map(|t| {
-        let inbox = inbox.clone();
-        tokio::spawn(async move {
-            for start in (t * batch..n).step_by(4 * batch) {
-                let events = (start..(start + batch).min(n))
-                    .map(|i| NewEvent::from_json(payload_json(i)))
-                    .collect();
-                inbox.ingest_batch(&tenant(t), events).await.expect("batch");
-            }
-        })
-    });
-    for task in join_all(tasks).await {
-        task.expect("an ingest task");
-    }
-    n as f64 / started.elapsed().as_secs_f64()
-}
-
 /// Every pending event of tenant 0 in pull pages of 100; events a second.
 async fn ours_pages(inbox: &Inbox) -> f64 {
     let started = Instant::now();
     let mut read = 0;
     let mut query = PullQuery::new().limit(100);
     loop {
-        let page = inbox.pull(&tenant(0), query.clone()).await.expect("pull");
+        let page = inbox
+            .pull(&numbered_tenant(0), query.clone())
+            .await
+            .expect("pull");
         read += page.events.len();
         match page.next_cursor {
             Some(cursor) if page.has_more => query = query.after(cursor),
@@ -332,7 +275,7 @@ pub async fn against_raw(endpoint: &str, scale: Scale) -> Vec<Row> {
     let row = |workload: &str, figure: &str, value: f64| Row::new(NAME, workload, figure, value);
 
     let raw = raw_single(&client, &table, scale.latency_ops).await;
-    let ours = ours_single(&inbox, scale.latency_ops).await;
+    let ours = ingest_latency(&inbox, scale.latency_ops).await;
     let single = "ingest, 1 producer, each awaited";
     let single_raw = "raw PutItem, each awaited";
     rows.push(row(single, "events/s", ours.per_second).against(single_raw, raw.per_second, true));
@@ -342,7 +285,7 @@ pub async fn against_raw(endpoint: &str, scale: Scale) -> Vec<Row> {
     let mut our_rates = Vec::new();
     for _ in 0..scale.runs {
         raw_rates.push(raw_concurrent(&client, &table, n).await);
-        our_rates.push(ours_concurrent(&inbox, n).await);
+        our_rates.push(ingest_over_tenants(&inbox, n).await);
     }
     rows.push(
         row(
@@ -354,7 +297,7 @@ pub async fn against_raw(endpoint: &str, scale: Scale) -> Vec<Row> {
     );
 
     let raw_batched = raw_transactions(&client, &table, n, batch).await;
-    let ours_batched = ours_batches(&inbox, n, batch).await;
+    let ours_batched = batches_in_flight(&inbox, n, batch).await;
     rows.push(
         row(
             &format!("ingest_batch of {batch}, 4 in flight"),

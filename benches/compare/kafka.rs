@@ -9,12 +9,14 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use zapinbox::{Inbox, NewEvent, QueueConfig, TenantId};
+use zapinbox::{Inbox, NewEvent, QueueConfig};
 use zapinbox_kafka::{KafkaBackend, KafkaConfig, MockBroker, SideTopic};
 
 use crate::Scale;
 use crate::report::Row;
-use crate::workloads::{Latencies, WARM_UP, payload, payload_json};
+use crate::workloads::{
+    Latencies, WARM_UP, ingest_latency, numbered_tenant, payload, payload_json,
+};
 
 const BACKEND: &str = "kafka (mock cluster)";
 /// The mock broker keeps about 5 MiB a partition: spread the history.
@@ -28,10 +30,6 @@ fn rss_kib() -> u64 {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"));
     let kib = line.and_then(|l| l.split_whitespace().nth(1)?.parse().ok());
     kib.unwrap_or(0)
-}
-
-fn tenant(n: usize) -> TenantId {
-    TenantId::new(format!("tenant-{n}")).expect("tenant")
 }
 
 /// Sequential sends of one 200-byte record, each awaited: the broker's
@@ -65,22 +63,6 @@ pub async fn raw_latency(brokers: &str, topic: &str, ops: usize) -> Latencies {
     latencies.finish(started.elapsed())
 }
 
-pub async fn ingest_latency(inbox: &Inbox, ops: usize) -> Latencies {
-    let mut latencies = Latencies::default();
-    let started = Instant::now();
-    for i in 0..WARM_UP + ops {
-        let sent = Instant::now();
-        inbox
-            .ingest(&tenant(0), NewEvent::new(payload(i)))
-            .await
-            .expect("ingest");
-        if i >= WARM_UP {
-            latencies.push(sent.elapsed());
-        }
-    }
-    latencies.finish(started.elapsed())
-}
-
 /// Ingests `n` events over the tenants, four batches in flight.
 async fn fill(inbox: &Inbox, n: usize) -> f64 {
     let started = Instant::now();
@@ -92,7 +74,7 @@ async fn fill(inbox: &Inbox, n: usize) -> f64 {
                 .collect();
             let inbox = inbox.clone();
             async move {
-                let tenant = tenant(start / BATCH % TENANTS);
+                let tenant = numbered_tenant(start / BATCH % TENANTS);
                 inbox.ingest_batch(&tenant, events).await
             }
         });

@@ -17,11 +17,12 @@ use zapinbox_kafka::{Compression, KafkaBackend};
 
 use crate::backends::{Brokers, fresh_topic};
 use crate::report::Row;
-use crate::workloads::payload_json;
+use crate::workloads::{
+    PRODUCERS, batches_in_flight, ingest_latency, ingest_over_tenants, numbered_tenant,
+    payload_json,
+};
 use crate::{Scale, kafka};
 
-/// Concurrent producers, each awaiting its own write.
-const PRODUCERS: usize = 64;
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The backend's producer settings (see `KafkaBackend::open`), with
@@ -37,10 +38,6 @@ fn producer_config(brokers: &str, codec: Compression, linger_ms: u64) -> ClientC
         .set("compression.type", codec.name())
         .set("message.max.bytes", "1000000");
     config
-}
-
-fn tenant(n: usize) -> TenantId {
-    TenantId::new(format!("tenant-{n}")).expect("tenant")
 }
 
 /// `n` records of 200 bytes from [`PRODUCERS`] tasks, each awaiting each
@@ -79,25 +76,6 @@ async fn raw_concurrent(
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-/// `n` events ingested by [`PRODUCERS`] tasks, each awaiting each ingest;
-/// events a second.
-async fn ours_concurrent(inbox: &Inbox, n: usize) -> f64 {
-    let started = Instant::now();
-    let tasks = (0..PRODUCERS).map(|p| {
-        let inbox = inbox.clone();
-        tokio::spawn(async move {
-            for i in (p..n).step_by(PRODUCERS) {
-                let event = NewEvent::from_json(payload_json(i));
-                inbox.ingest(&tenant(p % 8), event).await.expect("ingest");
-            }
-        })
-    });
-    for task in join_all(tasks).await {
-        task.expect("an ingest task");
-    }
-    n as f64 / started.elapsed().as_secs_f64()
-}
-
 /// Batches of 100 records of 200 bytes, each batch awaited whole, four
 /// batches in flight, each to the partition of the tenant its
 /// `ingest_batch` goes to; records a second.
@@ -128,26 +106,6 @@ async fn raw_batches(producer: &FutureProducer, topic: &str, n: usize, partition
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-/// `ingest_batch` of 100 events, four in flight; events a second.
-async fn ours_batches(inbox: &Inbox, n: usize) -> f64 {
-    let started = Instant::now();
-    let tasks = (0..4).map(|t| {
-        let inbox = inbox.clone();
-        tokio::spawn(async move {
-            for start in (t * 100..n).step_by(400) {
-                let events = (start..(start + 100).min(n))
-                    .map(|i| NewEvent::from_json(payload_json(i)))
-                    .collect();
-                inbox.ingest_batch(&tenant(t), events).await.expect("batch");
-            }
-        })
-    });
-    for task in join_all(tasks).await {
-        task.expect("an ingest task");
-    }
-    n as f64 / started.elapsed().as_secs_f64()
-}
-
 /// Ingest throughput on `brokers`, ours and raw, in the same run. Ours
 /// twice: with fetches waiting 1 ms, and 0 ms. Both brokers here answer a
 /// fetch only when its wait is over, and a write waits for its own record
@@ -170,7 +128,9 @@ pub async fn throughput(brokers: &Brokers, scale: Scale) -> Vec<Row> {
         let backend = KafkaBackend::open(brokers.config(&topic), QueueConfig::default())
             .await
             .expect("open");
-        (0..8).map(|t| backend.partition(&tenant(t))).collect()
+        (0..8)
+            .map(|t| backend.partition(&numbered_tenant(t)))
+            .collect()
     };
     raw_concurrent(&producer, &raw_topic, PRODUCERS, &partitions).await;
     let raw = raw_concurrent(&producer, &raw_topic, n, &partitions).await;
@@ -189,15 +149,15 @@ pub async fn throughput(brokers: &Brokers, scale: Scale) -> Vec<Row> {
         let inbox = Inbox::new(backend);
         // A write waits for its record to be stored, then for it to come
         // back: the difference from a raw send is the way back.
-        let single = kafka::ingest_latency(&inbox, scale.latency_ops).await;
+        let single = ingest_latency(&inbox, scale.latency_ops).await;
         let latency = format!("ingest, 1 producer, each awaited, fetch wait {fetch_wait} ms");
         rows.push(Row::new(name, &latency, "p50 ms", single.p50_ms()).against(
             "raw rdkafka send, each awaited",
             raw_single.p50_ms(),
             false,
         ));
-        let ours = ours_concurrent(&inbox, n).await;
-        let ours_batched = ours_batches(&inbox, n).await;
+        let ours = ingest_over_tenants(&inbox, n).await;
+        let ours_batched = batches_in_flight(&inbox, n, 100).await;
         let workload = format!(
             "ingest, {PRODUCERS} concurrent producers, each awaited, fetch wait {fetch_wait} ms"
         );
@@ -335,7 +295,7 @@ pub async fn wire(brokers: &Brokers, scale: Scale) -> Vec<Row> {
             .await
             .expect("open");
         let inbox = Inbox::new(backend.clone());
-        let tenants: Vec<TenantId> = (0..8).map(tenant).collect();
+        let tenants: Vec<TenantId> = (0..8).map(numbered_tenant).collect();
         for chunk in payloads.chunks(PRODUCERS) {
             let ingests = chunk
                 .iter()

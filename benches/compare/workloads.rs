@@ -73,6 +73,76 @@ fn tenant() -> TenantId {
     TenantId::new("bench").expect("tenant")
 }
 
+/// Tenant `n` of the workloads that spread over several.
+pub fn numbered_tenant(n: usize) -> TenantId {
+    TenantId::new(format!("tenant-{n}")).expect("tenant")
+}
+
+/// Concurrent producers of the "64 producers" comparisons, each awaiting
+/// its own write.
+pub const PRODUCERS: usize = 64;
+
+/// `ops` ingests into tenant 0 one after another, after [`WARM_UP`]
+/// unmeasured ones; their latencies, and their rate (the warm-up left
+/// out).
+pub async fn ingest_latency(inbox: &Inbox, ops: usize) -> Latencies {
+    let tenant = numbered_tenant(0);
+    let ingest = |i| inbox.ingest(&tenant, NewEvent::new(payload(i)));
+    for i in 0..WARM_UP {
+        ingest(ops + i).await.expect("ingest");
+    }
+    let mut latencies = Latencies::default();
+    let started = Instant::now();
+    for i in 0..ops {
+        let sent = Instant::now();
+        ingest(i).await.expect("ingest");
+        latencies.push(sent.elapsed());
+    }
+    latencies.finish(started.elapsed())
+}
+
+/// `n` events ingested by [`PRODUCERS`] tasks over 8 tenants, each
+/// awaiting each ingest; events a second.
+pub async fn ingest_over_tenants(inbox: &Inbox, n: usize) -> f64 {
+    let started = Instant::now();
+    let tasks = (0..PRODUCERS).map(|p| {
+        let inbox = inbox.clone();
+        tokio::spawn(async move {
+            for i in (p..n).step_by(PRODUCERS) {
+                let event = NewEvent::from_json(payload_json(i));
+                let tenant = numbered_tenant(p % 8);
+                inbox.ingest(&tenant, event).await.expect("ingest");
+            }
+        })
+    });
+    for task in join_all(tasks).await {
+        task.expect("an ingest task");
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// `n` events in `ingest_batch` calls of `batch`, four in flight over four
+/// tenants; events a second.
+pub async fn batches_in_flight(inbox: &Inbox, n: usize, batch: usize) -> f64 {
+    let started = Instant::now();
+    let tasks = (0..4).map(|t| {
+        let inbox = inbox.clone();
+        tokio::spawn(async move {
+            for start in (t * batch..n).step_by(4 * batch) {
+                let events = (start..(start + batch).min(n))
+                    .map(|i| NewEvent::from_json(payload_json(i)))
+                    .collect();
+                let tenant = numbered_tenant(t);
+                inbox.ingest_batch(&tenant, events).await.expect("batch");
+            }
+        })
+    });
+    for task in join_all(tasks).await {
+        task.expect("an ingest task");
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
 /// A fresh inbox on `backend`, its directory, and its commit counter.
 struct Fresh {
     inbox: Inbox,
