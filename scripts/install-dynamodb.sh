@@ -10,16 +10,8 @@ PACKAGE="amplify-dynamodb-simulator@2.9.30"   # DynamoDB Local 1.25.1
 ROOT="$CACHE/dynamodb-local-2.9.30"
 DIR="$ROOT/package/emulator"
 
-apt_install() {
-  if ! command -v apt-get >/dev/null; then
-    echo "install-dynamodb.sh: needs $* and has no apt-get to install it with" >&2
-    exit 1
-  fi
-  local sudo=()
-  if [[ $(id -u) -ne 0 ]]; then sudo=(sudo -n); fi
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
-}
+# shellcheck source=scripts/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 
 if ! java -version >/dev/null 2>&1; then
   echo "installing Java 17 (DynamoDB Local runs on it)" >&2

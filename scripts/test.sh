@@ -38,6 +38,13 @@ step "dynamodb: DynamoDB Local on 127.0.0.1 (fetched once into the cache, stoppe
 source scripts/dynamodb.sh
 start_dynamodb
 
+step "browser: headless Chromium and playwright-core for the dashboard's test (installed once)"
+browser="$(./scripts/install-browser.sh)"
+ZAPINBOX_CHROMIUM="$(sed -n 1p <<<"$browser")"
+ZAPINBOX_PLAYWRIGHT="$(sed -n 2p <<<"$browser")"
+export ZAPINBOX_CHROMIUM ZAPINBOX_PLAYWRIGHT
+export ZAPINBOX_SCREENSHOT="$CARGO_TARGET_DIR/dashboard.png"
+
 step "tests"
 # Benches run once below, in their quick mode.
 cargo test --workspace --lib --bins --tests --examples
@@ -63,6 +70,9 @@ for example in quickstart worker; do
   ZAPINBOX_BACKEND=dynamo cargo run --quiet --features dynamo --example "$example" > "$CARGO_TARGET_DIR/$example-dynamo.out"
   printf '%s on dynamo: %s\n' "$example" "$(tail -n 1 "$CARGO_TARGET_DIR/$example-dynamo.out")"
 done
+
+# The ZapStream-compatible server, over HTTP, stopped by SIGTERM.
+./scripts/zapstream-smoke.sh
 
 step "benchmark smoke run (report only, no timed assertions)"
 ZAPINBOX_BENCH_QUICK=1 cargo bench --quiet --bench compare > "$CARGO_TARGET_DIR/bench-quick.md" 2>/dev/null

@@ -25,5 +25,8 @@ zapinbox_core::conformance_tests!(memory_narrow, MemoryHarness::on(narrow()));
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_suites_at_once_share_one_store() {
     let shared = MemoryHarness::new();
-    futures::join!(run_tenant_rules(&shared), run_tenant_rules(&shared));
+    futures::join!(
+        run_tenant_rules(&shared, usize::MAX),
+        run_tenant_rules(&shared, usize::MAX)
+    );
 }

@@ -1,7 +1,8 @@
 //! The storage an example runs on, chosen by `ZAPINBOX_BACKEND`:
 //!
 //! - `sqlite` (default): a fresh file in the temp directory, or the file
-//!   `ZAPINBOX_DB` names;
+//!   `ZAPINBOX_DB` names, or the one ZapStream's `DATABASE_URL=sqlite:///…`
+//!   names;
 //! - `memory`: process memory;
 //! - `kafka` (build with `--features kafka`): the brokers in
 //!   `ZAPINBOX_KAFKA_BROKERS`, on the existing topic `ZAPINBOX_KAFKA_TOPIC`
@@ -164,6 +165,19 @@ async fn open_dynamo(_example: &str, _config: QueueConfig) -> Result<Storage> {
 fn database_path(example: &str) -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("ZAPINBOX_DB") {
         return Ok(PathBuf::from(path));
+    }
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        // ZapStream's setting: `sqlite:///relative/or/absolute/path`.
+        let path = url.strip_prefix("sqlite:///").ok_or_else(|| {
+            Error::invalid(format!(
+                "DATABASE_URL={url}: only sqlite:///PATH is understood"
+            ))
+        })?;
+        let path = PathBuf::from(path);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(Error::permanent)?;
+        }
+        return Ok(path);
     }
     let path = std::env::temp_dir().join(format!("zapinbox-{example}.db"));
     for suffix in ["", "-wal", "-shm"] {

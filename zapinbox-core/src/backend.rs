@@ -277,6 +277,17 @@ pub trait Backend:
         None
     }
 
+    /// Asks the storage itself whether it answers, for a health check:
+    /// the cheapest request that reaches it. The default reads one page of
+    /// a tenant no one uses; a backend that serves reads from memory
+    /// overrides it.
+    async fn probe(&self) -> Result<()> {
+        let nobody = TenantId::new("zapinbox.probe")?;
+        self.pull(&nobody, PullQuery::new().limit(1))
+            .await
+            .map(|_| ())
+    }
+
     /// Finishes what is in flight and releases the storage. Later calls
     /// fail. Dropping every handle also releases it, without waiting.
     async fn close(&self) -> Result<()> {

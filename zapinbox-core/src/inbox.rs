@@ -214,6 +214,12 @@ impl Inbox {
         &self.inner.backend.config().clock
     }
 
+    /// Whether the storage answers just now (see [`Backend::probe`]): for
+    /// health checks. Passes no policy and meters nothing.
+    pub async fn probe(&self) -> Result<()> {
+        self.inner.backend.probe().await
+    }
+
     /// Closes the backend: what is in flight finishes (metered usage is
     /// written first), later calls fail.
     pub async fn close(&self) -> Result<()> {

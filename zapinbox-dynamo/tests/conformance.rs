@@ -9,5 +9,5 @@ zapinbox_core::conformance_tests!(dynamo, DynamoHarness::new());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_tenant_rule_at_once_on_one_table() {
-    zapinbox_core::testkit::run_tenant_rules(&DynamoHarness::new()).await;
+    zapinbox_core::testkit::run_tenant_rules(&DynamoHarness::new(), usize::MAX).await;
 }

@@ -880,6 +880,20 @@ impl Backend for KafkaBackend {
         Some(self.inner.log.feed.watch(tenant))
     }
 
+    /// Reads run from the instance's memory: the probe asks the brokers
+    /// for the topic's metadata instead.
+    async fn probe(&self) -> Result<()> {
+        self.ensure_open()?;
+        let producer = self.inner.producer.clone();
+        // Every topic's: naming one would make it on a broker that
+        // creates topics when asked about them.
+        tokio::task::spawn_blocking(move || {
+            crate::metadata::fetch(producer.client(), None).map(|_| ())
+        })
+        .await
+        .map_err(Error::permanent)?
+    }
+
     /// Waits for records in flight to reach the brokers, stops following
     /// the log, and wakes subscriptions (which then end: reads fail).
     async fn close(&self) -> Result<()> {

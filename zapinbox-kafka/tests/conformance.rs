@@ -70,7 +70,10 @@ zapinbox_core::conformance_tests!(kafka_topic_per_tenant, per_tenant_harness());
 async fn two_suites_at_once_share_one_topic() {
     let _alone = WHOLE_SUITES.lock().await;
     let shared = harness();
-    futures::join!(run_tenant_rules(&shared), run_tenant_rules(&shared));
+    futures::join!(
+        run_tenant_rules(&shared, support::RULES_AT_ONCE),
+        run_tenant_rules(&shared, support::RULES_AT_ONCE)
+    );
 }
 
 /// The whole suite at once under one prefix, each tenant on a topic of
@@ -78,5 +81,5 @@ async fn two_suites_at_once_share_one_topic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_suite_at_once_shares_one_prefix() {
     let _alone = WHOLE_SUITES.lock().await;
-    run_tenant_rules(&per_tenant_harness_fetching(10)).await;
+    run_tenant_rules(&per_tenant_harness_fetching(10), support::RULES_AT_ONCE).await;
 }

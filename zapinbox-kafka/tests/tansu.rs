@@ -94,7 +94,7 @@ async fn five_and_fifty_megabytes_round_trip_through_every_read() {
 /// its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_suite_at_once_shares_one_prefix() {
-    zapinbox_core::testkit::run_tenant_rules(&per_tenant_harness()).await;
+    zapinbox_core::testkit::run_tenant_rules(&per_tenant_harness(), support::RULES_AT_ONCE).await;
 }
 
 /// Two suites at once on one topic of a standalone broker.
@@ -102,7 +102,7 @@ async fn a_whole_suite_at_once_shares_one_prefix() {
 async fn two_suites_at_once_share_one_topic() {
     let shared = harness();
     futures::join!(
-        zapinbox_core::testkit::run_tenant_rules(&shared),
-        zapinbox_core::testkit::run_tenant_rules(&shared)
+        zapinbox_core::testkit::run_tenant_rules(&shared, support::RULES_AT_ONCE),
+        zapinbox_core::testkit::run_tenant_rules(&shared, support::RULES_AT_ONCE)
     );
 }

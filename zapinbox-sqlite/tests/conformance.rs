@@ -17,7 +17,7 @@ zapinbox_core::conformance_tests!(sqlite, harness::SqliteHarness::without_mainte
 async fn two_suites_at_once_share_files() {
     let shared = harness::SharedFilesHarness::new();
     futures::join!(
-        zapinbox_core::testkit::run_tenant_rules(&shared),
-        zapinbox_core::testkit::run_tenant_rules(&shared)
+        zapinbox_core::testkit::run_tenant_rules(&shared, usize::MAX),
+        zapinbox_core::testkit::run_tenant_rules(&shared, usize::MAX)
     );
 }

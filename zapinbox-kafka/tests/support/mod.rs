@@ -17,6 +17,13 @@ pub mod layout;
 /// Makes a topic with a number of partitions on the broker under test.
 pub type MakeTopic = fn(&str, i32);
 
+/// How many tenant rules share a store at once. Each Kafka instance holds
+/// a dozen librdkafka threads and several broker connections: all rules
+/// at once, twice, peaked at 2 060 threads in one process, and on these
+/// 2-core machines, beside anything else running, a broker then missed
+/// metadata and apply timeouts (10 s, 30 s).
+pub const RULES_AT_ONCE: usize = 12;
+
 /// Backends on one topic: a second `open` is another instance (or a
 /// restart) replaying the same log.
 pub struct KafkaHarness {
