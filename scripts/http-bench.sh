@@ -20,18 +20,12 @@ command -v wrk >/dev/null || apt_install wrk
 cargo build --quiet --release --features "$FEATURES" --example zapstream_server
 work="$(mktemp -d)"
 log="$work/server.out"
-PORT=0 RATE_LIMIT_PER_MINUTE=0 API_KEYS="bench=bench" ZAPINBOX_DB="$work/bench.db" \
-  "$CARGO_TARGET_DIR/release/examples/zapstream_server" > "$log" 2>&1 &
-pid=$!
+# shellcheck source=scripts/zapstream.sh
+source scripts/zapstream.sh
+start_zapstream_server "$log" env PORT=0 RATE_LIMIT_PER_MINUTE=0 API_KEYS="bench=bench" \
+  ZAPINBOX_DB="$work/bench.db" "$CARGO_TARGET_DIR/release/examples/zapstream_server"
+pid=$ZAPSTREAM_PID url=$ZAPSTREAM_URL
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
-url=""
-for _ in $(seq 1 300); do
-  url="$(sed -n 's/^Listening on //p' "$log")"
-  [ -n "$url" ] && break
-  kill -0 "$pid" 2>/dev/null || { cat "$log"; exit 1; }
-  sleep 0.1
-done
-[ -n "$url" ] || { cat "$log"; echo "the server did not start" >&2; exit 1; }
 storage="$(sed -n 's/^Storage: //p' "$log")"
 
 cat > "$work/post.lua" <<'LUA'

@@ -8,20 +8,13 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/zapinbox/target}"
 cargo build --quiet --example zapstream_server
 log="$CARGO_TARGET_DIR/zapstream_server.out"
+# shellcheck source=scripts/zapstream.sh
+source scripts/zapstream.sh
 # The defaults (the dev key), whatever the caller's environment says.
-env -u API_KEYS -u ZAPINBOX_BACKEND -u DATABASE_URL PORT=0 ZAPINBOX_DB="$(mktemp -d)/zapstream.db" \
-  "$CARGO_TARGET_DIR/debug/examples/zapstream_server" > "$log" 2>&1 &
-pid=$!
+start_zapstream_server "$log" env -u API_KEYS -u ZAPINBOX_BACKEND -u DATABASE_URL \
+  PORT=0 ZAPINBOX_DB="$(mktemp -d)/zapstream.db" "$CARGO_TARGET_DIR/debug/examples/zapstream_server"
+pid=$ZAPSTREAM_PID url=$ZAPSTREAM_URL
 trap 'kill "$pid" 2>/dev/null || true' EXIT
-
-url=""
-for _ in $(seq 1 100); do
-  url="$(sed -n 's/^Listening on //p' "$log")"
-  [ -n "$url" ] && break
-  kill -0 "$pid" 2>/dev/null || { cat "$log"; echo "zapstream_server exited early" >&2; exit 1; }
-  sleep 0.1
-done
-[ -n "$url" ] || { cat "$log"; echo "zapstream_server did not start" >&2; exit 1; }
 
 python3 - "$url" <<'PY'
 import json, sys, urllib.request

@@ -91,6 +91,16 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message)
     }
 
+    /// The answer to `error` from a read that started at a client's
+    /// cursor (`what` names where it came from): the only input the inbox
+    /// checks there is the cursor, so invalid input is a bad cursor (400).
+    pub(crate) fn from_cursor_read(error: Error, what: &str) -> Self {
+        match error {
+            Error::InvalidInput(why) => Self::bad_request(format!("Invalid {what}: {why}")),
+            other => other.into(),
+        }
+    }
+
     /// 404 for an event this tenant does not have.
     pub fn event_not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", "Event not found")

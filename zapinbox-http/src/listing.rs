@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use serde_json::{Value, json};
-use zapinbox_core::{Cursor, Error, EventId, Order, PullQuery};
+use zapinbox_core::{Cursor, EventId, Order, PullQuery};
 
 use crate::error::ApiError;
 use crate::query::Params;
@@ -28,13 +28,7 @@ pub(crate) async fn list(
         .inbox
         .pull(&caller.tenant, pull)
         .await
-        .map_err(|e| match e {
-            // The only input the inbox checks here is the cursor.
-            Error::InvalidInput(why) => {
-                ApiError::bad_request(format!("Invalid cursor format: {why}"))
-            }
-            other => other.into(),
-        })?;
+        .map_err(|e| ApiError::from_cursor_read(e, "cursor format"))?;
     let events: Vec<Item> = page.events.iter().map(Item::new).collect();
     Ok(Json(json!({
         "events": events,

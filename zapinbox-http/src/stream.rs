@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::response::sse::{Event as Frame, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
-use zapinbox_core::{Cursor, Error, Subscribed};
+use zapinbox_core::{Cursor, Subscribed};
 
 use crate::App;
 use crate::error::ApiError;
@@ -49,12 +49,7 @@ pub(crate) async fn stream(
     let live = inbox
         .subscribe(&caller.tenant, filter, resume)
         .await
-        .map_err(|e| match e {
-            Error::InvalidInput(why) => {
-                ApiError::bad_request(format!("Invalid Last-Event-ID: {why}"))
-            }
-            other => other.into(),
-        })?;
+        .map_err(|e| ApiError::from_cursor_read(e, "Last-Event-ID"))?;
     let frames = frames(live).take_until(app.closing());
     let keep_alive = KeepAlive::new()
         .interval(app.shared.config.heartbeat)
