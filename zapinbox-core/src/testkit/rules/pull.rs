@@ -2,7 +2,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::testkit::{
-    Harness, eventually, fresh_tenant, number_of, numbered, open_inbox, pull_all, shared_lag,
+    Harness, eventually, fresh_tenant, number_of, numbered, open_inbox, pull_all, shared_patience,
     start_time,
 };
 use crate::{
@@ -202,7 +202,7 @@ pub async fn late_commit_with_a_smaller_id_is_not_skipped(harness: &dyn Harness)
         late.iter().all(|id| *id < newest),
         "the late ids sort before the cursor"
     );
-    let seen = eventually(shared_lag(&fast), || async {
+    let seen = eventually(shared_patience(&fast), || async {
         fast.get(&tenant, late[1]).await.expect("get").is_some()
     });
     assert!(seen.await, "the other handle's writes are seen in time");

@@ -4,7 +4,7 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use crate::testkit::{
-    Harness, eventually, fresh_tenant, ingest_numbered, numbered, open_inbox, shared_lag,
+    Harness, eventually, fresh_tenant, ingest_numbered, numbered, open_inbox, shared_patience,
 };
 use crate::{ClaimQuery, EventId, EventStatus, Filter, Inbox, ManualClock, QueueConfig, TenantId};
 
@@ -48,11 +48,15 @@ pub async fn two_handles_never_lease_one_event_twice(harness: &dyn Harness) {
     let b = second(harness, &clock).await;
     let tenant = fresh_tenant();
     ingest_numbered(&a, &tenant, 0..60).await;
-    let seen = eventually(shared_lag(&a), || async {
+    let seen = eventually(shared_patience(&a), || async {
         let claimable = b.claimable_at(&tenant, &Filter::default()).await;
         claimable.expect("claimable_at").is_some()
     });
-    assert!(seen.await, "b sees a's events within {:?}", shared_lag(&a));
+    assert!(
+        seen.await,
+        "b sees a's events within {:?}",
+        shared_patience(&a)
+    );
     let drain = |inbox: Inbox, tenant: TenantId| async move {
         let mut ids = Vec::new();
         for _ in 0..1000 {
@@ -82,12 +86,12 @@ pub async fn two_handles_see_each_others_events_and_acks(harness: &dyn Harness) 
     let b = second(harness, &clock).await;
     let tenant = fresh_tenant();
     let id = a.ingest(&tenant, numbered(1)).await.expect("ingest").id;
-    let pending = eventually(shared_lag(&a), || async {
+    let pending = eventually(shared_patience(&a), || async {
         status(&b, &tenant, id).await == Some(EventStatus::Pending)
     });
     assert!(pending.await, "b sees a's event");
     b.ack(&tenant, id).await.expect("ack on b");
-    let acked = eventually(shared_lag(&a), || async {
+    let acked = eventually(shared_patience(&a), || async {
         status(&a, &tenant, id).await == Some(EventStatus::Acked)
     });
     assert!(acked.await, "a sees b's ack");
@@ -108,9 +112,8 @@ pub async fn a_subscriber_sees_events_ingested_through_another_handle(harness: &
         sent.push(a.ingest(&tenant, numbered(n)).await.expect("ingest").id);
     }
     let mut got = Vec::new();
-    // The lag, plus a polling subscription's pause, plus room for a
-    // loaded machine.
-    let patience = shared_lag(&a) + Duration::from_secs(10);
+    // The patience, plus a polling subscription's pause.
+    let patience = shared_patience(&a) + Duration::from_secs(10);
     while got.len() < sent.len() {
         let item = tokio::time::timeout(patience, live.next())
             .await
