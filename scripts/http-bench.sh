@@ -27,6 +27,8 @@ start_zapstream_server "$log" env PORT=0 RATE_LIMIT_PER_MINUTE=0 API_KEYS="bench
 pid=$ZAPSTREAM_PID url=$ZAPSTREAM_URL
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 storage="$(sed -n 's/^Storage: //p' "$log")"
+# The database lives in this run's temporary directory: say so, not where.
+storage="${storage//$work/<temporary directory>}"
 
 cat > "$work/post.lua" <<'LUA'
 wrk.method = "POST"

@@ -40,8 +40,13 @@ impl Row {
     }
 
     /// Compares with `baseline`: for rates, ours ÷ theirs; for latencies,
-    /// theirs ÷ ours, so the ratio is always "as fast as raw".
+    /// theirs ÷ ours, so the ratio is always "as fast as raw". A baseline
+    /// that was not measured (zero: a run of selected workloads skips the
+    /// raw ones) gives no ratio.
     pub fn against(mut self, baseline: &str, value: f64, higher_is_better: bool) -> Self {
+        if value <= 0.0 {
+            return self;
+        }
         self.ratio = Some(if higher_is_better {
             self.value / value
         } else {

@@ -3,6 +3,8 @@
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{Value, json};
 use zapinbox_core::{Cursor, EventId, Order, PullQuery};
 
@@ -21,7 +23,7 @@ pub(crate) async fn list(
     State(app): State<App>,
     caller: Caller,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let pull = pull_query(&Params::parse(query.as_deref()))?;
     let page = app
         .shared
@@ -29,14 +31,26 @@ pub(crate) async fn list(
         .pull(&caller.tenant, pull)
         .await
         .map_err(|e| ApiError::from_cursor_read(e, "cursor format"))?;
-    let events: Vec<Item> = page.events.iter().map(Item::new).collect();
-    Ok(Json(json!({
-        "events": events,
+    let listing = Listing {
+        events: page.events.iter().map(Item::new).collect(),
         // ZapStream's clients stop at null: a cursor only while more may
         // follow (a page can end short of `limit` where the storage
         // stopped looking; follow the cursor then too).
-        "next_cursor": page.next_cursor.as_ref().filter(|_| page.has_more).map(Cursor::as_str),
-    })))
+        next_cursor: page
+            .next_cursor
+            .as_ref()
+            .filter(|_| page.has_more)
+            .map(Cursor::as_str),
+    };
+    Ok(Json(listing).into_response())
+}
+
+/// A page as `GET /inbox` answers it. Written straight from the events:
+/// payloads go out as the JSON text they are stored as, never parsed.
+#[derive(Serialize)]
+struct Listing<'a> {
+    events: Vec<Item<'a>>,
+    next_cursor: Option<&'a str>,
 }
 
 /// The pull `params` ask for, checked as ZapStream checks them (422 with
