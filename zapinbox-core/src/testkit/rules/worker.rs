@@ -121,15 +121,24 @@ pub async fn worker_retries_then_dead_letters(harness: &dyn Harness) {
             // To the end of event 3's backoff, once the other four are
             // acked and while it waits unleased: never while a claim, ack
             // or release is on its way, so no lease runs out on the driven
-            // clock however slow the storage is.
-            let left = pull_all(&inbox, &tenant, PullQuery::new()).await;
-            if let [only] = left.as_slice()
-                && !only.is_leased_at(clock.now())
+            // clock however slow the storage is. The event is read again
+            // after `claimable_at`: a claim committed between the two reads
+            // would make `at` its lease's end, and it shows as one more
+            // attempt.
+            let waiting = || async {
+                let left = pull_all(&inbox, &tenant, PullQuery::new()).await;
+                match left.as_slice() {
+                    [only] if !only.is_leased_at(clock.now()) => Some(only.attempts),
+                    _ => None,
+                }
+            };
+            if let Some(attempts) = waiting().await
                 && let Some(at) = inbox
                     .claimable_at(&tenant, &Filter::default())
                     .await
                     .expect("claimable_at")
                 && at > clock.now()
+                && waiting().await == Some(attempts)
             {
                 clock.set(at);
             }
