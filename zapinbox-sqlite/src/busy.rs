@@ -4,9 +4,12 @@
 //! process that commits every millisecond takes the lock again before a
 //! waiter looks: the waiter was shut out for seconds at a time. Here a
 //! waiting writer looks again every 0.1 to 0.6 ms, at random, and says that
-//! it waits by holding a shared lock on a side file (`<db>-writers`); a
-//! writer that has just committed checks that file and, if someone waits,
-//! pauses before its next transaction so that the waiter gets its turn.
+//! it waits by holding a shared lock on a side file (`<db>-writers`) until
+//! its transaction has begun; a writer that has just committed checks that
+//! file and, while someone waits, holds back its next transaction (for at
+//! most [`MOST_YIELD`]) so that the waiter gets its turn. Waiting until the
+//! waiter has the lock, rather than for a fixed moment, keeps turns fair
+//! when the machine is so loaded that a waiter is not scheduled in time.
 
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions, TryLockError};
@@ -16,9 +19,12 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use zapinbox_core::{Error, Result};
 
-/// How long a writer that has just committed pauses when another waits:
-/// longer than the waiter's longest pause between tries.
-const YIELD: Duration = Duration::from_micros(700);
+/// Longest a writer that has just committed holds back for a waiting one:
+/// far below the stalls fairness is for, far above a scheduling delay.
+const MOST_YIELD: Duration = Duration::from_millis(20);
+
+/// How often a writer holding back looks whether the waiter has its turn.
+const LOOK_EVERY: Duration = Duration::from_micros(100);
 
 /// The side file through which writers of one database see each other
 /// waiting.
@@ -145,14 +151,18 @@ pub(crate) fn restore(conn: &Connection, timeout: Duration) -> Result<()> {
     .map_err(crate::error::storage)
 }
 
-/// Called after a commit: pauses if another writer waits for its turn.
+/// Called after a commit: while another writer waits for its turn, holds
+/// back (at most [`MOST_YIELD`]) until that writer's transaction has begun.
 pub(crate) fn give_way() {
-    let waits = TURN.with(|turn| {
-        turn.borrow()
-            .as_ref()
-            .is_some_and(|t| t.waiters.someone_waits())
-    });
-    if waits {
-        std::thread::sleep(YIELD);
+    let someone_waits = || {
+        TURN.with(|turn| {
+            turn.borrow()
+                .as_ref()
+                .is_some_and(|t| t.waiters.someone_waits())
+        })
+    };
+    let since = Instant::now();
+    while someone_waits() && since.elapsed() < MOST_YIELD {
+        std::thread::sleep(LOOK_EVERY);
     }
 }

@@ -47,7 +47,9 @@
 //!   wait up to the busy timeout (a timeout is a retryable error), opening
 //!   included, taking fair turns: a waiting writer looks again every
 //!   0.1–0.6 ms and says it waits through a lock on a side file
-//!   (`<db>-writers`); a writer that has just committed pauses for it. They share one set of rules, stored in the file by the first
+//!   (`<db>-writers`) until its transaction begins; a writer that has just
+//!   committed holds back until then (20 ms at most). They share one set
+//!   of rules, stored in the file by the first
 //!   open: retention, the idempotency window and `max_attempts` (see
 //!   [`SharedRules`]).
 //!
