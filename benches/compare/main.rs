@@ -7,7 +7,11 @@
 //!
 //!     cargo bench                          # full run (about 9 minutes)
 //!     ZAPINBOX_BENCH_QUICK=1 cargo bench   # smoke run, about 30 s
-//!     ZAPINBOX_BENCH_ONLY="64 concurrent" cargo bench   # one workload, no baselines (profiling)
+//!     ZAPINBOX_BENCH_ONLY="64 concurrent" cargo bench   # one workload, beside its paired baseline
+//!
+//! The raw SQLite baselines of the SQLite backend's throughput targets run
+//! beside it: each of its runs comes just after a run of its baseline, and
+//! the report compares their medians.
 //!
 //! Prints a markdown table (backend × workload × figure × ratio to its raw
 //! baseline), writes it to `target/bench-report.md`, and draws ingest
@@ -146,9 +150,10 @@ fn main() {
     );
     let mut report = Report::new(quick);
     runtime.block_on(async {
-        let raw = raw::measure(scale).await;
+        let mut raw = raw::measure(scale).await;
+        let baselines = raw::Baselines::open().await;
         for backend in backends::all() {
-            let rows = workloads::run(&*backend, backend.scale(scale), &raw).await;
+            let rows = workloads::run(&*backend, backend.scale(scale), &mut raw, &baselines).await;
             report.extend(rows);
         }
         if workloads::selected("soak") {

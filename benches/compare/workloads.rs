@@ -8,7 +8,7 @@ use serde_json::Value;
 use zapinbox::{ClaimQuery, HandlerError, Inbox, NewEvent, PullQuery, TenantId, Worker};
 
 use crate::backends::BenchBackend;
-use crate::raw::Raw;
+use crate::raw::{Baselines, Beside, Raw};
 use crate::report::Row;
 use crate::{Scale, median};
 
@@ -183,24 +183,49 @@ async fn fill(inbox: &Inbox, n: usize) {
     }
 }
 
-/// The median rate of `runs` runs of `run`.
-async fn median_of<F: Future<Output = f64>>(runs: usize, mut run: impl FnMut() -> F) -> f64 {
-    let mut rates = Vec::with_capacity(runs);
+/// `runs` runs of `ours`, each just after a run of the raw baseline
+/// `which` (when `beside` is given): what each of ours gave, and the
+/// baseline's median (0 without one).
+async fn paired<T, F: Future<Output = T>>(
+    beside: Option<(&Baselines, Scale)>,
+    which: Beside,
+    runs: usize,
+    mut ours: impl FnMut() -> F,
+) -> (Vec<T>, f64) {
+    let (mut results, mut theirs) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
     for _ in 0..runs {
-        rates.push(run().await);
+        if let Some((baselines, scale)) = beside {
+            theirs.push(baselines.run(which, scale).await);
+        }
+        results.push(ours().await);
     }
-    median(rates)
+    let theirs = if theirs.is_empty() {
+        0.0
+    } else {
+        median(theirs)
+    };
+    (results, theirs)
 }
 
-/// Runs every workload on `backend`.
-pub async fn run(backend: &dyn BenchBackend, scale: Scale, raw: &Raw) -> Vec<Row> {
+/// Runs every workload on `backend`; with a raw baseline, the paired ones
+/// run on `baselines` beside it and their medians go into `raw`.
+pub async fn run(
+    backend: &dyn BenchBackend,
+    scale: Scale,
+    raw: &mut Raw,
+    baselines: &Baselines,
+) -> Vec<Row> {
     let name = backend.name();
     let baseline = backend.has_raw_baseline();
+    let beside = baseline.then_some((baselines, scale));
     let row = |workload: &str, figure: &str, value: f64| Row::new(name, workload, figure, value);
     let mut rows = Vec::new();
     let single_name = "ingest, 1 producer, each awaited";
     if selected(single_name) {
         eprintln!("{name}: single ingest latency");
+        if baseline {
+            raw.one_per_txn = baselines.one_per_txn(scale.latency_ops).await;
+        }
         let single = single_ingest(backend, scale.latency_ops).await;
         let mut r = row(single_name, "events/s", single.per_second);
         if baseline {
@@ -229,9 +254,14 @@ pub async fn run(backend: &dyn BenchBackend, scale: Scale, raw: &Raw) -> Vec<Row
             continue;
         }
         eprintln!("{name}: ingest with {producers} producers");
-        let mut results = Vec::new();
-        for _ in 0..scale.runs {
-            results.push(concurrent_ingest(backend, producers, scale.throughput_events).await);
+        // The ceiling of 64 producers runs beside them.
+        let pairing = if producers == 64 { beside } else { None };
+        let (mut results, theirs) = paired(pairing, Beside::SixtyFourPerTxn, scale.runs, || {
+            concurrent_ingest(backend, producers, scale.throughput_events)
+        })
+        .await;
+        if pairing.is_some() {
+            raw.sixty_four_per_txn = theirs;
         }
         results.sort_by(|a, b| a.0.total_cmp(&b.0));
         let (rate, per_commit) = results[(results.len() - 1) / 2];
@@ -267,17 +297,14 @@ pub async fn run(backend: &dyn BenchBackend, scale: Scale, raw: &Raw) -> Vec<Row
 
     if selected("ingest_batch of 100") && !backend.skips("ingest_batch of 100") {
         eprintln!("{name}: ingest_batch of 100");
-        let rate = median_of(scale.runs, || {
+        let (rates, theirs) = paired(beside, Beside::HundredPerTxn, scale.runs, || {
             batch_ingest(backend, scale.throughput_events)
         })
         .await;
-        let mut r = row("ingest_batch of 100", "events/s", rate);
+        let mut r = row("ingest_batch of 100", "events/s", median(rates));
         if baseline {
-            r = r.against(
-                "insert, 100 rows per transaction",
-                raw.hundred_per_txn,
-                true,
-            );
+            raw.hundred_per_txn = theirs;
+            r = r.against("insert, 100 rows per transaction", theirs, true);
         }
         rows.push(r);
     }
@@ -288,14 +315,14 @@ pub async fn run(backend: &dyn BenchBackend, scale: Scale, raw: &Raw) -> Vec<Row
             "{name}: pull pages of 100 from a backlog of {}",
             scale.backlog
         );
-        let rate = median_of(scale.runs, || pull_pages(backend, scale.backlog)).await;
-        let mut r = row(&pull_name, "events/s", rate);
+        let (rates, theirs) = paired(beside, Beside::PagesOf100, scale.runs, || {
+            pull_pages(backend, scale.backlog)
+        })
+        .await;
+        let mut r = row(&pull_name, "events/s", median(rates));
         if baseline {
-            r = r.against(
-                "select pages of 100, every column read",
-                raw.pages_of_100,
-                true,
-            );
+            raw.pages_of_100 = theirs;
+            r = r.against("select pages of 100, every column read", theirs, true);
         }
         rows.push(r);
     }
@@ -306,15 +333,16 @@ pub async fn run(backend: &dyn BenchBackend, scale: Scale, raw: &Raw) -> Vec<Row
             continue;
         }
         eprintln!("{name}: claim + ack with {workers} workers");
-        let rate = median_of(scale.runs, || {
+        let (rates, theirs) = paired(beside, Beside::ClaimAck100, scale.runs, || {
             claim_ack(backend, workers, scale.claim_events)
         })
         .await;
-        let mut r = row(&workload, "events/s", rate);
+        let mut r = row(&workload, "events/s", median(rates));
         if baseline {
+            raw.claim_ack_100 = theirs;
             r = r.against(
                 "select + update claim, update ack, batches of 100",
-                raw.claim_ack_100,
+                theirs,
                 true,
             );
         }
@@ -333,22 +361,27 @@ pub async fn run(backend: &dyn BenchBackend, scale: Scale, raw: &Raw) -> Vec<Row
         } else {
             scale.claim_events
         };
-        let rate = median_of(scale.runs, || worker_run(backend, handlers, n)).await;
-        let mut r = row(&workload, "events/s", rate);
+        let (which, against) = if handlers == 1 {
+            (
+                Beside::ClaimAck1,
+                "select + update claim, update ack, one at a time",
+            )
+        } else {
+            (
+                Beside::ClaimAck100,
+                "select + update claim, update ack, batches of 100",
+            )
+        };
+        let (rates, theirs) = paired(beside, which, scale.runs, || {
+            worker_run(backend, handlers, n)
+        })
+        .await;
+        let mut r = row(&workload, "events/s", median(rates));
         if baseline {
-            r = if handlers == 1 {
-                r.against(
-                    "select + update claim, update ack, one at a time",
-                    raw.claim_ack_1,
-                    true,
-                )
-            } else {
-                r.against(
-                    "select + update claim, update ack, batches of 100",
-                    raw.claim_ack_100,
-                    true,
-                )
-            };
+            if handlers == 1 {
+                raw.claim_ack_1 = theirs;
+            }
+            r = r.against(against, theirs, true);
         }
         rows.push(r);
     }
