@@ -7,11 +7,11 @@
 //!
 //!     cargo bench                          # full run (about 9 minutes)
 //!     ZAPINBOX_BENCH_QUICK=1 cargo bench   # smoke run, about 30 s
-//!     ZAPINBOX_BENCH_ONLY="64 concurrent" cargo bench   # one workload, beside its paired baseline
+//!     ZAPINBOX_BENCH_ONLY="64 concurrent" cargo bench   # one workload (and its raw baseline if paired)
 //!
 //! The raw SQLite baselines of the SQLite backend's throughput targets run
-//! beside it: each of its runs comes just after a run of its baseline, and
-//! the report compares their medians.
+//! beside it: each of its runs comes next to a run of its baseline (before
+//! it, then after it, in turn), and the report compares their medians.
 //!
 //! Prints a markdown table (backend × workload × figure × ratio to its raw
 //! baseline), writes it to `target/bench-report.md`, and draws ingest

@@ -124,12 +124,8 @@ impl Baselines {
     pub async fn run(&self, which: Beside, scale: Scale) -> f64 {
         let tenant = format!("{which:?}-{}", self.runs.fetch_add(1, Ordering::Relaxed));
         self.blocking(move |conn| match which {
-            Beside::HundredPerTxn => {
-                per_txn(conn, &tenant, scale.throughput_events.max(10_000), 100)
-            }
-            Beside::SixtyFourPerTxn => {
-                per_txn(conn, &tenant, scale.throughput_events.max(10_000), 64)
-            }
+            Beside::HundredPerTxn => per_txn(conn, &tenant, scale.throughput_events, 100),
+            Beside::SixtyFourPerTxn => per_txn(conn, &tenant, scale.throughput_events, 64),
             Beside::PagesOf100 => pages_of_100(conn, &tenant, scale.backlog),
             Beside::ClaimAck100 => claim_ack(conn, &tenant, scale.claim_events, 100),
             Beside::ClaimAck1 => claim_ack(conn, &tenant, scale.claim_events / 10, 1),

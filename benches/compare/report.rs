@@ -42,9 +42,9 @@ impl Row {
     /// Compares with `baseline`: for rates, ours ÷ theirs; for latencies,
     /// theirs ÷ ours, so the ratio is always "as fast as raw". A baseline
     /// that was not measured (zero: a run of selected workloads skips the
-    /// raw ones) gives no ratio.
+    /// raw ones, or NaN: a latency series never run) gives no ratio.
     pub fn against(mut self, baseline: &str, value: f64, higher_is_better: bool) -> Self {
-        if value <= 0.0 {
+        if value.is_nan() || value <= 0.0 {
             return self;
         }
         self.ratio = Some(if higher_is_better {

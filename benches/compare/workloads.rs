@@ -183,9 +183,10 @@ async fn fill(inbox: &Inbox, n: usize) {
     }
 }
 
-/// `runs` runs of `ours`, each just after a run of the raw baseline
-/// `which` (when `beside` is given): what each of ours gave, and the
-/// baseline's median (0 without one).
+/// `runs` runs of `ours`, each next to a run of the raw baseline `which`
+/// (when `beside` is given), the baseline first in even runs and second in
+/// odd ones: what each of ours gave, and the baseline's median (0 without
+/// one).
 async fn paired<T, F: Future<Output = T>>(
     beside: Option<(&Baselines, Scale)>,
     which: Beside,
@@ -193,11 +194,19 @@ async fn paired<T, F: Future<Output = T>>(
     mut ours: impl FnMut() -> F,
 ) -> (Vec<T>, f64) {
     let (mut results, mut theirs) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
-    for _ in 0..runs {
-        if let Some((baselines, scale)) = beside {
-            theirs.push(baselines.run(which, scale).await);
+    for run in 0..runs {
+        let baseline = async {
+            if let Some((baselines, scale)) = beside {
+                theirs.push(baselines.run(which, scale).await);
+            }
+        };
+        if run % 2 == 0 {
+            baseline.await;
+            results.push(ours().await);
+        } else {
+            results.push(ours().await);
+            baseline.await;
         }
-        results.push(ours().await);
     }
     let theirs = if theirs.is_empty() {
         0.0

@@ -10,6 +10,9 @@
 //! most [`MOST_YIELD`]) so that the waiter gets its turn. Waiting until the
 //! waiter has the lock, rather than for a fixed moment, keeps turns fair
 //! when the machine is so loaded that a waiter is not scheduled in time.
+//! A waiter that did not begin within [`MOST_YIELD`] (a stopped process)
+//! gets only a short pause per commit until it does, so that it cannot
+//! slow the others to one commit per [`MOST_YIELD`].
 
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions, TryLockError};
@@ -25,6 +28,10 @@ const MOST_YIELD: Duration = Duration::from_millis(20);
 
 /// How often a writer holding back looks whether the waiter has its turn.
 const LOOK_EVERY: Duration = Duration::from_micros(100);
+
+/// The pause per commit while a waiter let [`MOST_YIELD`] pass: longer than
+/// a waiter's longest pause between tries.
+const SHORT_YIELD: Duration = Duration::from_micros(700);
 
 /// The side file through which writers of one database see each other
 /// waiting.
@@ -66,6 +73,10 @@ struct Turn {
     waiting_since: Option<Instant>,
     /// Whether this writer holds the shared lock that says it waits.
     signalled: bool,
+    /// Whether a waiter let the last full hold-back pass without beginning.
+    waiter_stuck: bool,
+    /// The longest hold-back: [`MOST_YIELD`] (tests set another).
+    most_yield: Duration,
 }
 
 thread_local! {
@@ -81,6 +92,8 @@ pub(crate) fn install(conn: &Connection, timeout: Duration, waiters: Waiters) ->
             waiters,
             waiting_since: None,
             signalled: false,
+            waiter_stuck: false,
+            most_yield: MOST_YIELD,
         });
     });
     conn.busy_handler(Some(on_busy))
@@ -151,18 +164,109 @@ pub(crate) fn restore(conn: &Connection, timeout: Duration) -> Result<()> {
     .map_err(crate::error::storage)
 }
 
-/// Called after a commit: while another writer waits for its turn, holds
-/// back (at most [`MOST_YIELD`]) until that writer's transaction has begun.
-pub(crate) fn give_way() {
-    let someone_waits = || {
+/// What [`give_way`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GaveWay {
+    /// Nobody waited (or this thread has no fair turns).
+    NoOneWaited,
+    /// Held back until the waiter's transaction began.
+    WaiterBegan,
+    /// Held back for [`MOST_YIELD`], and the waiter did not begin.
+    WaiterStuck,
+    /// Paused [`SHORT_YIELD`] for a waiter that was stuck before.
+    ShortPause,
+}
+
+/// Called after a batch, outside any transaction: while another writer
+/// waits for its turn, holds back (at most [`MOST_YIELD`]) until that
+/// writer's transaction has begun.
+pub(crate) fn give_way() -> GaveWay {
+    TURN.with(|turn| {
+        let mut turn = turn.borrow_mut();
+        let Some(turn) = turn.as_mut() else {
+            return GaveWay::NoOneWaited;
+        };
+        if !turn.waiters.someone_waits() {
+            turn.waiter_stuck = false;
+            return GaveWay::NoOneWaited;
+        }
+        if turn.waiter_stuck {
+            std::thread::sleep(SHORT_YIELD);
+            return GaveWay::ShortPause;
+        }
+        let since = Instant::now();
+        while since.elapsed() < turn.most_yield {
+            std::thread::sleep(LOOK_EVERY);
+            if !turn.waiters.someone_waits() {
+                return GaveWay::WaiterBegan;
+            }
+        }
+        turn.waiter_stuck = true;
+        GaveWay::WaiterStuck
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer of another "process" (a file description of its own) that
+    /// says it waits, as `on_busy` does.
+    fn waiter(db: &Path) -> Waiters {
+        let waiter = Waiters::open(db).expect("side file");
+        waiter.file.try_lock_shared().expect("say it waits");
+        waiter
+    }
+
+    #[test]
+    fn a_writer_holds_back_until_the_waiter_begins() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("inbox.db");
+        let conn = Connection::open_in_memory().expect("open");
+        install(
+            &conn,
+            Duration::from_secs(5),
+            Waiters::open(&db).expect("side file"),
+        )
+        .expect("install");
+        // However late the waiter's thread runs on a loaded machine.
         TURN.with(|turn| {
-            turn.borrow()
-                .as_ref()
-                .is_some_and(|t| t.waiters.someone_waits())
-        })
-    };
-    let since = Instant::now();
-    while someone_waits() && since.elapsed() < MOST_YIELD {
-        std::thread::sleep(LOOK_EVERY);
+            if let Some(turn) = turn.borrow_mut().as_mut() {
+                turn.most_yield = Duration::from_secs(60);
+            }
+        });
+        assert_eq!(give_way(), GaveWay::NoOneWaited);
+        let waiting = waiter(&db);
+        let begins = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(2));
+            // Its transaction began: it lets go.
+            drop(waiting);
+        });
+        assert_eq!(give_way(), GaveWay::WaiterBegan);
+        begins.join().expect("waiter");
+        uninstall(&conn, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_stuck_waiter_gets_one_full_hold_back_then_short_pauses() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("inbox.db");
+        let conn = Connection::open_in_memory().expect("open");
+        install(
+            &conn,
+            Duration::from_secs(5),
+            Waiters::open(&db).expect("side file"),
+        )
+        .expect("install");
+        let stuck = waiter(&db);
+        assert_eq!(give_way(), GaveWay::WaiterStuck);
+        assert_eq!(give_way(), GaveWay::ShortPause);
+        assert_eq!(give_way(), GaveWay::ShortPause);
+        drop(stuck);
+        assert_eq!(give_way(), GaveWay::NoOneWaited);
+        // A new wait is held back for in full again.
+        let _stuck = waiter(&db);
+        assert_eq!(give_way(), GaveWay::WaiterStuck);
+        uninstall(&conn, Duration::from_secs(5));
     }
 }

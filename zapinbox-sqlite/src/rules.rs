@@ -77,9 +77,10 @@ pub(crate) fn settle(
     config: &mut QueueConfig,
     mode: SharedRules,
 ) -> Result<()> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(storage)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate);
+    // No longer waiting for the lock: other writers need not hold back.
+    crate::busy::done_waiting();
+    let tx = tx.map_err(storage)?;
     let ours = Stored::of(config);
     match load(&tx)? {
         None => save(&tx, ours)?,

@@ -317,7 +317,11 @@ fn run(mut conn: Connection, clock: Clock, mut rx: mpsc::Receiver<Message>, coun
             direct: Vec::new(),
         };
         last_batch = commit_batch(&mut conn, &clock, vec![first], &mut gather, counters);
-        busy::give_way();
+        // Not while a failed ROLLBACK left the write lock held.
+        if conn.is_autocommit() {
+            let gave_way = busy::give_way();
+            tracing::trace!(?gave_way, "after the batch");
+        }
         for job in std::mem::take(&mut gather.direct) {
             run_direct(&conn, &clock, job);
         }
