@@ -5,7 +5,7 @@
 //! `ZAPINBOX_TANSU_BROKERS` names one, and DynamoDB Local (at a tenth of
 //! the scale) when `ZAPINBOX_DYNAMO_ENDPOINT` names one.
 //!
-//!     cargo bench                          # full run (about 9 minutes)
+//!     cargo bench                          # full run (about 8 minutes)
 //!     ZAPINBOX_BENCH_QUICK=1 cargo bench   # smoke run, about 30 s
 //!     ZAPINBOX_BENCH_ONLY="64 concurrent" cargo bench   # one workload (and its raw baseline if paired)
 //!
