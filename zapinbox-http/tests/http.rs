@@ -845,19 +845,70 @@ async fn streams_are_limited_per_tenant(kind: Kind) {
 }
 
 async fn shutdown_finishes_requests_and_closes_streams(kind: Kind) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     let server = Server::start(kind, &[]).await;
     let mut stream = open_stream(&server, &format!("api_key={}", server.key), None).await;
-    let posting = server.post(json!({ "payload": { "last": true } }));
-    let (answer, ()) = futures::join!(posting, async {});
-    answer.expect(200);
+    // A post in flight when shutdown begins: on a connection the server
+    // has already answered once, its headers and half its body sent.
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let mut conn = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    async fn answered(conn: &mut tokio::net::TcpStream) -> String {
+        let (mut head, mut byte) = (Vec::new(), [0u8; 1]);
+        while !head.ends_with(b"\r\n\r\n") {
+            let read = conn.read(&mut byte).await.expect("read an answer");
+            assert!(read == 1, "the connection closed before an answer");
+            head.push(byte[0]);
+        }
+        String::from_utf8_lossy(&head).into_owned()
+    }
+    conn.write_all(format!("GET /health HTTP/1.1\r\nHost: {address}\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let health = answered(&mut conn).await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let length: usize = health
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_owned)
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a content length");
+    conn.read_exact(&mut vec![0; length])
+        .await
+        .expect("its body");
+    let body = json!({ "payload": { "last": true } }).to_string();
+    let (first, rest) = body.split_at(body.len() / 2);
+    conn.write_all(
+        format!(
+            "POST /events HTTP/1.1\r\nHost: {address}\r\nX-API-Key: {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{first}",
+            server.key,
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    // Time for the server to read the headers and wait for the body.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let stopped = tokio::spawn(server.shut_down());
-    // The stream ends (after any heartbeat in flight).
+    // The stream ends (after any heartbeat in flight): shutdown has begun.
     let deadline = tokio::time::Instant::now() + SOON;
     while stream
         .next(deadline.saturating_duration_since(tokio::time::Instant::now()))
         .await
         .is_some()
     {}
+    conn.write_all(rest.as_bytes())
+        .await
+        .expect("write the rest");
+    let posted = answered(&mut conn).await;
+    assert!(posted.starts_with("HTTP/1.1 200"), "{posted}");
     stopped.await.expect("joined").expect("a clean shutdown");
 }
 
