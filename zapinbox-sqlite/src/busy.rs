@@ -218,8 +218,9 @@ mod tests {
         waiter
     }
 
-    #[test]
-    fn a_writer_holds_back_until_the_waiter_begins() {
+    /// Fair turns on this thread for a connection; the side file's
+    /// database (in the returned directory).
+    fn fair_turns() -> (tempfile::TempDir, std::path::PathBuf, Connection) {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = dir.path().join("inbox.db");
         let conn = Connection::open_in_memory().expect("open");
@@ -229,6 +230,12 @@ mod tests {
             Waiters::open(&db).expect("side file"),
         )
         .expect("install");
+        (dir, db, conn)
+    }
+
+    #[test]
+    fn a_writer_holds_back_until_the_waiter_begins() {
+        let (_dir, db, conn) = fair_turns();
         // However late the waiter's thread runs on a loaded machine.
         TURN.with(|turn| {
             if let Some(turn) = turn.borrow_mut().as_mut() {
@@ -249,15 +256,7 @@ mod tests {
 
     #[test]
     fn a_stuck_waiter_gets_one_full_hold_back_then_short_pauses() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let db = dir.path().join("inbox.db");
-        let conn = Connection::open_in_memory().expect("open");
-        install(
-            &conn,
-            Duration::from_secs(5),
-            Waiters::open(&db).expect("side file"),
-        )
-        .expect("install");
+        let (_dir, db, conn) = fair_turns();
         let stuck = waiter(&db);
         assert_eq!(give_way(), GaveWay::WaiterStuck);
         assert_eq!(give_way(), GaveWay::ShortPause);
