@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OpenFlags, params};
 use zapinbox::sqlite::SqliteBackend;
 use zapinbox::{EventId, Timestamp};
 
@@ -94,6 +94,10 @@ pub enum Beside {
     SixtyFourPerTxn,
     /// Rows a second read in pages of 100 from a backlog.
     PagesOf100,
+    /// The same, read on a connection opened after the rows were written,
+    /// as a read pool's connection is: the writer's page cache does not
+    /// serve it.
+    PagesOf100Elsewhere,
     /// Events a second claimed and acked in batches of 100.
     ClaimAck100,
     /// Events a second claimed and acked one at a time.
@@ -103,6 +107,7 @@ pub enum Beside {
 /// The file the paired baselines run on.
 pub struct Baselines {
     conn: Arc<Mutex<Connection>>,
+    path: std::path::PathBuf,
     runs: AtomicUsize,
     _dir: tempfile::TempDir,
 }
@@ -115,6 +120,7 @@ impl Baselines {
         create_schema(&path).await;
         Baselines {
             conn: Arc::new(Mutex::new(connect(&path))),
+            path,
             runs: AtomicUsize::new(0),
             _dir: dir,
         }
@@ -123,10 +129,20 @@ impl Baselines {
     /// One run of `which` at `scale`, on a tenant of its own.
     pub async fn run(&self, which: Beside, scale: Scale) -> f64 {
         let tenant = format!("{which:?}-{}", self.runs.fetch_add(1, Ordering::Relaxed));
+        let path = self.path.clone();
         self.blocking(move |conn| match which {
             Beside::HundredPerTxn => per_txn(conn, &tenant, scale.throughput_events, 100),
             Beside::SixtyFourPerTxn => per_txn(conn, &tenant, scale.throughput_events, 64),
-            Beside::PagesOf100 => pages_of_100(conn, &tenant, scale.backlog),
+            Beside::PagesOf100 => {
+                bulk_insert(conn, &tenant, scale.backlog);
+                pages_of_100(conn, &tenant, scale.backlog)
+            }
+            Beside::PagesOf100Elsewhere => {
+                bulk_insert(conn, &tenant, scale.backlog);
+                let reader = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                    .expect("open a reader");
+                pages_of_100(&reader, &tenant, scale.backlog)
+            }
             Beside::ClaimAck100 => claim_ack(conn, &tenant, scale.claim_events, 100),
             Beside::ClaimAck1 => claim_ack(conn, &tenant, scale.claim_events / 10, 1),
         })
@@ -254,8 +270,8 @@ fn runs(scale: Scale, f: impl FnMut(usize) -> f64) -> f64 {
     crate::median((0..scale.runs).map(f).collect())
 }
 
+/// Reads the `backlog` rows of `tenant` in pages of 100; rows a second.
 fn pages_of_100(conn: &Connection, tenant: &str, backlog: usize) -> f64 {
-    bulk_insert(conn, tenant, backlog);
     let mut stmt = conn
         .prepare(
             "SELECT seq, id, source, event_type, topic, payload, idempotency_key, client_id,
