@@ -132,6 +132,14 @@ fn on_busy(tries: i32) -> bool {
     })
 }
 
+/// Begins an immediate transaction on `conn`, waiting in fair turns if this
+/// thread has them, and then says this writer no longer waits.
+pub(crate) fn begin_immediate(conn: &mut Connection) -> Result<rusqlite::Transaction<'_>> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate);
+    done_waiting();
+    tx.map_err(crate::error::storage)
+}
+
 /// Called once a transaction began (or failed to): no longer waiting.
 pub(crate) fn done_waiting() {
     TURN.with(|turn| {

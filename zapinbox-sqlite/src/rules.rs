@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use zapinbox_core::{Error, QueueConfig, Result};
 
 use crate::error::storage;
@@ -77,10 +77,7 @@ pub(crate) fn settle(
     config: &mut QueueConfig,
     mode: SharedRules,
 ) -> Result<()> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate);
-    // No longer waiting for the lock: other writers need not hold back.
-    crate::busy::done_waiting();
-    let tx = tx.map_err(storage)?;
+    let tx = crate::busy::begin_immediate(conn)?;
     let ours = Stored::of(config);
     match load(&tx)? {
         None => save(&tx, ours)?,

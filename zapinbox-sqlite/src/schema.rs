@@ -1,6 +1,6 @@
 //! The schema, versioned with `PRAGMA user_version`.
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::Connection;
 use zapinbox_core::{Error, Result};
 
 use crate::error::storage;
@@ -158,10 +158,7 @@ pub(crate) fn prepare_new_file(conn: &Connection) -> Result<()> {
 /// Brings the database up to [`SCHEMA_VERSION`]. Runs in one immediate
 /// transaction, so two processes opening one file migrate it once.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate);
-    // No longer waiting for the lock: other writers need not hold back.
-    crate::busy::done_waiting();
-    let tx = tx.map_err(storage)?;
+    let tx = crate::busy::begin_immediate(conn)?;
     let current: i64 = tx
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(storage)?;
