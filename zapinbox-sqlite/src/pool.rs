@@ -1,4 +1,4 @@
-//! A small pool of read-only connections, used on tokio's blocking threads.
+//! A small pool of read-only connections, shared fairly between tenants.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -66,7 +66,10 @@ impl ReadPool {
         })
     }
 
-    /// Runs `f` on a read connection on a blocking thread.
+    /// Runs `f` on a read connection, where blocking is allowed: in place
+    /// on a multi-thread runtime's worker (its other tasks move to another
+    /// thread meanwhile), on a blocking thread under a current-thread
+    /// runtime, and directly outside any runtime.
     pub(crate) async fn read<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
@@ -74,15 +77,23 @@ impl ReadPool {
         let loan = self.loan().await?;
         // The caller's span (the inbox call) follows the read to its thread.
         let span = tracing::trace_span!("sqlite_read");
-        tokio::task::spawn_blocking(move || {
+        let run = move || {
             let _entered = span.entered();
             match &loan.conn {
                 Some(conn) => f(conn),
                 None => Err(Error::permanent("read pool lost a connection")),
             }
-        })
-        .await
-        .map_err(|e| Error::permanent(format!("read task failed: {e}")))?
+        };
+        if blocks_in_place() {
+            // A page of 100 events reads in tens of microseconds: waking a
+            // blocking thread for it and the caller's thread after it took
+            // a third of a pull's time.
+            tokio::task::block_in_place(run)
+        } else {
+            tokio::task::spawn_blocking(run)
+                .await
+                .map_err(|e| Error::permanent(format!("read task failed: {e}")))?
+        }
     }
 
     /// Runs `f` for `tenant` on a read connection, within the tenant's
@@ -137,6 +148,16 @@ impl ReadPool {
         .await
         .map_err(|e| Error::permanent(format!("read task failed: {e}")))?
     }
+}
+
+/// Whether a read may block the calling thread: not on a current-thread
+/// runtime, whose one thread runs every task, and where
+/// `tokio::task::block_in_place` would panic.
+fn blocks_in_place() -> bool {
+    !matches!(
+        tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()),
+        Ok(tokio::runtime::RuntimeFlavor::CurrentThread)
+    )
 }
 
 #[cfg(test)]
@@ -197,5 +218,39 @@ mod tests {
             pool.shares.lock().expect("lock").is_empty(),
             "idle tenants keep no share"
         );
+    }
+
+    /// Which thread a read ran on.
+    async fn read_thread(pool: &Arc<ReadPool>) -> std::thread::ThreadId {
+        pool.read(|_| Ok(std::thread::current().id()))
+            .await
+            .expect("read")
+    }
+
+    #[test]
+    fn reads_run_under_every_runtime_and_outside_one() {
+        let pool = pool(2);
+        let here = std::thread::current().id();
+        // One thread runs every task: the read goes to a blocking thread.
+        let current = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        assert_ne!(current.block_on(read_thread(&pool)), here);
+        // Blocking in place: the read runs on the caller's thread.
+        let multi = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .expect("runtime");
+        assert_eq!(multi.block_on(read_thread(&pool)), here);
+        let spawned = multi
+            .block_on(async {
+                let pool = Arc::clone(&pool);
+                tokio::spawn(async move { (read_thread(&pool).await, std::thread::current().id()) })
+                    .await
+            })
+            .expect("task");
+        assert_eq!(spawned.0, spawned.1, "a worker reads in place");
+        assert_eq!(futures::executor::block_on(read_thread(&pool)), here);
+        assert_eq!(pool.lock().len(), 2, "every connection is back");
     }
 }
