@@ -1,6 +1,7 @@
 //! A small pool of read-only connections, shared fairly between tenants.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
@@ -87,8 +88,10 @@ impl ReadPool {
         if blocks_in_place() {
             // A page of 100 events reads in tens of microseconds: waking a
             // blocking thread for it and the caller's thread after it took
-            // a third of a pull's time.
-            tokio::task::block_in_place(run)
+            // a third of a pull's time. A panic stays an error of this
+            // read, as it is on a blocking thread.
+            tokio::task::block_in_place(|| std::panic::catch_unwind(AssertUnwindSafe(run)))
+                .map_err(|_| Error::permanent("read task failed: it panicked"))?
         } else {
             tokio::task::spawn_blocking(run)
                 .await
@@ -252,5 +255,38 @@ mod tests {
         assert_eq!(spawned.0, spawned.1, "a worker reads in place");
         assert_eq!(futures::executor::block_on(read_thread(&pool)), here);
         assert_eq!(pool.lock().len(), 2, "every connection is back");
+    }
+
+    #[test]
+    fn a_read_that_panics_fails_alone_and_returns_its_connection() {
+        let pool = pool(2);
+        let panics = |pool: &Arc<ReadPool>| {
+            let pool = Arc::clone(pool);
+            async move {
+                pool.read(|_| -> Result<()> { panic!("a read panics") })
+                    .await
+            }
+        };
+        let current = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let multi = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .expect("runtime");
+        let failed = [
+            current.block_on(panics(&pool)),
+            multi.block_on(panics(&pool)),
+            futures::executor::block_on(panics(&pool)),
+        ];
+        for failure in failed {
+            let message = failure.expect_err("a panic is an error").to_string();
+            assert!(message.contains("read task failed"), "{message}");
+        }
+        assert_eq!(pool.lock().len(), 2, "every connection is back");
+        assert_eq!(
+            futures::executor::block_on(read_thread(&pool)),
+            std::thread::current().id()
+        );
     }
 }
