@@ -188,7 +188,7 @@ fn main() {
             report.extend(rows);
         }
         if std::env::var_os("ZAPINBOX_BENCH_ONLY").is_none() {
-            report.extend(rss::measure(scale, &raw));
+            report.extend(rss::measure(scale));
             report.extend(raw.rows());
         }
     });

@@ -7,7 +7,6 @@ use zapinbox::sqlite::SqliteBackend;
 use zapinbox::{ClaimQuery, Inbox, NewEvent, PullQuery, TenantId};
 
 use crate::Scale;
-use crate::raw::Raw;
 use crate::report::Row;
 use crate::workloads::payload;
 
@@ -66,7 +65,7 @@ fn peak_rss_kib() -> Option<u64> {
 }
 
 /// Runs the child and reads its figures.
-pub fn measure(scale: Scale, _raw: &Raw) -> Vec<Row> {
+pub fn measure(scale: Scale) -> Vec<Row> {
     eprintln!("sqlite: peak RSS at {:?} pending events", scale.rss_points);
     let points = scale.rss_points.map(|p| p.to_string()).join(",");
     let exe = match std::env::current_exe() {

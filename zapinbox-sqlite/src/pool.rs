@@ -194,7 +194,7 @@ mod tests {
                 tokio::spawn(async move {
                     pool.read_for(&busy, move |_| {
                         holding.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        // On the read's blocking thread.
+                        // Holds the read's thread until released.
                         let _ = futures::executor::block_on(released.wait_for(|r| *r));
                         Ok(())
                     })
