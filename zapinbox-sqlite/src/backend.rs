@@ -25,7 +25,7 @@ use crate::maintenance::{
 };
 use crate::ops;
 use crate::ops::pull::Listing;
-use crate::pool::ReadPool;
+use crate::pool::{ReadPool, Work};
 use crate::rules::{self, SharedRules};
 use crate::schema;
 use crate::writer::Writer;
@@ -154,7 +154,8 @@ impl SqliteBuilder {
 
     /// How long a write waits for another process's transaction before it
     /// fails with a retryable error (default 5 s). Opening waits as long
-    /// for other processes opening or migrating the file.
+    /// for other processes opening or migrating the file, and a read as
+    /// long for a process recovering the file after a crash.
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
         self.busy_timeout = timeout;
         self
@@ -316,7 +317,7 @@ impl SqliteBackend {
         let (pages, free, page_size) = self
             .inner
             .readers
-            .read(|conn| {
+            .read(Work::Bounded, |conn| {
                 let pragma = |name: &str| -> Result<u64> {
                     conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0))
                         .map(|v| v.max(0) as u64)
@@ -461,7 +462,7 @@ impl SqliteBackend {
         let (now, policy) = (self.inner.config.clock.now(), self.inner.config.retry);
         self.inner
             .readers
-            .read_for(tenant, move |conn| {
+            .read_for(tenant, Work::Bounded, move |conn| {
                 let at = (now, &policy);
                 ops::pull::list(conn, &owned, listing, &query, resolved, at, NAME)
             })
@@ -477,7 +478,7 @@ impl SqliteBackend {
         let (owned, now) = (tenant.clone(), self.inner.config.clock.now());
         self.inner
             .readers
-            .read_for(tenant, move |conn| {
+            .read_for(tenant, Work::Bounded, move |conn| {
                 ops::quota::check_out(conn, &quotas, &owned, now)
             })
             .await
@@ -529,7 +530,7 @@ impl Leases for SqliteBackend {
             let candidates = self
                 .inner
                 .readers
-                .read_for(tenant, move |conn| {
+                .read_for(tenant, Work::MayScan, move |conn| {
                     ops::lease::claim_candidates(conn, now, &reader_tenant, &filter, want)
                 })
                 .await?;
@@ -575,7 +576,7 @@ impl Leases for SqliteBackend {
         let (now, policy) = (self.inner.config.clock.now(), self.inner.config.retry);
         self.inner
             .readers
-            .read_for(tenant, move |conn| {
+            .read_for(tenant, Work::MayScan, move |conn| {
                 ops::lease::claimable_at(conn, &owned, &filter, (now, &policy))
             })
             .await
@@ -744,7 +745,7 @@ impl InboxPull for SqliteBackend {
         let (now, policy) = (self.inner.config.clock.now(), self.inner.config.retry);
         self.inner
             .readers
-            .read_for(tenant, move |conn| {
+            .read_for(tenant, Work::Bounded, move |conn| {
                 ops::get::get(conn, &owned, id, now, &policy)
             })
             .await
@@ -784,7 +785,7 @@ impl Idempotency for SqliteBackend {
         let now = self.inner.config.clock.now();
         self.inner
             .readers
-            .read_for(tenant, move |conn| {
+            .read_for(tenant, Work::Bounded, move |conn| {
                 ops::keys::find_by_key(conn, now, &owned, &key)
             })
             .await
@@ -890,7 +891,7 @@ impl Stats for SqliteBackend {
         let (now, policy) = (self.inner.config.clock.now(), self.inner.config.retry);
         self.inner
             .readers
-            .read_for(tenant, move |conn| {
+            .read_for(tenant, Work::MayScan, move |conn| {
                 ops::stats::tenant_stats(conn, &owned, (now, &policy))
             })
             .await
@@ -914,7 +915,9 @@ impl Metering for SqliteBackend {
         let owned = tenant.clone();
         self.inner
             .readers
-            .read_for(tenant, move |conn| ops::usage::read(conn, &owned, &days))
+            .read_for(tenant, Work::MayScan, move |conn| {
+                ops::usage::read(conn, &owned, &days)
+            })
             .await
     }
 }

@@ -35,14 +35,18 @@
 //!   rolled the transaction back itself (a full disk, an I/O error), or
 //!   COMMIT fails, every caller in the batch gets that error, and nothing
 //!   of the batch is kept.
-//! - **Reads** (pull, get, dead letters, stats) run on a small pool of
-//!   read-only connections, at most all but one of them for one tenant. On
-//!   a multi-thread tokio runtime a read runs on the calling worker thread
-//!   (`tokio::task::block_in_place`, which moves the worker's other tasks
-//!   to another thread meanwhile): a page of 100 events reads in tens of
-//!   microseconds, and sending it to a blocking thread and back cost a
-//!   third of that. Other futures of the same task (`join!`) wait for the
-//!   read. On a current-thread runtime a read goes to a blocking thread.
+//! - **Reads** run on a small pool of read-only connections, at most all
+//!   but one of them for one tenant. A read whose work is bounded by what
+//!   it returns (a pull or dead-letter page, `get`, `find_by_key`, the
+//!   outbound quota check, [`SqliteBackend::stats`]) runs on the caller's
+//!   thread: a page of 100 events reads in about 60 µs, and sending it to
+//!   a blocking thread and back took about 40 µs more. Meanwhile other
+//!   futures of the same task wait, and a timeout around the call cannot
+//!   end it early. A read that may walk many rows (a claim's search for
+//!   candidates, `claimable_at`, `tenant_stats`, `usage`) runs on tokio's
+//!   blocking threads. A read waits for another process's lock as a write
+//!   does, up to the busy timeout; in WAL mode that happens only while a
+//!   process recovers the file after a crash.
 //! - **Commit order**: each event's row number, assigned inside the write
 //!   transaction, is its position; cursors are built on it, never on clocks
 //!   or ids, so an event committed after a reader passed a position still

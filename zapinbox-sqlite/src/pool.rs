@@ -1,7 +1,7 @@
 //! A small pool of read-only connections, shared fairly between tenants.
 
 use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
@@ -67,35 +67,26 @@ impl ReadPool {
         })
     }
 
-    /// Runs `f` on a read connection, where blocking is allowed: in place
-    /// on a multi-thread runtime's worker (its other tasks move to another
-    /// thread meanwhile), on a blocking thread under a current-thread
-    /// runtime, and directly outside any runtime.
+    /// Runs `f` on a read connection, on the thread `work` calls for.
     pub(crate) async fn read<T: Send + 'static>(
         self: &Arc<Self>,
+        work: Work,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let loan = self.loan().await?;
-        // The caller's span (the inbox call) follows the read to its thread.
+        // The caller's span (the inbox call) follows the read to whichever
+        // thread runs it.
         let span = tracing::trace_span!("sqlite_read");
-        let run = move || {
+        let read = move || {
             let _entered = span.entered();
             match &loan.conn {
                 Some(conn) => f(conn),
                 None => Err(Error::permanent("read pool lost a connection")),
             }
         };
-        if blocks_in_place() {
-            // A page of 100 events reads in tens of microseconds: waking a
-            // blocking thread for it and the caller's thread after it took
-            // a third of a pull's time. A panic stays an error of this
-            // read, as it is on a blocking thread.
-            tokio::task::block_in_place(|| std::panic::catch_unwind(AssertUnwindSafe(run)))
-                .map_err(|_| Error::permanent("read task failed: it panicked"))?
-        } else {
-            tokio::task::spawn_blocking(run)
-                .await
-                .map_err(|e| Error::permanent(format!("read task failed: {e}")))?
+        match work {
+            Work::Bounded => run_here(read),
+            Work::MayScan => run_blocking(read).await,
         }
     }
 
@@ -104,33 +95,25 @@ impl ReadPool {
     pub(crate) async fn read_for<T: Send + 'static>(
         self: &Arc<Self>,
         tenant: &TenantId,
+        work: Work,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let share = {
-            let mut shares = self.shares.lock().unwrap_or_else(|p| p.into_inner());
-            let most = self.size.saturating_sub(1).max(1);
-            Arc::clone(
-                shares
-                    .entry(tenant.clone())
-                    .or_insert_with(|| Arc::new(Semaphore::new(most))),
-            )
-        };
-        let turn = Arc::clone(&share)
+        let share = Share::take(self, tenant);
+        let turn = Arc::clone(&share.turns)
             .acquire_owned()
             .await
             .map_err(|_| Error::permanent("the read pool is closed"))?;
-        let out = self.read(f).await;
-        drop(turn);
-        // The last of the tenant's reads forgets its share: idle tenants
-        // keep no memory.
-        let mut shares = self.shares.lock().unwrap_or_else(|p| p.into_inner());
-        if Arc::strong_count(&share) == 2 {
-            shares.remove(tenant);
-        }
-        out
+        // The turn ends with the read, even one left running on a blocking
+        // thread by a caller that stopped waiting.
+        self.read(work, move |conn| {
+            let _turn = turn;
+            f(conn)
+        })
+        .await
     }
 
-    /// Runs `f` on every connection of the pool, waiting until all are idle.
+    /// Runs `f` on every connection of the pool, waiting until all are
+    /// idle, on a blocking thread.
     pub(crate) async fn read_each<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl Fn(&Connection) -> Result<T> + Send + 'static,
@@ -143,24 +126,88 @@ impl ReadPool {
             .map_err(|_| Error::permanent("the read pool is closed"))?;
         let conns = std::mem::take(&mut *self.lock());
         let pool = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let out = conns.iter().map(&f).collect();
+        run_blocking(move || {
+            let out = catch_unwind(AssertUnwindSafe(|| conns.iter().map(&f).collect()));
+            // Back before the permits go, even after a panic.
             pool.lock().extend(conns);
-            out
+            out.map_err(panicked)?
         })
         .await
-        .map_err(|e| Error::permanent(format!("read task failed: {e}")))?
     }
 }
 
-/// Whether a read may block the calling thread: not on a current-thread
-/// runtime, whose one thread runs every task, and where
-/// `tokio::task::block_in_place` would panic.
-fn blocks_in_place() -> bool {
-    !matches!(
-        tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()),
-        Ok(tokio::runtime::RuntimeFlavor::CurrentThread)
-    )
+/// How much work a read may do, which decides the thread it runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Work {
+    /// Bounded by what it returns (a page, a few rows): runs on the
+    /// caller's thread. A page of 100 events reads in about 60 µs, and
+    /// sending it to a blocking thread and back took about 40 µs more.
+    Bounded,
+    /// May walk many rows (a claim's search with a filter no index
+    /// serves, counts over a range): runs on a blocking thread, so that it
+    /// holds no runtime thread.
+    MayScan,
+}
+
+/// One tenant's share of the pool, taken for one read: the last of the
+/// tenant's reads in flight forgets it, so idle tenants keep no memory.
+struct Share<'a> {
+    pool: &'a ReadPool,
+    tenant: &'a TenantId,
+    turns: Arc<Semaphore>,
+}
+
+impl<'a> Share<'a> {
+    fn take(pool: &'a ReadPool, tenant: &'a TenantId) -> Self {
+        let mut shares = pool.shares.lock().unwrap_or_else(|p| p.into_inner());
+        let most = pool.size.saturating_sub(1).max(1);
+        let turns = shares
+            .entry(tenant.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(most)));
+        Share {
+            pool,
+            tenant,
+            turns: Arc::clone(turns),
+        }
+    }
+}
+
+impl Drop for Share<'_> {
+    fn drop(&mut self) {
+        let mut shares = self.pool.shares.lock().unwrap_or_else(|p| p.into_inner());
+        // The map's and this one: no other read of the tenant holds it.
+        if Arc::strong_count(&self.turns) == 2 {
+            shares.remove(self.tenant);
+        }
+    }
+}
+
+/// Runs a read on this thread; a panic is the read's error.
+fn run_here<T>(read: impl FnOnce() -> Result<T>) -> Result<T> {
+    // The connection is safe to use after a panic: an open read
+    // transaction rolls back as its guard unwinds, statements reset.
+    catch_unwind(AssertUnwindSafe(read)).map_err(panicked)?
+}
+
+/// Runs a read on a blocking thread of the runtime, or here outside one.
+async fn run_blocking<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return run_here(read);
+    }
+    tokio::task::spawn_blocking(move || run_here(read))
+        .await
+        .map_err(|e| Error::permanent(format!("read task failed: {e}")))?
+}
+
+fn panicked(payload: Box<dyn std::any::Any + Send>) -> Error {
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message");
+    Error::permanent(format!("read task failed: it panicked: {message}"))
 }
 
 #[cfg(test)]
@@ -192,7 +239,7 @@ mod tests {
                     (Arc::clone(&pool), busy.clone(), released.clone());
                 let holding = Arc::clone(&holding);
                 tokio::spawn(async move {
-                    pool.read_for(&busy, move |_| {
+                    pool.read_for(&busy, Work::MayScan, move |_| {
                         holding.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         // Holds the read's thread until released.
                         let _ = futures::executor::block_on(released.wait_for(|r| *r));
@@ -209,7 +256,8 @@ mod tests {
         // could. Without a share per tenant it would, and this read would
         // wait for ever.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        tokio::time::timeout(Duration::from_secs(10), pool.read_for(&quiet, |_| Ok(())))
+        let quiet_read = pool.read_for(&quiet, Work::Bounded, |_| Ok(()));
+        tokio::time::timeout(Duration::from_secs(10), quiet_read)
             .await
             .expect("the quiet tenant finds a connection while the busy one holds its share")
             .expect("read");
@@ -223,70 +271,112 @@ mod tests {
         );
     }
 
-    /// Which thread a read ran on.
-    async fn read_thread(pool: &Arc<ReadPool>) -> std::thread::ThreadId {
-        pool.read(|_| Ok(std::thread::current().id()))
+    /// Which thread a read with `work` ran on.
+    async fn read_thread(pool: &Arc<ReadPool>, work: Work) -> std::thread::ThreadId {
+        pool.read(work, |_| Ok(std::thread::current().id()))
             .await
             .expect("read")
     }
 
-    #[test]
-    fn reads_run_under_every_runtime_and_outside_one() {
-        let pool = pool(2);
-        let here = std::thread::current().id();
-        // One thread runs every task: the read goes to a blocking thread.
-        let current = tokio::runtime::Builder::new_current_thread()
+    fn current_thread() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
             .build()
-            .expect("runtime");
-        assert_ne!(current.block_on(read_thread(&pool)), here);
-        // Blocking in place: the read runs on the caller's thread.
-        let multi = tokio::runtime::Builder::new_multi_thread()
+            .expect("runtime")
+    }
+
+    fn multi_thread() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .build()
-            .expect("runtime");
-        assert_eq!(multi.block_on(read_thread(&pool)), here);
-        let spawned = multi
-            .block_on(async {
-                let pool = Arc::clone(&pool);
-                tokio::spawn(async move { (read_thread(&pool).await, std::thread::current().id()) })
-                    .await
+            .expect("runtime")
+    }
+
+    /// Where a read with `work` runs, from a task spawned on a runtime's
+    /// worker: that worker's thread, or another.
+    fn reads_on_the_worker(runtime: &tokio::runtime::Runtime, work: Work) -> bool {
+        let pool = pool(1);
+        let (read, worker) = runtime
+            .block_on(async move {
+                tokio::spawn(async move {
+                    (read_thread(&pool, work).await, std::thread::current().id())
+                })
+                .await
             })
             .expect("task");
-        assert_eq!(spawned.0, spawned.1, "a worker reads in place");
-        assert_eq!(futures::executor::block_on(read_thread(&pool)), here);
-        assert_eq!(pool.lock().len(), 2, "every connection is back");
+        read == worker
     }
 
     #[test]
-    fn a_read_that_panics_fails_alone_and_returns_its_connection() {
+    fn a_bounded_read_runs_on_the_callers_thread() {
+        assert!(reads_on_the_worker(&current_thread(), Work::Bounded));
+        assert!(reads_on_the_worker(&multi_thread(), Work::Bounded));
+        let pool = pool(1);
+        let here = std::thread::current().id();
+        assert_eq!(
+            futures::executor::block_on(read_thread(&pool, Work::Bounded)),
+            here
+        );
+    }
+
+    #[test]
+    fn a_read_that_may_scan_runs_on_a_blocking_thread_or_alone_outside_a_runtime() {
+        assert!(!reads_on_the_worker(&current_thread(), Work::MayScan));
+        assert!(!reads_on_the_worker(&multi_thread(), Work::MayScan));
+        let pool = pool(1);
+        let here = std::thread::current().id();
+        assert_eq!(
+            futures::executor::block_on(read_thread(&pool, Work::MayScan)),
+            here
+        );
+    }
+
+    #[test]
+    fn reads_work_in_a_local_set_on_a_multi_thread_runtime() {
+        // Where tokio refuses `block_in_place`.
+        let (runtime, pool) = (multi_thread(), pool(1));
+        let local = tokio::task::LocalSet::new();
+        for work in [Work::Bounded, Work::MayScan] {
+            let read = local.block_on(&runtime, pool.read(work, |_| Ok(1)));
+            assert_eq!(read.expect("read"), 1);
+        }
+    }
+
+    #[test]
+    fn a_read_that_panics_is_an_error_and_returns_its_connection() {
         let pool = pool(2);
-        let panics = |pool: &Arc<ReadPool>| {
-            let pool = Arc::clone(pool);
+        let panics = |work| {
+            let pool = Arc::clone(&pool);
             async move {
-                pool.read(|_| -> Result<()> { panic!("a read panics") })
+                pool.read(work, |_| -> Result<()> { panic!("a read panics") })
                     .await
             }
         };
-        let current = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
-        let multi = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .build()
-            .expect("runtime");
-        let failed = [
-            current.block_on(panics(&pool)),
-            multi.block_on(panics(&pool)),
-            futures::executor::block_on(panics(&pool)),
-        ];
-        for failure in failed {
-            let message = failure.expect_err("a panic is an error").to_string();
-            assert!(message.contains("read task failed"), "{message}");
+        let (current, multi) = (current_thread(), multi_thread());
+        for work in [Work::Bounded, Work::MayScan] {
+            let failed = [
+                current.block_on(panics(work)),
+                multi
+                    .block_on(async { tokio::spawn(panics(work)).await })
+                    .expect("the task itself does not panic"),
+                futures::executor::block_on(panics(work)),
+            ];
+            for failure in failed {
+                let message = failure.expect_err("a panic is an error").to_string();
+                assert!(message.contains("panicked: a read panics"), "{message}");
+            }
         }
         assert_eq!(pool.lock().len(), 2, "every connection is back");
-        assert_eq!(
-            futures::executor::block_on(read_thread(&pool)),
-            std::thread::current().id()
-        );
+        let read = futures::executor::block_on(pool.read(Work::Bounded, |_| Ok(1)));
+        assert_eq!(read.expect("read"), 1);
+    }
+
+    #[test]
+    fn a_panic_on_every_connection_returns_them_all() {
+        let pool = pool(2);
+        let failed = current_thread()
+            .block_on(pool.read_each(|_| -> Result<()> { panic!("a read panics") }));
+        let message = failed.expect_err("a panic is an error").to_string();
+        assert!(message.contains("panicked: a read panics"), "{message}");
+        assert_eq!(pool.lock().len(), 2, "every connection is back");
     }
 }
