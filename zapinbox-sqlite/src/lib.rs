@@ -77,6 +77,7 @@ mod backup;
 mod busy;
 mod changes;
 mod connection;
+mod counts;
 mod error;
 #[cfg(test)]
 mod faults;

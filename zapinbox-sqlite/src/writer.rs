@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use zapinbox_core::{Clock, Error, Result};
 
 use crate::busy;
+use crate::counts::PendingCounts;
 use crate::error::storage;
 
 /// Most requests committed in one transaction: bounds the time a batch
@@ -48,13 +49,29 @@ const MAX_REPLAYS: usize = 2;
 
 /// A write operation. It may run more than once (after a rollback of its
 /// batch), so it reads its inputs and depends only on the database.
-type Op<T> = Box<dyn Fn(&Connection, &Clock) -> Result<T> + Send>;
+type Op<T> = Box<dyn Fn(&WriteConn, &Clock) -> Result<T> + Send>;
+
+/// The write connection, with the pending events its open transaction
+/// has counted but not yet written (see `counts`).
+pub(crate) struct WriteConn {
+    conn: Connection,
+    /// Written just before each COMMIT, forgotten at each BEGIN.
+    pub(crate) pending: PendingCounts,
+}
+
+impl std::ops::Deref for WriteConn {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
 
 /// One queued request, type-erased so one channel carries them all.
 trait Job: Send {
     /// Runs the operation and keeps its result; returns its error, if any,
     /// as the batch would report it.
-    fn run(&mut self, conn: &Connection, clock: &Clock) -> Option<CommitFailure>;
+    fn run(&mut self, conn: &WriteConn, clock: &Clock) -> Option<CommitFailure>;
 
     /// Answers the caller: its own result if its batch committed (or it was
     /// set aside with its own error), the commit's failure otherwise.
@@ -71,7 +88,7 @@ struct Typed<T> {
 }
 
 impl<T: Send + 'static> Job for Typed<T> {
-    fn run(&mut self, conn: &Connection, clock: &Clock) -> Option<CommitFailure> {
+    fn run(&mut self, conn: &WriteConn, clock: &Clock) -> Option<CommitFailure> {
         // A panicking operation fails its own request, not the writer
         // thread and everyone after it.
         let op = &self.op;
@@ -208,6 +225,10 @@ impl Writer {
                 {
                     tracing::warn!(error = %e, "fair busy handling not installed");
                 }
+                let conn = WriteConn {
+                    conn,
+                    pending: PendingCounts::default(),
+                };
                 run(conn, clock, rx, &shared)
             })
             .map_err(|e| Error::permanent(format!("cannot start the writer thread: {e}")))?;
@@ -221,7 +242,7 @@ impl Writer {
     /// Runs `op` in the next group commit; answers after that commit.
     pub(crate) async fn write<T: Send + 'static>(
         &self,
-        op: impl Fn(&Connection, &Clock) -> Result<T> + Send + 'static,
+        op: impl Fn(&WriteConn, &Clock) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         self.submit(op, Message::Job).await
     }
@@ -230,14 +251,14 @@ impl Writer {
     /// SQLite refuses inside one, such as a WAL checkpoint.
     pub(crate) async fn direct<T: Send + 'static>(
         &self,
-        op: impl Fn(&Connection, &Clock) -> Result<T> + Send + 'static,
+        op: impl Fn(&WriteConn, &Clock) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         self.submit(op, Message::Direct).await
     }
 
     async fn submit<T: Send + 'static>(
         &self,
-        op: impl Fn(&Connection, &Clock) -> Result<T> + Send + 'static,
+        op: impl Fn(&WriteConn, &Clock) -> Result<T> + Send + 'static,
         kind: fn(Box<dyn Job>) -> Message,
     ) -> Result<T> {
         let (reply, answer) = oneshot::channel();
@@ -298,7 +319,7 @@ pub(crate) fn closed() -> Error {
     Error::permanent("the SQLite inbox is closed")
 }
 
-fn run(mut conn: Connection, clock: Clock, mut rx: mpsc::Receiver<Message>, counters: &Counters) {
+fn run(mut conn: WriteConn, clock: Clock, mut rx: mpsc::Receiver<Message>, counters: &Counters) {
     let mut last_batch = 1;
     loop {
         let first = match rx.blocking_recv() {
@@ -353,7 +374,7 @@ struct Gather<'a> {
 }
 
 /// Runs a direct job outside any transaction and answers it.
-fn run_direct(conn: &Connection, clock: &Clock, mut job: Box<dyn Job>) {
+fn run_direct(conn: &WriteConn, clock: &Clock, mut job: Box<dyn Job>) {
     end_open_transaction(conn);
     job.run(conn, clock);
     // It may have waited for the write lock (vacuum, optimize).
@@ -394,7 +415,7 @@ impl Gather<'_> {
 /// counts the commit, then answers each. Returns how many requests the
 /// batch held.
 fn commit_batch(
-    conn: &mut Connection,
+    conn: &mut WriteConn,
     clock: &Clock,
     mut jobs: Vec<Box<dyn Job>>,
     gather: &mut Gather<'_>,
@@ -408,7 +429,11 @@ fn commit_batch(
         }
         match run_batch(conn, clock, &mut jobs, gather) {
             Ok(()) => {
-                break exec(conn, "COMMIT").map_err(|e| CommitFailure::from_error("COMMIT", &e));
+                break conn
+                    .pending
+                    .write(conn)
+                    .and_then(|()| exec(conn, "COMMIT"))
+                    .map_err(|e| CommitFailure::from_error("COMMIT", &e));
             }
             // Rolled back: that request answers its own error, the rest
             // run again, unless failures keep coming.
@@ -461,7 +486,7 @@ enum Stop {
 /// meanwhile, leaving it open with every job's changes; or says why it
 /// stopped.
 fn run_batch(
-    conn: &mut Connection,
+    conn: &mut WriteConn,
     clock: &Clock,
     jobs: &mut Vec<Box<dyn Job>>,
     gather: &mut Gather<'_>,
@@ -470,6 +495,7 @@ fn run_batch(
     end_open_transaction(conn);
     let begun = exec(conn, "BEGIN IMMEDIATE");
     busy::done_waiting();
+    conn.pending.forget();
     begun.map_err(|e| failed("BEGIN", e))?;
     let mut next = 0;
     loop {
@@ -529,7 +555,8 @@ mod tests {
             "PRAGMA foreign_keys = ON;
              CREATE TABLE parent (id INTEGER PRIMARY KEY);
              CREATE TABLE child (parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);
-             CREATE TABLE log (n INTEGER NOT NULL UNIQUE);",
+             CREATE TABLE log (n INTEGER NOT NULL UNIQUE);
+             CREATE TABLE tenant_counts (tenant TEXT PRIMARY KEY, pending INTEGER NOT NULL DEFAULT 0);",
         )
         .expect("schema");
         Writer::spawn(conn, Clock::system(), None).expect("spawn")
@@ -588,7 +615,7 @@ mod tests {
 
     fn send<T: Send + 'static>(
         w: &Arc<Writer>,
-        op: impl Fn(&Connection, &Clock) -> Result<T> + Send + 'static,
+        op: impl Fn(&WriteConn, &Clock) -> Result<T> + Send + 'static,
     ) -> tokio::task::JoinHandle<Result<T>> {
         let w = Arc::clone(w);
         tokio::spawn(async move { w.write(op).await })
@@ -628,7 +655,7 @@ mod tests {
     fn counted(
         runs: &Arc<AtomicU64>,
         n: i64,
-    ) -> impl Fn(&Connection, &Clock) -> Result<i64> + Send + 'static {
+    ) -> impl Fn(&WriteConn, &Clock) -> Result<i64> + Send + 'static {
         let runs = Arc::clone(runs);
         move |conn, _| {
             runs.fetch_add(1, Ordering::SeqCst);
@@ -677,6 +704,61 @@ mod tests {
         );
         let rows = w.write(|conn, _| Ok(logged(conn))).await.expect("read");
         assert_eq!(rows, vec![1, 2], "nothing of the failed request stayed");
+    }
+
+    /// Counts `n` pending events of `tenant` and logs `n`.
+    fn counting(
+        tenant: &str,
+        n: i64,
+    ) -> impl Fn(&WriteConn, &Clock) -> Result<i64> + Send + 'static {
+        let tenant = zapinbox_core::TenantId::new(tenant).expect("tenant");
+        move |conn, _| {
+            insert(conn, n)?;
+            conn.pending.add(conn, &tenant, n)?;
+            Ok(n)
+        }
+    }
+
+    fn pending(conn: &Connection) -> Vec<(String, i64)> {
+        let mut stmt = conn
+            .prepare("SELECT tenant, pending FROM tenant_counts ORDER BY tenant")
+            .expect("prepare");
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn counts_of_a_batch_are_written_once_at_commit_and_not_again_on_replay() {
+        let w = writer();
+        let (release, occupied) = occupy(&w).await;
+        let counted =
+            [("a", 1), ("b", 2), ("a", 4)].map(|(tenant, n)| send(&w, counting(tenant, n)));
+        queued(&w, 3).await;
+        // Later in the same transaction, as a trigger would: the row of a
+        // tenant first counted in it is already there.
+        let moved = send(&w, |conn, _| {
+            conn.execute(
+                "UPDATE tenant_counts SET pending = pending - 1 WHERE tenant = 'b'",
+                [],
+            )
+            .map_err(storage)
+        });
+        queued(&w, 4).await;
+        // Fails after writing: the batch is rolled back and run again.
+        let dirty = send(&w, |conn, _| insert(conn, 8).and_then(|_| insert(conn, 8)));
+        queued(&w, 5).await;
+        drop(release);
+        occupied.await.expect("task");
+        for request in counted {
+            request.await.expect("task").expect("counted");
+        }
+        assert_eq!(moved.await.expect("task").expect("moved"), 1);
+        assert!(dirty.await.expect("task").is_err());
+        assert_eq!(w.replays(), 1);
+        let counts = w.write(|conn, _| Ok(pending(conn))).await.expect("read");
+        assert_eq!(counts, [("a".to_owned(), 5), ("b".to_owned(), 1)]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,14 +11,16 @@ use zapinbox_core::{
 
 use crate::error::{corrupt, storage};
 use crate::row::millis;
+use crate::writer::WriteConn;
 
 /// Stores `rows` in order, all or none. Every idempotency key is checked
 /// before the first row is written, so a duplicate is answered and a
 /// conflict refused without writing: only a storage failure can fail the
 /// request after it wrote, which makes the writer roll back and replay its
-/// batch (see `writer`).
+/// batch (see `writer`). The new events are counted in the tenant's
+/// counts when the transaction commits (see `counts`).
 pub(crate) fn ingest(
-    conn: &Connection,
+    conn: &WriteConn,
     clock: &Clock,
     tenant: &TenantId,
     rows: &[EventParts],
@@ -50,21 +52,9 @@ pub(crate) fn ingest(
         })
         .collect::<Result<Vec<_>>>()?;
     if stored > 0 {
-        count_pending(conn, tenant, stored)?;
+        conn.pending.add(conn, tenant, stored)?;
     }
     Ok(ingested)
-}
-
-/// Adds `n` new pending events to the tenant's counts (schema v5; the
-/// triggers there follow everything else).
-fn count_pending(conn: &Connection, tenant: &TenantId, n: i64) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO tenant_counts (tenant, pending) VALUES (?1, ?2)
-         ON CONFLICT (tenant) DO UPDATE SET pending = pending + excluded.pending",
-    )
-    .and_then(|mut stmt| stmt.execute(params![tenant.as_str(), n]))
-    .map(|_| ())
-    .map_err(storage)
 }
 
 /// What ingest does with one row.
