@@ -460,9 +460,15 @@ impl SqliteBackend {
         let resolved = query.resolve(tenant, NAME)?;
         let owned = tenant.clone();
         let (now, policy) = (self.inner.config.clock.now(), self.inner.config.retry);
+        // A dead-letter page sorts the tenant's unsettled events and checks
+        // other filters row by row; a pending page reads what it returns.
+        let work = match listing {
+            Listing::Pending => Work::Bounded,
+            Listing::DeadLetters => Work::MayScan,
+        };
         self.inner
             .readers
-            .read_for(tenant, Work::Bounded, move |conn| {
+            .read_for(tenant, work, move |conn| {
                 let at = (now, &policy);
                 ops::pull::list(conn, &owned, listing, &query, resolved, at, NAME)
             })

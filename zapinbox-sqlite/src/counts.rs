@@ -23,9 +23,13 @@ impl PendingCounts {
     /// tenant in a transaction is written at once, which makes its row if
     /// it is missing: the triggers of later statements of the same
     /// transaction (a delete, a change of status) update that row and must
-    /// find it. Later ones wait for [`PendingCounts::write`].
+    /// find it. Later ones wait for [`PendingCounts::write`]. Outside a
+    /// transaction every count is written at once. Call it after the
+    /// request's own writes: the writer tells a request that failed after
+    /// writing by the rows it changed, and a count kept in memory is none.
     pub(crate) fn add(&self, conn: &Connection, tenant: &TenantId, n: i64) -> Result<()> {
-        if let Some(added) = self.added.borrow_mut().get_mut(tenant) {
+        let open = !conn.is_autocommit();
+        if let Some(added) = self.added.borrow_mut().get_mut(tenant).filter(|_| open) {
             *added += n;
             return Ok(());
         }
@@ -35,7 +39,9 @@ impl PendingCounts {
         )
         .and_then(|mut stmt| stmt.execute(params![tenant.as_str(), n]))
         .map_err(storage)?;
-        self.added.borrow_mut().insert(tenant.clone(), 0);
+        if open {
+            self.added.borrow_mut().insert(tenant.clone(), 0);
+        }
         Ok(())
     }
 

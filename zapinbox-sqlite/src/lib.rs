@@ -37,16 +37,19 @@
 //!   of the batch is kept.
 //! - **Reads** run on a small pool of read-only connections, at most all
 //!   but one of them for one tenant. A read whose work is bounded by what
-//!   it returns (a pull or dead-letter page, `get`, `find_by_key`, the
+//!   it returns (a pull page, `get`, `find_by_key`, the
 //!   outbound quota check, [`SqliteBackend::stats`]) runs on the caller's
 //!   thread: a page of 100 events reads in about 60 µs, and sending it to
-//!   a blocking thread and back took about 40 µs more. Meanwhile other
-//!   futures of the same task wait, and a timeout around the call cannot
-//!   end it early. A read that may walk many rows (a claim's search for
-//!   candidates, `claimable_at`, `tenant_stats`, `usage`) runs on tokio's
-//!   blocking threads. A read waits for another process's lock as a write
-//!   does, up to the busy timeout; in WAL mode that happens only while a
-//!   process recovers the file after a crash.
+//!   a blocking thread and back took about 40 µs more. Meanwhile the
+//!   thread does nothing else (on a current-thread runtime no task runs;
+//!   on a multi-thread one, the tasks queued on that worker wait unless
+//!   another worker takes them), and a timeout around the call cannot end
+//!   it early. A read that may walk many rows (a dead-letter page, a
+//!   claim's search for candidates, `claimable_at`, `tenant_stats`,
+//!   `usage`) runs on tokio's blocking threads. A read waits for another
+//!   process's lock as a write does, up to the busy timeout: in WAL mode,
+//!   while a process recovers the file after a crash or its last
+//!   connection closes and cleans up the WAL.
 //! - **Commit order**: each event's row number, assigned inside the write
 //!   transaction, is its position; cursors are built on it, never on clocks
 //!   or ids, so an event committed after a reader passed a position still

@@ -103,9 +103,11 @@ impl ReadPool {
             .acquire_owned()
             .await
             .map_err(|_| Error::permanent("the read pool is closed"))?;
-        // The turn ends with the read, even one left running on a blocking
-        // thread by a caller that stopped waiting.
+        // The turn and the share end with the read (the turn first), even
+        // one left running on a blocking thread by a caller that stopped
+        // waiting.
         self.read(work, move |conn| {
+            let _share = share;
             let _turn = turn;
             f(conn)
         })
@@ -120,13 +122,16 @@ impl ReadPool {
     ) -> Result<Vec<T>> {
         let size = u32::try_from(self.size).map_err(Error::permanent)?;
         // All permits at once: two callers cannot each hold half the pool.
-        let _all = Arc::clone(&self.available)
+        let all = Arc::clone(&self.available)
             .acquire_many_owned(size)
             .await
             .map_err(|_| Error::permanent("the read pool is closed"))?;
         let conns = std::mem::take(&mut *self.lock());
         let pool = Arc::clone(self);
+        // The permits go with the connections, even when the caller
+        // stopped waiting.
         run_blocking(move || {
+            let _all = all;
             let out = catch_unwind(AssertUnwindSafe(|| conns.iter().map(&f).collect()));
             // Back before the permits go, even after a panic.
             pool.lock().extend(conns);
@@ -151,33 +156,35 @@ pub(crate) enum Work {
 
 /// One tenant's share of the pool, taken for one read: the last of the
 /// tenant's reads in flight forgets it, so idle tenants keep no memory.
-struct Share<'a> {
-    pool: &'a ReadPool,
-    tenant: &'a TenantId,
+struct Share {
+    pool: Arc<ReadPool>,
+    tenant: TenantId,
     turns: Arc<Semaphore>,
 }
 
-impl<'a> Share<'a> {
-    fn take(pool: &'a ReadPool, tenant: &'a TenantId) -> Self {
+impl Share {
+    fn take(pool: &Arc<ReadPool>, tenant: &TenantId) -> Self {
         let mut shares = pool.shares.lock().unwrap_or_else(|p| p.into_inner());
         let most = pool.size.saturating_sub(1).max(1);
         let turns = shares
             .entry(tenant.clone())
             .or_insert_with(|| Arc::new(Semaphore::new(most)));
+        let turns = Arc::clone(turns);
+        drop(shares);
         Share {
-            pool,
-            tenant,
-            turns: Arc::clone(turns),
+            pool: Arc::clone(pool),
+            tenant: tenant.clone(),
+            turns,
         }
     }
 }
 
-impl Drop for Share<'_> {
+impl Drop for Share {
     fn drop(&mut self) {
         let mut shares = self.pool.shares.lock().unwrap_or_else(|p| p.into_inner());
         // The map's and this one: no other read of the tenant holds it.
         if Arc::strong_count(&self.turns) == 2 {
-            shares.remove(self.tenant);
+            shares.remove(&self.tenant);
         }
     }
 }
@@ -375,5 +382,44 @@ mod tests {
         let message = failed.expect_err("a panic is an error").to_string();
         assert!(message.contains("panicked: a read panics"), "{message}");
         assert_eq!(pool.lock().len(), 2, "every connection is back");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_its_caller_left_keeps_its_turn_until_it_ends() {
+        let pool = pool(4);
+        let tenant = TenantId::new("left").expect("tenant");
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        let read = tokio::spawn({
+            let (pool, tenant) = (Arc::clone(&pool), tenant.clone());
+            async move {
+                pool.read_for(&tenant, Work::MayScan, move |_| {
+                    let _ = started_tx.send(());
+                    let _ = released.recv();
+                    Ok(())
+                })
+                .await
+            }
+        });
+        started.await.expect("the read runs");
+        read.abort();
+        let _ = read.await;
+        let turns_left = |pool: &ReadPool| {
+            let shares = pool.shares.lock().expect("lock");
+            shares.get(&tenant).map(|turns| turns.available_permits())
+        };
+        assert_eq!(
+            turns_left(&pool),
+            Some(2),
+            "the read still running holds its turn"
+        );
+        drop(release);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while turns_left(&pool).is_some() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the share is forgotten once the read ends");
     }
 }

@@ -82,9 +82,9 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_leased ON events (tenant, lease_expires_at)
         WHERE status = 0 AND lease_expires_at IS NOT NULL;
     -- Events of each tenant in each stored status, in the same
-    -- transaction as every write: ingest adds its events once a commit
-    -- (a trigger a row halved ingest; see counts.rs), the triggers below
-    -- follow every change of status and every removal.
+    -- transaction as every write: ingest adds its events once a request
+    -- (a trigger a row halved ingest), the triggers below follow every
+    -- change of status and every removal.
     CREATE TABLE tenant_counts (
         tenant        TEXT    NOT NULL PRIMARY KEY,
         pending       INTEGER NOT NULL DEFAULT 0,

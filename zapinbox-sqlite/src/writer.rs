@@ -432,8 +432,10 @@ fn commit_batch(
                 break conn
                     .pending
                     .write(conn)
-                    .and_then(|()| exec(conn, "COMMIT"))
-                    .map_err(|e| CommitFailure::from_error("COMMIT", &e));
+                    .map_err(|e| CommitFailure::from_error("counting pending events", &e))
+                    .and_then(|()| {
+                        exec(conn, "COMMIT").map_err(|e| CommitFailure::from_error("COMMIT", &e))
+                    });
             }
             // Rolled back: that request answers its own error, the rest
             // run again, unless failures keep coming.

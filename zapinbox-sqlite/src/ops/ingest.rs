@@ -17,8 +17,9 @@ use crate::writer::WriteConn;
 /// before the first row is written, so a duplicate is answered and a
 /// conflict refused without writing: only a storage failure can fail the
 /// request after it wrote, which makes the writer roll back and replay its
-/// batch (see `writer`). The new events are counted in the tenant's
-/// counts when the transaction commits (see `counts`).
+/// batch (see `writer`). The new events join the tenant's counts: the
+/// first count of a tenant in a transaction at once, later ones just
+/// before it commits (see `counts`).
 pub(crate) fn ingest(
     conn: &WriteConn,
     clock: &Clock,
