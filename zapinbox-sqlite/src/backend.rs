@@ -205,17 +205,20 @@ impl SqliteBuilder {
         // whole until the busy timeout has passed.
         const A_YEAR: Duration = Duration::from_secs(365 * 24 * 60 * 60);
         let deadline = Instant::now() + self.busy_timeout.min(A_YEAR);
+        let waiters = busy::Waiters::open(&self.path)?;
+        let alone = waiters.open_alone(&self.path, deadline)?;
         let (write_conn, config) = until_not_busy(deadline, || {
+            // Opening and migrating wait for the write lock in fair turns,
+            // as the writer thread does.
+            let _turns =
+                busy::TurnsForNow::begin(self.busy_timeout, busy::Waiters::open(&self.path)?);
             let mut conn = connection::open(&self.path, Role::Writer, options)?;
-            // Migrating and storing the rules write: they wait for their
-            // turn like the writer thread does.
-            busy::install(&conn, self.busy_timeout, busy::Waiters::open(&self.path)?)?;
             let mut config = self.config.clone().applied();
-            let written = schema::migrate(&mut conn)
-                .and_then(|()| rules::settle(&mut conn, &mut config, self.shared_rules));
-            busy::uninstall(&conn, self.busy_timeout);
-            written.map(|()| (conn, config))
+            schema::migrate(&mut conn)?;
+            rules::settle(&mut conn, &mut config, self.shared_rules)?;
+            Ok((conn, config))
         })?;
+        drop(alone);
         let readers = (0..self.read_connections)
             .map(|_| {
                 until_not_busy(deadline, || {
@@ -223,7 +226,6 @@ impl SqliteBuilder {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let waiters = busy::Waiters::open(&self.path)?;
         let writer = Writer::spawn(
             write_conn,
             config.clock.clone(),

@@ -12,15 +12,20 @@
 //! when the machine is so loaded that a waiter is not scheduled in time.
 //! A waiter that did not begin within [`MOST_YIELD`] (a stopped process)
 //! gets only a short pause per commit until it does, so that it cannot
-//! slow the others to one commit per [`MOST_YIELD`].
+//! slow the others to one commit per [`MOST_YIELD`]. Within one process,
+//! only one waiting writer of a database looks at a time (see
+//! [`crate::poller`]).
 
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use zapinbox_core::{Error, Result};
+
+use crate::poller::Poller;
 
 /// Longest a writer that has just committed holds back for a waiting one:
 /// far below the stalls fairness is for, far above a scheduling delay.
@@ -33,10 +38,16 @@ const LOOK_EVERY: Duration = Duration::from_micros(100);
 /// a waiter's longest pause between tries.
 const SHORT_YIELD: Duration = Duration::from_micros(700);
 
+/// Longest a waiting writer sleeps for its process's poller of the same
+/// database before it tries once itself (see [`crate::poller`]).
+const NEXT_POLLER_WAIT: Duration = Duration::from_millis(5);
+
 /// The side file through which writers of one database see each other
 /// waiting.
 pub(crate) struct Waiters {
     file: File,
+    /// Which of this process's writers of the database polls now.
+    poller: Arc<Poller>,
 }
 
 impl Waiters {
@@ -50,7 +61,45 @@ impl Waiters {
             .write(true)
             .open(&path)
             .map_err(|e| Error::permanent(format!("cannot open {path:?}: {e}")))?;
-        Ok(Waiters { file })
+        let poller = Poller::of(Path::new(&path));
+        Ok(Waiters { file, poller })
+    }
+
+    /// Unless the database at `db` is in WAL mode, waits until `deadline`
+    /// to be the only connection of any process opening it, and stays so
+    /// until the answer is dropped. A file not yet in WAL mode is locked
+    /// the rollback-journal way, where a reader holds off a commit and a
+    /// commit every new reader: dozens of connections creating one file
+    /// at once kept each other out for whole busy timeouts.
+    pub(crate) fn open_alone(
+        &self,
+        db: &Path,
+        deadline: Instant,
+    ) -> Result<Option<OpeningAlone<'_>>> {
+        loop {
+            // Once another connection made it a WAL file, waiting writers
+            // hold the side file too: nothing is left to wait for.
+            if crate::connection::is_wal_file(db) {
+                return Ok(None);
+            }
+            match self.file.try_lock() {
+                Ok(()) => return Ok(Some(OpeningAlone(&self.file))),
+                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    let pause = Duration::from_micros(rand::random_range(500..2_000));
+                    std::thread::sleep(pause);
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(Error::transient(
+                        "another connection was still creating the database when the busy timeout passed",
+                    ));
+                }
+                // A file system without locks: open as SQLite alone would.
+                Err(TryLockError::Error(e)) => {
+                    tracing::debug!(error = %e, "cannot lock the writers' side file");
+                    return Ok(None);
+                }
+            }
+        }
     }
 
     /// Whether another writer is waiting for the lock now.
@@ -66,6 +115,16 @@ impl Waiters {
     }
 }
 
+/// Held while this connection opens a database alone (see
+/// [`Waiters::open_alone`]).
+pub(crate) struct OpeningAlone<'a>(&'a File);
+
+impl Drop for OpeningAlone<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
 /// The busy state of the writer thread that owns a write connection.
 struct Turn {
     timeout: Duration,
@@ -73,6 +132,8 @@ struct Turn {
     waiting_since: Option<Instant>,
     /// Whether this writer holds the shared lock that says it waits.
     signalled: bool,
+    /// Whether this writer is its process's poller for the database.
+    polling: bool,
     /// Whether a waiter let the last full hold-back pass without beginning.
     waiter_stuck: bool,
     /// The longest hold-back: [`MOST_YIELD`] (tests set another).
@@ -86,18 +147,49 @@ thread_local! {
 /// Makes `conn` wait for the write lock in fair turns, on this thread,
 /// for at most `timeout`; `waiters` is its database's side file.
 pub(crate) fn install(conn: &Connection, timeout: Duration, waiters: Waiters) -> Result<()> {
+    set_turn(timeout, waiters);
+    conn.busy_handler(Some(on_busy))
+        .map_err(crate::error::storage)
+}
+
+fn set_turn(timeout: Duration, waiters: Waiters) {
     TURN.with(|turn| {
         *turn.borrow_mut() = Some(Turn {
             timeout,
             waiters,
             waiting_since: None,
             signalled: false,
+            polling: false,
             waiter_stuck: false,
             most_yield: MOST_YIELD,
         });
     });
-    conn.busy_handler(Some(on_busy))
-        .map_err(crate::error::storage)
+}
+
+/// Fair turns for connections used on this (borrowed) thread until it is
+/// dropped: for opening and migrating, before the writer thread owns the
+/// connection. A connection waits in them once given `on_busy` (see
+/// [`wait_as_this_thread`]).
+pub(crate) struct TurnsForNow {
+    /// Thread-local state: the guard stays on the thread that set it.
+    _here: std::marker::PhantomData<*const ()>,
+}
+
+impl TurnsForNow {
+    /// Gives this thread fair turns with `timeout` on `waiters`' database.
+    pub(crate) fn begin(timeout: Duration, waiters: Waiters) -> TurnsForNow {
+        set_turn(timeout, waiters);
+        TurnsForNow {
+            _here: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for TurnsForNow {
+    fn drop(&mut self) {
+        done_waiting();
+        TURN.with(|turn| turn.borrow_mut().take());
+    }
 }
 
 /// The timeout of the fair busy handler on this thread, if one is
@@ -118,16 +210,25 @@ fn on_busy(tries: i32) -> bool {
             turn.waiting_since = Some(Instant::now());
         }
         let since = *turn.waiting_since.get_or_insert_with(Instant::now);
+        let left = turn.timeout.saturating_sub(since.elapsed());
+        if left.is_zero() {
+            return false;
+        }
         if !turn.signalled {
             // Says "waiting" for as long as the shared lock is held; the
             // holder's momentary exclusive check may refuse it once.
             turn.signalled = turn.waiters.file.try_lock_shared().is_ok();
         }
-        if since.elapsed() >= turn.timeout {
-            return false;
+        if turn.polling {
+            let pause = Duration::from_micros(rand::random_range(100..600));
+            std::thread::sleep(pause);
+        } else {
+            // Sleeps until it is its process's poller of the database, but
+            // not for long: a writer may wait for a lock while it holds
+            // another (a commit of a file not yet in WAL mode) that the
+            // poller needs. Either way, it tries again now.
+            turn.polling = turn.waiters.poller.take(left.min(NEXT_POLLER_WAIT));
         }
-        let pause = Duration::from_micros(rand::random_range(100..600));
-        std::thread::sleep(pause);
         true
     })
 }
@@ -148,22 +249,16 @@ pub(crate) fn done_waiting() {
             if std::mem::take(&mut turn.signalled) {
                 let _ = turn.waiters.file.unlock();
             }
+            if std::mem::take(&mut turn.polling) {
+                turn.waiters.poller.give_back();
+            }
         }
     });
 }
 
-/// Removes this thread's busy state (after opening, on a borrowed thread),
-/// letting go of the "waiting" lock if it is still held, and gives `conn`
-/// SQLite's own timeout back.
-pub(crate) fn uninstall(conn: &Connection, timeout: Duration) {
-    done_waiting();
-    TURN.with(|turn| turn.borrow_mut().take());
-    let _ = conn.busy_timeout(timeout);
-}
-
-/// Makes `conn` wait as it did before something changed its busy
-/// handling: in fair turns if this thread has them, else for `timeout`.
-pub(crate) fn restore(conn: &Connection, timeout: Duration) -> Result<()> {
+/// Makes `conn` wait for locks as this thread's connections do: in fair
+/// turns if the thread has them, else SQLite's own way for `timeout`.
+pub(crate) fn wait_as_this_thread(conn: &Connection, timeout: Duration) -> Result<()> {
     if timeout_here().is_some() {
         conn.busy_handler(Some(on_busy))
     } else {
@@ -228,22 +323,19 @@ mod tests {
 
     /// Fair turns on this thread for a connection; the side file's
     /// database (in the returned directory).
-    fn fair_turns() -> (tempfile::TempDir, std::path::PathBuf, Connection) {
+    fn fair_turns() -> (tempfile::TempDir, std::path::PathBuf, TurnsForNow) {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = dir.path().join("inbox.db");
-        let conn = Connection::open_in_memory().expect("open");
-        install(
-            &conn,
+        let turns = TurnsForNow::begin(
             Duration::from_secs(5),
             Waiters::open(&db).expect("side file"),
-        )
-        .expect("install");
-        (dir, db, conn)
+        );
+        (dir, db, turns)
     }
 
     #[test]
     fn a_writer_holds_back_until_the_waiter_begins() {
-        let (_dir, db, conn) = fair_turns();
+        let (_dir, db, _turns) = fair_turns();
         // However late the waiter's thread runs on a loaded machine.
         TURN.with(|turn| {
             if let Some(turn) = turn.borrow_mut().as_mut() {
@@ -259,12 +351,11 @@ mod tests {
         });
         assert_eq!(give_way(), GaveWay::WaiterBegan);
         begins.join().expect("waiter");
-        uninstall(&conn, Duration::from_secs(5));
     }
 
     #[test]
     fn a_stuck_waiter_gets_one_full_hold_back_then_short_pauses() {
-        let (_dir, db, conn) = fair_turns();
+        let (_dir, db, _turns) = fair_turns();
         let stuck = waiter(&db);
         assert_eq!(give_way(), GaveWay::WaiterStuck);
         assert_eq!(give_way(), GaveWay::ShortPause);
@@ -274,6 +365,5 @@ mod tests {
         // A new wait is held back for in full again.
         let _stuck = waiter(&db);
         assert_eq!(give_way(), GaveWay::WaiterStuck);
-        uninstall(&conn, Duration::from_secs(5));
     }
 }

@@ -133,7 +133,8 @@ pub(crate) fn open(path: &Path, role: Role, options: ConnectionOptions) -> Resul
         Role::Reader => OpenFlags::SQLITE_OPEN_READ_ONLY,
     } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(storage)?;
-    conn.busy_timeout(options.busy_timeout).map_err(storage)?;
+    // The writer waits in fair turns while it opens (see `busy`).
+    crate::busy::wait_as_this_thread(&conn, options.busy_timeout)?;
     // Listings build a statement per shape of filter, order and status:
     // rusqlite's default of 16 cached statements made them parse again.
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
@@ -166,6 +167,17 @@ pub(crate) fn open(path: &Path, role: Role, options: ConnectionOptions) -> Resul
         )));
     }
     Ok(conn)
+}
+
+/// Whether the file at `path` is a database in WAL mode already: its
+/// header's read and write versions are 2. A missing, empty or short file
+/// is not.
+pub(crate) fn is_wal_file(path: &Path) -> bool {
+    use std::io::Read;
+    let mut header = [0u8; 20];
+    std::fs::File::open(path)
+        .and_then(|mut file| file.read_exact(&mut header))
+        .is_ok_and(|()| header[18] == 2 && header[19] == 2)
 }
 
 /// Turns on SQLite's query planner stability guarantee: a plan no longer

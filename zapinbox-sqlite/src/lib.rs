@@ -86,6 +86,7 @@ mod error;
 mod faults;
 mod maintenance;
 mod ops;
+mod poller;
 mod pool;
 mod row;
 mod rules;

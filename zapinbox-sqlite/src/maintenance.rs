@@ -199,7 +199,7 @@ pub(crate) fn checkpoint(
     let truncated = run("TRUNCATE");
     // Back to how this connection waits: the writer's fair turns (see
     // `busy`), or SQLite's timeout.
-    crate::busy::restore(conn, busy)?;
+    crate::busy::wait_as_this_thread(conn, busy)?;
     let (busy, _, _) = truncated?;
     Ok(CheckpointRecord {
         at,
