@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use crate::backup;
 use crate::busy;
 use crate::connection::{self, ConnectionOptions, ConnectionSettings, Durability, Role};
+use crate::error::in_step;
 use crate::maintenance::{
     self, CheckpointRecord, MaintenanceLog, MaintenanceOptions, PurgeRecord, SharedLog,
 };
@@ -217,13 +218,15 @@ impl SqliteBuilder {
             schema::migrate(&mut conn)?;
             rules::settle(&mut conn, &mut config, self.shared_rules)?;
             Ok((conn, config))
-        })?;
+        })
+        .map_err(in_step("opening the write connection and migrating"))?;
         drop(alone);
         let readers = (0..self.read_connections)
             .map(|_| {
                 until_not_busy(deadline, || {
                     connection::open(&self.path, Role::Reader, options)
                 })
+                .map_err(in_step("opening a read connection"))
             })
             .collect::<Result<Vec<_>>>()?;
         let writer = Writer::spawn(

@@ -79,7 +79,8 @@ impl Waiters {
         loop {
             // Once another connection made it a WAL file, waiting writers
             // hold the side file too: nothing is left to wait for.
-            if crate::connection::is_wal_file(db) {
+            let patience = deadline.saturating_duration_since(Instant::now());
+            if crate::connection::is_wal_file(db, patience) {
                 return Ok(None);
             }
             match self.file.try_lock() {

@@ -169,15 +169,23 @@ pub(crate) fn open(path: &Path, role: Role, options: ConnectionOptions) -> Resul
     Ok(conn)
 }
 
-/// Whether the file at `path` is a database in WAL mode already: its
-/// header's read and write versions are 2. A missing, empty or short file
-/// is not.
-pub(crate) fn is_wal_file(path: &Path) -> bool {
-    use std::io::Read;
-    let mut header = [0u8; 20];
-    std::fs::File::open(path)
-        .and_then(|mut file| file.read_exact(&mut header))
-        .is_ok_and(|()| header[18] == 2 && header[19] == 2)
+/// Whether the database at `path` is in WAL mode already; false for a
+/// missing or new file, or one that cannot be read now. Asked through
+/// SQLite: a descriptor of our own on the file, once closed, would drop
+/// every lock this process's connections hold on it (POSIX locks belong to
+/// the process, which SQLite works around for its own descriptors only).
+pub(crate) fn is_wal_file(path: &Path, busy_timeout: Duration) -> bool {
+    if !path.exists() {
+        return false;
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mode = Connection::open_with_flags(path, flags).and_then(|conn| {
+        conn.busy_timeout(busy_timeout)?;
+        // A read makes SQLite look at the header, where WAL mode is kept.
+        conn.query_row("PRAGMA schema_version", [], |_| Ok(()))?;
+        conn.query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
+    });
+    mode.is_ok_and(|mode| mode.eq_ignore_ascii_case("wal"))
 }
 
 /// Turns on SQLite's query planner stability guarantee: a plan no longer
