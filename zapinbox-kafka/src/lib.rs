@@ -171,6 +171,7 @@
 mod backend;
 mod chunk;
 mod config;
+mod holes;
 mod log;
 mod metadata;
 mod mock;

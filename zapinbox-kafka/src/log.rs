@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -20,6 +20,7 @@ use zapinbox_core::{
 
 use crate::backend::classify;
 use crate::chunk::Chunks;
+use crate::holes::Holes;
 use crate::record::{Op, Origin, Record, VERSION};
 use crate::topics;
 
@@ -294,18 +295,35 @@ impl Log {
         true
     }
 
-    /// Whether the record at `offset` of lane `at` is the next to apply:
-    /// not if applied already (a consumer that fetched twice), nor if the
-    /// lane left (its tenant deleted), and then a writer of this instance
-    /// waiting for it hears so.
-    fn is_next(&self, at: &At, offset: i64, bytes: &[u8]) -> bool {
+    /// Where the record at `offset` of lane `at` stands; a record whose
+    /// lane left (its tenant deleted) is not applied, and a writer of this
+    /// instance waiting for it hears so.
+    fn place(&self, at: &At, offset: i64, bytes: &[u8]) -> Place {
         let mut applied = self.lock();
         if let Some(lane) = applied.lanes.get(at) {
-            return offset >= lane.next;
+            return match offset.cmp(&lane.next) {
+                std::cmp::Ordering::Less => Place::Applied,
+                std::cmp::Ordering::Equal => Place::Next,
+                std::cmp::Ordering::Greater => Place::Ahead { missing: lane.next },
+            };
         }
         let reason = format!("{} was deleted while this write was in flight", at.topic);
         self.not_applied(&mut applied, bytes, reason);
-        false
+        Place::Applied
+    }
+
+    /// Makes lane `at` go on from `offset`, without the records before it
+    /// that never came (see [`crate::holes`]).
+    fn skip_to(&self, at: &At, offset: i64) {
+        if let Some(lane) = self.lock().lanes.get_mut(at) {
+            tracing::warn!(
+                ?at,
+                from = lane.next,
+                to = offset,
+                "going on without records that never came"
+            );
+            lane.next = lane.next.max(offset);
+        }
     }
 
     /// Tells the writer of the record `bytes`, if it is a caller of this
@@ -319,10 +337,13 @@ impl Log {
         }
     }
 
-    /// Applies the record at `offset` of lane `at`.
-    fn apply(&self, at: &At, offset: i64, bytes: &[u8], stop: &AtomicBool) {
-        if !self.is_next(at, offset, bytes) {
-            return;
+    /// Applies the record at `offset` of lane `at` if it is the next; the
+    /// offset still missing if it is ahead of its lane.
+    fn apply(&self, at: &At, offset: i64, bytes: &[u8], stop: &AtomicBool) -> Option<i64> {
+        match self.place(at, offset, bytes) {
+            Place::Applied => return None,
+            Place::Ahead { missing } => return Some(missing),
+            Place::Next => {}
         }
         let mut record = serde_json::from_slice::<Record>(bytes)
             .map_err(|e| e.to_string())
@@ -333,11 +354,11 @@ impl Log {
         if let Ok(record) = &mut record
             && !self.resolve(record, stop)
         {
-            return;
+            return None;
         }
         let mut applied = self.lock();
         let Some(lane) = applied.lanes.get_mut(at) else {
-            return; // the lane left meanwhile
+            return None; // the lane left meanwhile
         };
         lane.next = offset + 1;
         let record = match record {
@@ -346,7 +367,7 @@ impl Log {
                 // Skipped by every instance alike; its writer hears why.
                 tracing::warn!(?at, offset, %reason, "skipping a record that does not decode");
                 self.not_applied(&mut applied, bytes, reason);
-                return;
+                return None;
             }
         };
         let (from, req) = (record.from, record.req);
@@ -362,6 +383,7 @@ impl Log {
         if ingested && let Some(tenant) = tenant {
             self.feed.notify(&tenant);
         }
+        None
     }
 
     /// Runs the consumer until `stop` is set: every record of every
@@ -383,6 +405,7 @@ impl Log {
     /// instance needs; why it stopped.
     fn apply_until(&self, stop: &AtomicBool) -> String {
         let consumer = &self.consumer;
+        let mut holes = Holes::default();
         while !stop.load(Ordering::Relaxed) {
             let mut any = false;
             // Takes what is buffered before waking waiters once.
@@ -406,8 +429,18 @@ impl Log {
                             topic: message.topic().to_owned(),
                             partition: message.partition(),
                         };
-                        let bytes = message.payload().unwrap_or_default();
-                        self.apply(&at, message.offset(), bytes, stop);
+                        let (offset, bytes) =
+                            (message.offset(), message.payload().unwrap_or_default());
+                        match self.apply(&at, offset, bytes, stop) {
+                            None => holes.filled(&at),
+                            Some(missing)
+                                if holes.wait_for(&at, missing, Instant::now())
+                                    && self.fetch_again(&at, missing) => {}
+                            Some(_) => {
+                                self.skip_to(&at, offset);
+                                self.apply(&at, offset, bytes, stop);
+                            }
+                        }
                     }
                     Some(Err(e)) if crate::reader::gone(&e) => {
                         tracing::error!(error = %e, "records this instance needs are gone");
@@ -427,6 +460,36 @@ impl Log {
         }
         "the backend is closed".into()
     }
+
+    /// Makes the consumer fetch lane `at` again from offset `missing`,
+    /// which a later record overtook (see [`crate::holes`]): the records
+    /// fetched after it come again. False if it cannot.
+    fn fetch_again(&self, at: &At, missing: i64) -> bool {
+        let sought = self.consumer.seek(
+            &at.topic,
+            at.partition,
+            Offset::Offset(missing),
+            Duration::from_secs(1),
+        );
+        if let Err(e) = sought {
+            tracing::warn!(?at, missing, error = %e, "cannot fetch a lane again");
+            return false;
+        }
+        // A gap lasts while its batch is being stored: fetching again at
+        // once would mostly find it still there.
+        std::thread::sleep(Duration::from_millis(1));
+        true
+    }
+}
+
+/// Where a record stands against its lane.
+enum Place {
+    /// Applied already (fetched twice), or its lane left.
+    Applied,
+    /// The next to apply.
+    Next,
+    /// Ahead: the record at offset `missing` has not come yet.
+    Ahead { missing: i64 },
 }
 
 /// Applies one record to its partition's machine.
@@ -492,5 +555,40 @@ fn run(machine: &mut Machine, rules: &QueueConfig, record: Record, offset: i64) 
             machine.add_usage(records);
             Answer::Done(Ok(()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MockBroker;
+    use crate::open::new_consumer;
+
+    #[test]
+    fn a_record_ahead_of_its_lane_waits_for_the_one_before_it() {
+        let broker = MockBroker::start().expect("mock cluster");
+        let consumer = new_consumer(&broker.config("t"), "gap-test".into(), &[]).expect("consumer");
+        let at = At {
+            topic: "t".into(),
+            partition: 0,
+        };
+        let lanes = HashMap::from([(at.clone(), Lane::new(Machine::new(), 0))]);
+        let log = Log::new(consumer, lanes, QueueConfig::default(), 1, None, None);
+        let (stop, next) = (AtomicBool::new(false), || log.lock().lanes[&at].next);
+        // Records that do not decode still take their place in the lane.
+        assert_eq!(log.apply(&at, 0, b"?", &stop), None);
+        assert_eq!(
+            log.apply(&at, 2, b"?", &stop),
+            Some(1),
+            "offset 1 is missing"
+        );
+        assert_eq!(next(), 1);
+        assert_eq!(log.apply(&at, 1, b"?", &stop), None);
+        assert_eq!(log.apply(&at, 1, b"?", &stop), None, "fetched twice");
+        assert_eq!(log.apply(&at, 2, b"?", &stop), None);
+        assert_eq!(next(), 3);
+        log.skip_to(&at, 7);
+        assert_eq!(log.apply(&at, 7, b"?", &stop), None);
+        assert_eq!(next(), 8);
     }
 }
