@@ -8,8 +8,10 @@
 //! ingests of one key each stored an event). So a record ahead of its lane
 //! is not applied: the consumer goes back to the missing offset and fetches
 //! again, until the gap fills or [`PATIENCE`] passes. A gap still there by
-//! then is one the log really has (a transaction marker of some other
-//! writer), which every instance skips alike.
+//! then is taken for one the log really has (a transaction marker of some
+//! other writer) and skipped; should its record come after all, this
+//! instance does not apply it (its writer here hears so), though an
+//! instance replaying the log later would.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

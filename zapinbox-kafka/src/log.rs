@@ -302,7 +302,14 @@ impl Log {
         let mut applied = self.lock();
         if let Some(lane) = applied.lanes.get(at) {
             return match offset.cmp(&lane.next) {
-                std::cmp::Ordering::Less => Place::Applied,
+                std::cmp::Ordering::Less => {
+                    // Fetched twice, or come after its lane went on
+                    // without it: a writer of this instance still waiting
+                    // for it hears so.
+                    let reason = format!("{at:?} went on past offset {offset} before it came");
+                    self.not_applied(&mut applied, bytes, reason);
+                    Place::Applied
+                }
                 std::cmp::Ordering::Equal => Place::Next,
                 std::cmp::Ordering::Greater => Place::Ahead { missing: lane.next },
             };
@@ -433,12 +440,13 @@ impl Log {
                             (message.offset(), message.payload().unwrap_or_default());
                         match self.apply(&at, offset, bytes, stop) {
                             None => holes.filled(&at),
-                            Some(missing)
-                                if holes.wait_for(&at, missing, Instant::now())
-                                    && self.fetch_again(&at, missing) => {}
-                            Some(_) => {
-                                self.skip_to(&at, offset);
-                                self.apply(&at, offset, bytes, stop);
+                            Some(missing) => {
+                                if !self.fetch_again(&mut holes, &at, missing, stop)
+                                    && !stop.load(Ordering::Relaxed)
+                                {
+                                    self.skip_to(&at, offset);
+                                    self.apply(&at, offset, bytes, stop);
+                                }
                             }
                         }
                     }
@@ -463,22 +471,35 @@ impl Log {
 
     /// Makes the consumer fetch lane `at` again from offset `missing`,
     /// which a later record overtook (see [`crate::holes`]): the records
-    /// fetched after it come again. False if it cannot.
-    fn fetch_again(&self, at: &At, missing: i64) -> bool {
-        let sought = self.consumer.seek(
-            &at.topic,
-            at.partition,
-            Offset::Offset(missing),
-            Duration::from_secs(1),
-        );
-        if let Err(e) = sought {
-            tracing::warn!(?at, missing, error = %e, "cannot fetch a lane again");
-            return false;
+    /// fetched after it come again. False once the lane has waited for it
+    /// long enough, or left, or the log stops: the caller goes on.
+    fn fetch_again(&self, holes: &mut Holes, at: &At, missing: i64, stop: &AtomicBool) -> bool {
+        while holes.wait_for(at, missing, Instant::now())
+            && !stop.load(Ordering::Relaxed)
+            && self.lock().lanes.contains_key(at)
+        {
+            let sought = self.consumer.seek(
+                &at.topic,
+                at.partition,
+                Offset::Offset(missing),
+                Duration::from_secs(1),
+            );
+            match sought {
+                Ok(()) => {
+                    // A gap lasts while its batch is being stored: fetching
+                    // again at once would mostly find it still there.
+                    std::thread::sleep(Duration::from_millis(1));
+                    return true;
+                }
+                // The record just fetched is dropped: only a seek brings
+                // it back, so it is tried again.
+                Err(e) => {
+                    tracing::warn!(?at, missing, error = %e, "cannot fetch a lane again; retrying");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
         }
-        // A gap lasts while its batch is being stored: fetching again at
-        // once would mostly find it still there.
-        std::thread::sleep(Duration::from_millis(1));
-        true
+        false
     }
 }
 

@@ -154,11 +154,12 @@ impl SqliteBuilder {
     }
 
     /// How long a write waits for another process's transaction before it
-    /// fails with a retryable error (default 5 s). Opening waits as long
+    /// fails with a retryable error (default 5 s; at most 24 days, which
+    /// SQLite counts in milliseconds in 32 bits). Opening waits as long
     /// for other processes opening or migrating the file, and a read as
     /// long for a process recovering the file after a crash.
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
-        self.busy_timeout = timeout;
+        self.busy_timeout = timeout.min(LONGEST_BUSY_TIMEOUT);
         self
     }
 
@@ -195,6 +196,7 @@ impl SqliteBuilder {
     }
 
     fn open_blocking(self) -> Result<SqliteBackend> {
+        connection::refuse_in_memory(&self.path)?;
         let options = ConnectionOptions {
             durability: self.durability,
             busy_timeout: self.busy_timeout,
@@ -204,15 +206,14 @@ impl SqliteBuilder {
         // a rollback-journal file to WAL answers "database is locked" at
         // once while another process reads it. Each step is retried as a
         // whole until the busy timeout has passed.
-        const A_YEAR: Duration = Duration::from_secs(365 * 24 * 60 * 60);
-        let deadline = Instant::now() + self.busy_timeout.min(A_YEAR);
+        let deadline = Instant::now() + self.busy_timeout;
         let waiters = busy::Waiters::open(&self.path)?;
         let alone = waiters.open_alone(&self.path, deadline)?;
         let (write_conn, config) = until_not_busy(deadline, || {
             // Opening and migrating wait for the write lock in fair turns,
             // as the writer thread does.
-            let _turns =
-                busy::TurnsForNow::begin(self.busy_timeout, busy::Waiters::open(&self.path)?);
+            let left = deadline.saturating_duration_since(Instant::now());
+            let _turns = busy::TurnsForNow::begin(left, busy::Waiters::open(&self.path)?);
             let mut conn = connection::open(&self.path, Role::Writer, options)?;
             let mut config = self.config.clone().applied();
             schema::migrate(&mut conn)?;
@@ -259,6 +260,9 @@ impl SqliteBuilder {
         })
     }
 }
+
+/// The longest busy timeout SQLite takes: `i32::MAX` milliseconds.
+const LONGEST_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 
 /// Runs `step` until it succeeds, fails for another reason than a busy
 /// database, or `deadline` passes; waits 1 to 10 ms between tries, at

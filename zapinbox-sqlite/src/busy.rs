@@ -42,6 +42,10 @@ const SHORT_YIELD: Duration = Duration::from_micros(700);
 /// database before it tries once itself (see [`crate::poller`]).
 const NEXT_POLLER_WAIT: Duration = Duration::from_millis(5);
 
+/// How often a connection waiting to create a database alone looks
+/// whether another made it already.
+const LOOK_FOR_WAL_EVERY: Duration = Duration::from_millis(20);
+
 /// The side file through which writers of one database see each other
 /// waiting.
 pub(crate) struct Waiters {
@@ -76,12 +80,17 @@ impl Waiters {
         db: &Path,
         deadline: Instant,
     ) -> Result<Option<OpeningAlone<'_>>> {
+        let mut looked: Option<Instant> = None;
         loop {
             // Once another connection made it a WAL file, waiting writers
-            // hold the side file too: nothing is left to wait for.
-            let patience = deadline.saturating_duration_since(Instant::now());
-            if crate::connection::is_wal_file(db, patience) {
-                return Ok(None);
+            // hold the side file too: nothing is left to wait for. Looking
+            // reads the file, so waiters look only now and then.
+            if looked.is_none_or(|at| at.elapsed() >= LOOK_FOR_WAL_EVERY) {
+                looked = Some(Instant::now());
+                let patience = deadline.saturating_duration_since(Instant::now());
+                if crate::connection::is_wal_file(db, patience) {
+                    return Ok(None);
+                }
             }
             match self.file.try_lock() {
                 Ok(()) => return Ok(Some(OpeningAlone(&self.file))),
@@ -139,6 +148,15 @@ struct Turn {
     waiter_stuck: bool,
     /// The longest hold-back: [`MOST_YIELD`] (tests set another).
     most_yield: Duration,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        // However its wait ended: the next writer of this process polls.
+        if self.polling {
+            self.waiters.poller.give_back();
+        }
+    }
 }
 
 thread_local! {

@@ -200,6 +200,17 @@ pub(crate) fn stable_plans(conn: &Connection) -> Result<()> {
         .map_err(storage)
 }
 
+/// Refuses SQLite's names of a database in memory or in a temporary file
+/// before any side file is made beside them: neither can use WAL.
+pub(crate) fn refuse_in_memory(path: &Path) -> Result<()> {
+    if path.as_os_str().is_empty() || path == Path::new(":memory:") {
+        return Err(Error::permanent(format!(
+            "{path:?} names an in-memory or temporary database, which cannot use \"wal\": give a file's path"
+        )));
+    }
+    Ok(())
+}
+
 fn check_wal(mode: &str) -> Result<()> {
     if mode.eq_ignore_ascii_case("wal") {
         Ok(())

@@ -61,9 +61,11 @@
 //! - **Several processes** on one file: writers are serialised by SQLite and
 //!   wait up to the busy timeout (a timeout is a retryable error), opening
 //!   included, taking fair turns: a waiting writer looks again every
-//!   0.1–0.6 ms and says it waits through a lock on a side file
+//!   0.1–0.6 ms (one per process and file at a time; the others every
+//!   5 ms) and says it waits through a lock on a side file
 //!   (`<db>-writers`) until its transaction begins; a writer that has just
-//!   committed holds back until then (20 ms at most). They share one set
+//!   committed holds back until then (20 ms at most). A new file is
+//!   created by one connection at a time. They share one set
 //!   of rules, stored in the file by the first
 //!   open: retention, the idempotency window and `max_attempts` (see
 //!   [`SharedRules`]).

@@ -8,8 +8,8 @@
 //! they took the processor from the writer holding the lock: commits
 //! slowed to a trickle and some waiters saw their whole busy timeout pass.
 //! Here the others sleep until the poller has begun its transaction or
-//! given up. Fairness between processes is unchanged: each still has its
-//! poller, which says that it waits.
+//! given up (at most 5 ms at a time, see `busy`). Fairness between
+//! processes is unchanged: every waiter still says that it waits.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};

@@ -224,6 +224,8 @@ impl Writer {
                     && let Err(e) = busy::install(&conn, timeout, waiters)
                 {
                     tracing::warn!(error = %e, "fair busy handling not installed");
+                    // SQLite's own waiting, then.
+                    let _ = conn.busy_timeout(timeout);
                 }
                 let conn = WriteConn {
                     conn,
