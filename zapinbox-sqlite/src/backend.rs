@@ -211,7 +211,9 @@ impl SqliteBuilder {
         let alone = waiters.open_alone(&self.path, deadline)?;
         let (write_conn, config) = until_not_busy(deadline, || {
             // Opening and migrating wait for the write lock in fair turns,
-            // as the writer thread does.
+            // as the writer thread does, through a side-file description of
+            // their own: a shared lock on `waiters`' would turn the
+            // exclusive one `alone` holds into a shared one.
             let left = deadline.saturating_duration_since(Instant::now());
             let _turns = busy::TurnsForNow::begin(left, busy::Waiters::open(&self.path)?);
             let mut conn = connection::open(&self.path, Role::Writer, options)?;
