@@ -302,18 +302,46 @@ async fn long_keys_and_headers_are_refused_cleanly(kind: Kind) {
         .await;
     long_filter.expect(200);
     // A header larger than the server reads is refused before any route.
-    // A header larger than the server reads is refused before any route.
-    let huge_header = server
-        .authed(Method::GET, "/inbox")
-        .header("X-Padding", "p".repeat(1 << 20))
-        .send()
-        .await
-        .expect("an answer");
-    assert_eq!(huge_header.status(), 431, "{huge_header:?}");
+    let huge_header = answer_to_huge_header(&server).await;
+    assert!(huge_header.starts_with("HTTP/1.1 431"), "{huge_header}");
     assert!(server.listed("").await.is_empty(), "nothing was stored");
     send(server.request(Method::GET, "/health"))
         .await
         .expect(200);
+}
+
+/// The status line the server answers a 1 MiB header with. The server
+/// answers and closes once it has read its limit, often while the rest is
+/// still being written, so a failed write is expected and the answer read
+/// from what arrived before the close.
+async fn answer_to_huge_header(server: &Server) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let address = server.url.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let request = format!(
+        "GET /inbox HTTP/1.1\r\nHost: {address}\r\nX-API-Key: {}\r\nX-Padding: {}\r\n\r\n",
+        server.key,
+        "p".repeat(1 << 20)
+    );
+    if let Err(e) = conn.write_all(request.as_bytes()).await {
+        let cut_short = matches!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        );
+        assert!(cut_short, "writing the request: {e}");
+    }
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        match conn.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => answer.extend_from_slice(&chunk[..read]),
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 async fn inbox_parameters_are_checked_as_zapstream_checks_them(kind: Kind) {

@@ -102,9 +102,11 @@ pub(crate) fn filtered<'a>(
 /// SQL that is true where `Delivery::settle` dead-letters a pending row:
 /// its last allowed lease has run out. Binds `:max_attempts` and `:now`.
 /// (`attempts > 0` always holds there, `max_attempts` being at least 1; it
-/// lets SQLite use the index of claimed pending rows.)
+/// lets SQLite use the index of claimed pending rows. Of two lower bounds
+/// SQLite seeks on the first it is given: `:max_attempts` comes first, so
+/// the index is entered at the last attempts, not at the first.)
 pub(crate) const UNSETTLED: &str =
-    "(status = 0 AND attempts > 0 AND attempts >= :max_attempts AND visible_at <= :now)";
+    "(status = 0 AND attempts >= :max_attempts AND attempts > 0 AND visible_at <= :now)";
 
 /// Reads one row selected with [`EVENT_COLUMNS`]: its sequence, the event
 /// as callers see it at `now`, and its delivery state as stored.

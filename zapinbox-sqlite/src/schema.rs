@@ -200,6 +200,19 @@ pub(crate) fn query_plan(conn: &Connection, sql: &str) -> String {
     steps.join("; ")
 }
 
+/// The opcodes SQLite's bytecode for `sql` runs, in order: which seek
+/// enters an index, where the plan alone does not tell.
+#[cfg(test)]
+pub(crate) fn opcodes(conn: &Connection, sql: &str) -> Vec<String> {
+    let mut stmt = conn.prepare(&format!("EXPLAIN {sql}")).expect("explain");
+    let mut rows = stmt.raw_query();
+    let mut opcodes = Vec::new();
+    while let Some(row) = rows.next().expect("bytecode") {
+        opcodes.push(row.get::<_, String>(1).expect("opcode"));
+    }
+    opcodes
+}
+
 #[cfg(test)]
 mod tests {
     use rusqlite::Connection;

@@ -406,6 +406,77 @@ async fn pages_with_several_filters_stop_early_and_miss_nothing() {
     backend.close().await.expect("close");
 }
 
+/// Pending rows whose last lease ran out are dead letters, skipped row by
+/// row by a listing: past 4 096 of them, a page without any filter looks
+/// at most that many entries too. With 5 994 such rows and 6 live events
+/// among them, pages come back short with `has_more`, and following the
+/// cursors finds the 6, once each, in order, both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_past_many_spent_last_attempts_stop_early_and_miss_nothing() {
+    use std::time::Duration;
+    use zapinbox_core::{ClaimQuery, ManualClock, Order, QueueConfig, Timestamp};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
+    let mut config = QueueConfig::default();
+    config.clock = clock.clock();
+    config.retry.max_attempts = 1;
+    let backend = SqliteBackend::builder(dir.path().join("inbox.db"))
+        .maintenance_interval(None)
+        .config(config)
+        .open()
+        .await
+        .expect("open");
+    let inbox = Inbox::new(backend.clone());
+    let tenant = TenantId::new("spent").expect("tenant");
+    let mut wanted = Vec::new();
+    for batch in 0..6 {
+        let mut events: Vec<_> = (0..999)
+            .map(|i| NewEvent::new(json!({ "n": batch * 1000 + i })).with_topic("spent"))
+            .collect();
+        events.push(NewEvent::new(json!({ "kept": batch })).with_topic("kept"));
+        let stored = inbox.ingest_batch(&tenant, events).await.expect("ingest");
+        wanted.push(stored[999].id);
+        let claim = ClaimQuery::new()
+            .topic("spent")
+            .limit(999)
+            .lease(Duration::from_secs(1));
+        let claimed = inbox.claim(&tenant, claim).await.expect("claim");
+        assert_eq!(claimed.len(), 999);
+    }
+    clock.advance(Duration::from_secs(2));
+    for order in [Order::Asc, Order::Desc] {
+        let mut query = PullQuery::new().order(order).limit(100);
+        let (mut found, mut pages, mut short) = (Vec::new(), 0, 0);
+        loop {
+            let page = inbox.pull(&tenant, query.clone()).await.expect("pull");
+            pages += 1;
+            short += usize::from(page.has_more && page.events.len() < 100);
+            found.extend(page.events.iter().map(|e| e.id));
+            match page.next_cursor {
+                Some(cursor) if page.has_more => query = query.after(cursor),
+                _ => break,
+            }
+            assert!(pages < 100, "the cursor advances");
+        }
+        let mut expected = wanted.clone();
+        if order == Order::Desc {
+            expected.reverse();
+        }
+        assert_eq!(found, expected, "{order:?}: each once, in order");
+        assert!(
+            short >= 1,
+            "{order:?}: a page stopped early ({pages} pages)"
+        );
+    }
+    let dead = inbox
+        .dead_letters(&tenant, PullQuery::new().limit(500))
+        .await
+        .expect("dead letters");
+    assert_eq!(dead.events.len(), 500, "the spent rows are dead letters");
+    backend.close().await.expect("close");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inbox_hands_out_its_sqlite_backend() {
     let dir = tempfile::tempdir().expect("dir");

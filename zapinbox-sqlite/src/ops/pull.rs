@@ -13,10 +13,11 @@ use crate::row::{
     seq, stored_from_row,
 };
 
-/// Most index entries one page looks at when more than one of topic, type
-/// and source are asked for: an index serves one of them, the others are
-/// checked row by row. Past it the page ends early, with a cursor and
-/// `has_more`, so no page holds a reader for long, whatever the filter.
+/// Most index entries one page looks at when rows are checked one by one:
+/// when more than one of topic, type and source are asked for (an index
+/// serves one of them), for a dense `since`, and while more than this many
+/// pending rows are unsettled. Past it the page ends early, with a cursor
+/// and `has_more`, so no page holds a reader for long, whatever the filter.
 pub(crate) const SCAN_BUDGET: i64 = 4096;
 
 /// Which events a listing shows.
@@ -135,9 +136,11 @@ pub(crate) fn list(
                     Floor::Nothing => return Ok(page(Vec::new(), None)),
                 }
             }
-            // Rows are checked one by one for all but one field, or for a
-            // `since` too dense to find its floor: bound the work.
-            if indexed_fields(f) > 1 || dense {
+            // Rows are checked one by one for all but one field, for a
+            // `since` too dense to find its floor, and for being unsettled
+            // (skipped, being dead letters): bound the work when any of
+            // them may be many.
+            if indexed_fields(f) > 1 || dense || many_unsettled(conn, tenant, at)? {
                 window.end = scan_end(conn, tenant, f, &window)?;
             }
             let status = format!("status = 0 AND NOT {UNSETTLED}");
@@ -237,6 +240,41 @@ fn select(
 fn indexed_fields(filter: &Filter) -> usize {
     let fields = filter_fields(filter, &None);
     fields.iter().filter(|f| f.pending_index.is_some()).count()
+}
+
+/// Whether more than [`SCAN_BUDGET`] of `tenant`'s pending rows are
+/// unsettled (their last lease ran out): a pending listing skips each of
+/// them row by row. Usually there are none (the next claim writes them
+/// down as dead letters), and finding so is one seek.
+fn many_unsettled(
+    conn: &Connection,
+    tenant: &TenantId,
+    (now, policy): (Timestamp, &RetryPolicy),
+) -> Result<bool> {
+    let unsettled: i64 = conn
+        .prepare_cached(&unsettled_capped())
+        .and_then(|mut stmt| {
+            stmt.query_row(
+                named_params! {
+                    ":tenant": tenant.as_str(),
+                    ":max_attempts": policy.max_attempts,
+                    ":now": millis(now),
+                    ":cap": SCAN_BUDGET + 1,
+                },
+                |r| r.get(0),
+            )
+        })
+        .map_err(storage)?;
+    Ok(unsettled > SCAN_BUDGET)
+}
+
+fn unsettled_capped() -> String {
+    format!(
+        "SELECT count(*) FROM (
+         SELECT 1 FROM events INDEXED BY events_pending_attempts
+         WHERE tenant = :tenant AND status = 0 AND {UNSETTLED}
+         LIMIT :cap)"
+    )
 }
 
 /// Most entries of the creation index read to find where a `since`
@@ -426,5 +464,25 @@ mod tests {
             steps.contains("events_pending_attempts (tenant=? AND attempts>?)"),
             "{steps}"
         );
+        // Entered at `attempts >= :max_attempts` (SeekGE), not at
+        // `attempts > 0` (SeekGT), which would walk every claimed row.
+        let seeks: Vec<_> = crate::schema::opcodes(&conn, &last)
+            .into_iter()
+            .filter(|op| op.starts_with("Seek"))
+            .collect();
+        assert_eq!(seeks, ["SeekGE"], "{last}");
+    }
+
+    #[test]
+    fn pages_count_unsettled_rows_from_the_last_attempts_on() {
+        let conn = db();
+        let sql = unsettled_capped();
+        let steps = plan(&conn, &sql);
+        assert!(steps.contains("events_pending_attempts"), "{steps}");
+        let seeks: Vec<_> = crate::schema::opcodes(&conn, &sql)
+            .into_iter()
+            .filter(|op| op.starts_with("Seek"))
+            .collect();
+        assert_eq!(seeks, ["SeekGE"], "{sql}");
     }
 }
