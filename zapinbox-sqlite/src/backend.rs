@@ -705,14 +705,16 @@ impl std::fmt::Debug for SqliteBackend {
     }
 }
 
-#[async_trait]
-impl Ingest for SqliteBackend {
-    async fn ingest_batch(
+impl SqliteBackend {
+    /// Stores `events` in the next group commit and tells subscribers;
+    /// `answer` makes the caller's answer on the writer thread, so what it
+    /// drops there is freed where it was allocated.
+    async fn store<T: Send + 'static>(
         &self,
         tenant: &TenantId,
         events: Vec<ValidEvent>,
-    ) -> Result<Vec<Ingested>> {
-        let tenant = tenant.clone();
+        answer: fn(Vec<Ingested>) -> Result<T>,
+    ) -> Result<T> {
         let (window, quotas) = (
             self.inner.config.idempotency_window,
             self.inner.config.quotas,
@@ -720,15 +722,36 @@ impl Ingest for SqliteBackend {
         // Only strings go to the writer thread.
         let events: Vec<EventParts> = events.into_iter().map(ValidEvent::into_parts).collect();
         let owned = tenant.clone();
-        let ingested = self
+        let answered = self
             .inner
             .writer
             .write(move |conn, clock| {
                 ops::ingest::ingest(conn, clock, &owned, &events, (window, &quotas))
+                    .and_then(answer)
             })
             .await?;
-        self.inner.feed.notify(&tenant);
-        Ok(ingested)
+        self.inner.feed.notify(tenant);
+        Ok(answered)
+    }
+}
+
+#[async_trait]
+impl Ingest for SqliteBackend {
+    async fn ingest(&self, tenant: &TenantId, event: ValidEvent) -> Result<Ingested> {
+        self.store(tenant, vec![event], |mut ingested| {
+            ingested
+                .pop()
+                .ok_or_else(|| Error::permanent("ingest stored nothing"))
+        })
+        .await
+    }
+
+    async fn ingest_batch(
+        &self,
+        tenant: &TenantId,
+        events: Vec<ValidEvent>,
+    ) -> Result<Vec<Ingested>> {
+        self.store(tenant, events, Ok).await
     }
 }
 
