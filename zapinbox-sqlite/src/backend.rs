@@ -708,7 +708,9 @@ impl std::fmt::Debug for SqliteBackend {
 impl SqliteBackend {
     /// Stores `events` in the next group commit and tells subscribers;
     /// `answer` makes the caller's answer on the writer thread, so what it
-    /// drops there is freed where it was allocated.
+    /// drops there is freed where it was allocated. It runs inside the
+    /// request: an error from it would roll the batch back and replay the
+    /// rest without this request, like any failure after writing.
     async fn store<T: Send + 'static>(
         &self,
         tenant: &TenantId,

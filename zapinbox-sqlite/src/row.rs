@@ -104,7 +104,8 @@ pub(crate) fn filtered<'a>(
 /// (`attempts > 0` always holds there, `max_attempts` being at least 1; it
 /// lets SQLite use the index of claimed pending rows. Of two lower bounds
 /// SQLite seeks on the first it is given: `:max_attempts` comes first, so
-/// the index is entered at the last attempts, not at the first.)
+/// the index is entered at the last attempts, not at the first; tests in
+/// `ops::pull` read the bytecode to hold SQLite to it.)
 pub(crate) const UNSETTLED: &str =
     "(status = 0 AND attempts >= :max_attempts AND attempts > 0 AND visible_at <= :now)";
 

@@ -81,8 +81,8 @@ trait Job: Send {
 struct Typed<T> {
     op: Op<T>,
     result: Option<Result<T>>,
-    /// The outcome, and the operation back: the caller's thread frees what
-    /// it allocated (see `Typed::answer`).
+    /// The outcome, and the operation back, to be dropped by the waiting
+    /// task rather than by this thread (see `Typed::answer`).
     reply: oneshot::Sender<(Result<T>, Op<T>)>,
     /// The caller's span (its inbox call): the operation runs inside it,
     /// within the writer's group-commit span.
@@ -112,11 +112,13 @@ impl<T: Send + 'static> Job for Typed<T> {
             (Ok(()), None) => Err(Error::permanent("the write was never run")),
         };
         // The operation (with what it captured: events, strings) goes back
-        // to be dropped by the caller. Freed here, blocks of the callers'
-        // allocator arenas took those arenas' locks while the callers
-        // allocated in them: with 64 producers, waking each other on those
-        // locks took a sixth of this thread's time in a profile. The caller
-        // may have given up waiting; the outcome stands anyway.
+        // to be dropped by the waiting task, on the runtime's threads that
+        // allocated it. Freed here, blocks of their allocator arenas took
+        // those arenas' locks while they allocated in them: with 64
+        // producers, waking each other on those locks took a sixth of this
+        // thread's time in a profile. The caller may have given up
+        // waiting (the operation then drops here); the outcome stands
+        // anyway.
         let _ = self.reply.send((result, self.op));
     }
 }

@@ -140,7 +140,7 @@ pub(crate) fn list(
             // `since` too dense to find its floor, and for being unsettled
             // (skipped, being dead letters): bound the work when any of
             // them may be many.
-            if indexed_fields(f) > 1 || dense || many_unsettled(conn, tenant, at)? {
+            if indexed_fields(f) > 1 || dense || many_at_last_attempt(conn, tenant, at.1)? {
                 window.end = scan_end(conn, tenant, f, &window)?;
             }
             let status = format!("status = 0 AND NOT {UNSETTLED}");
@@ -242,40 +242,40 @@ fn indexed_fields(filter: &Filter) -> usize {
     fields.iter().filter(|f| f.pending_index.is_some()).count()
 }
 
-/// Whether more than [`SCAN_BUDGET`] of `tenant`'s pending rows are
+/// Whether more than [`SCAN_BUDGET`] of `tenant`'s pending rows may be
 /// unsettled (their last lease ran out): a pending listing skips each of
-/// them row by row. Usually there are none (the next claim writes them
-/// down as dead letters), and finding so is one seek.
-fn many_unsettled(
+/// them row by row. Counted on the attempts index alone, so at most that
+/// many entries are read: rows at their last attempt, leased or not (the
+/// lease's end is not in the index). Usually there are few (the next
+/// claim writes unsettled rows down as dead letters).
+fn many_at_last_attempt(
     conn: &Connection,
     tenant: &TenantId,
-    (now, policy): (Timestamp, &RetryPolicy),
+    policy: &RetryPolicy,
 ) -> Result<bool> {
-    let unsettled: i64 = conn
-        .prepare_cached(&unsettled_capped())
+    let at_last_attempt: i64 = conn
+        .prepare_cached(AT_LAST_ATTEMPT)
         .and_then(|mut stmt| {
             stmt.query_row(
                 named_params! {
                     ":tenant": tenant.as_str(),
                     ":max_attempts": policy.max_attempts,
-                    ":now": millis(now),
                     ":cap": SCAN_BUDGET + 1,
                 },
                 |r| r.get(0),
             )
         })
         .map_err(storage)?;
-    Ok(unsettled > SCAN_BUDGET)
+    Ok(at_last_attempt > SCAN_BUDGET)
 }
 
-fn unsettled_capped() -> String {
-    format!(
-        "SELECT count(*) FROM (
+/// Pending rows at their last attempt, up to `:cap`, from the index alone
+/// (`:max_attempts` first: see `UNSETTLED`).
+const AT_LAST_ATTEMPT: &str = "SELECT count(*) FROM (
          SELECT 1 FROM events INDEXED BY events_pending_attempts
-         WHERE tenant = :tenant AND status = 0 AND {UNSETTLED}
-         LIMIT :cap)"
-    )
-}
+         WHERE tenant = :tenant AND status = 0
+           AND attempts >= :max_attempts AND attempts > 0
+         LIMIT :cap)";
 
 /// Most entries of the creation index read to find where a `since`
 /// listing starts: they are small and read in order (about 1 ms for
@@ -464,25 +464,30 @@ mod tests {
             steps.contains("events_pending_attempts (tenant=? AND attempts>?)"),
             "{steps}"
         );
-        // Entered at `attempts >= :max_attempts` (SeekGE), not at
-        // `attempts > 0` (SeekGT), which would walk every claimed row.
-        let seeks: Vec<_> = crate::schema::opcodes(&conn, &last)
-            .into_iter()
-            .filter(|op| op.starts_with("Seek"))
-            .collect();
-        assert_eq!(seeks, ["SeekGE"], "{last}");
+        assert_eq!(index_seeks(&conn, &last), ["SeekGE"], "{last}");
     }
 
     #[test]
-    fn pages_count_unsettled_rows_from_the_last_attempts_on() {
+    fn pages_count_last_attempts_on_the_index_alone_from_the_last_attempts_on() {
         let conn = db();
-        let sql = unsettled_capped();
-        let steps = plan(&conn, &sql);
-        assert!(steps.contains("events_pending_attempts"), "{steps}");
-        let seeks: Vec<_> = crate::schema::opcodes(&conn, &sql)
+        let steps = plan(&conn, AT_LAST_ATTEMPT);
+        assert!(steps.contains("COVERING INDEX"), "no table reads: {steps}");
+        assert_eq!(index_seeks(&conn, AT_LAST_ATTEMPT), ["SeekGE"]);
+    }
+
+    #[test]
+    fn unsettled_counts_start_at_the_last_attempts() {
+        let conn = db();
+        let sql = crate::ops::stats::unsettled_count();
+        assert_eq!(index_seeks(&conn, &sql), ["SeekGE"], "{sql}");
+    }
+
+    /// How `sql` enters its index: `SeekGE` for `attempts >= :max_attempts`,
+    /// `SeekGT` for `attempts > 0` (which would walk every claimed row).
+    fn index_seeks(conn: &Connection, sql: &str) -> Vec<String> {
+        crate::schema::opcodes(conn, sql)
             .into_iter()
-            .filter(|op| op.starts_with("Seek"))
-            .collect();
-        assert_eq!(seeks, ["SeekGE"], "{sql}");
+            .filter(|op| op == "SeekGE" || op == "SeekGT")
+            .collect()
     }
 }
