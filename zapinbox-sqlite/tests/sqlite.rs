@@ -6,7 +6,8 @@ mod harness;
 use std::process::Stdio;
 
 use serde_json::json;
-use zapinbox_core::{Error, Inbox, NewEvent, PullQuery, TenantId};
+use zapinbox_core::testkit::Harness;
+use zapinbox_core::{Error, Inbox, NewEvent, PullQuery, QueueConfig, TenantId};
 use zapinbox_sqlite::{Durability, JournalMode, Role, SCHEMA_VERSION, SqliteBackend, Synchronous};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,13 +351,8 @@ async fn undecodable_stored_payloads_fail_only_their_own_decoding() {
 /// finds the 6, once each, in order, both ways.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_with_several_filters_stop_early_and_miss_nothing() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let backend = SqliteBackend::builder(dir.path().join("inbox.db"))
-        .maintenance_interval(None)
-        .open()
-        .await
-        .expect("open");
-    let inbox = Inbox::new(backend.clone());
+    let harness = harness::SqliteHarness::without_maintenance();
+    let inbox = Inbox::new(harness.open(QueueConfig::default()).await.expect("open"));
     let tenant = TenantId::new("sparse").expect("tenant");
     let mut wanted = Vec::new();
     for batch in 0..6 {
@@ -375,7 +371,7 @@ async fn pages_with_several_filters_stop_early_and_miss_nothing() {
     }
     let query = PullQuery::new().topic("a").event_type("t");
     pages_stop_early_and_find(&inbox, &tenant, query, &wanted).await;
-    backend.close().await.expect("close");
+    inbox.close().await.expect("close");
 }
 
 /// Follows `query`'s pages of 100 both ways: they find `wanted` (in commit
@@ -423,20 +419,14 @@ async fn pages_stop_early_and_find(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_past_many_spent_last_attempts_stop_early_and_miss_nothing() {
     use std::time::Duration;
-    use zapinbox_core::{ClaimQuery, ManualClock, QueueConfig, Timestamp};
+    use zapinbox_core::{ClaimQuery, ManualClock, Timestamp};
 
-    let dir = tempfile::tempdir().expect("temp dir");
     let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
     let mut config = QueueConfig::default();
     config.clock = clock.clock();
     config.retry.max_attempts = 1;
-    let backend = SqliteBackend::builder(dir.path().join("inbox.db"))
-        .maintenance_interval(None)
-        .config(config)
-        .open()
-        .await
-        .expect("open");
-    let inbox = Inbox::new(backend.clone());
+    let harness = harness::SqliteHarness::without_maintenance();
+    let inbox = Inbox::new(harness.open(config).await.expect("open"));
     let tenant = TenantId::new("spent").expect("tenant");
     let mut wanted = Vec::new();
     for batch in 0..6 {
@@ -460,7 +450,7 @@ async fn pages_past_many_spent_last_attempts_stop_early_and_miss_nothing() {
         .await
         .expect("dead letters");
     assert_eq!(dead.events.len(), 500, "the spent rows are dead letters");
-    backend.close().await.expect("close");
+    inbox.close().await.expect("close");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
