@@ -722,12 +722,12 @@ impl SqliteBackend {
             self.inner.config.quotas,
         );
         // Only strings go to the writer thread.
-        let events: Vec<EventParts> = events.into_iter().map(ValidEvent::into_parts).collect();
+        let events: Arc<[EventParts]> = events.into_iter().map(ValidEvent::into_parts).collect();
         let owned = tenant.clone();
         let answered = self
             .inner
             .writer
-            .write(move |conn, clock| {
+            .append(move |conn, clock| {
                 ops::ingest::ingest(conn, clock, &owned, &events, (window, &quotas))
                     .and_then(answer)
             })

@@ -86,6 +86,7 @@ mod counts;
 mod error;
 #[cfg(test)]
 mod faults;
+mod inserts;
 mod maintenance;
 mod ops;
 mod poller;

@@ -13,6 +13,14 @@
 //! the others again without it, at most [`MAX_REPLAYS`] times a batch.
 //! Either way one request's error never changes another's outcome.
 //!
+//! Requests that only store new events (ingests) leave their events in
+//! the deferred inserts (see `inserts`): they go in as multi-row INSERTs
+//! once a chunk is full, before the next request that is not an append,
+//! and before COMMIT. A request that fails without writing takes its
+//! waiting events with it; if inserting them fails, the writer rolls back
+//! and runs the batch again with each event inserted by its own request,
+//! so that the failure is that request's alone.
+//!
 //! Some errors make SQLite roll back the whole transaction itself
 //! (SQLITE_FULL, IOERR, NOMEM, BUSY, INTERRUPT may): the connection is then
 //! back in autocommit, every earlier request's writes are gone, and a later
@@ -33,6 +41,7 @@ use zapinbox_core::{Clock, Error, Result};
 use crate::busy;
 use crate::counts::PendingCounts;
 use crate::error::storage;
+use crate::inserts::DeferredInserts;
 
 /// Most requests committed in one transaction: bounds the time a batch
 /// holds the write lock and the latency of its first caller.
@@ -52,11 +61,15 @@ const MAX_REPLAYS: usize = 2;
 type Op<T> = Box<dyn Fn(&WriteConn, &Clock) -> Result<T> + Send>;
 
 /// The write connection, with the pending events its open transaction
-/// has counted but not yet written (see `counts`).
+/// has counted but not yet written (see `counts`) and the new events it
+/// has not yet inserted (see `inserts`).
 pub(crate) struct WriteConn {
     conn: Connection,
     /// Written just before each COMMIT, forgotten at each BEGIN.
     pub(crate) pending: PendingCounts,
+    /// Inserted before each request that is not an append and before each
+    /// COMMIT, forgotten at each BEGIN.
+    pub(crate) inserts: DeferredInserts,
 }
 
 impl std::ops::Deref for WriteConn {
@@ -73,6 +86,10 @@ trait Job: Send {
     /// as the batch would report it.
     fn run(&mut self, conn: &WriteConn, clock: &Clock) -> Option<CommitFailure>;
 
+    /// Whether it only appends events, which may wait in the deferred
+    /// inserts: it neither reads nor changes earlier requests' events.
+    fn appends(&self) -> bool;
+
     /// Answers the caller: its own result if its batch committed (or it was
     /// set aside with its own error), the commit's failure otherwise.
     fn answer(self: Box<Self>, commit: Result<(), &CommitFailure>);
@@ -87,6 +104,7 @@ struct Typed<T> {
     /// The caller's span (its inbox call): the operation runs inside it,
     /// within the writer's group-commit span.
     span: tracing::Span,
+    appends: bool,
 }
 
 impl<T: Send + 'static> Job for Typed<T> {
@@ -103,6 +121,10 @@ impl<T: Send + 'static> Job for Typed<T> {
             .map(|e| CommitFailure::from_error("a request in the batch", e));
         self.result = Some(result);
         failure
+    }
+
+    fn appends(&self) -> bool {
+        self.appends
     }
 
     fn answer(self: Box<Self>, commit: Result<(), &CommitFailure>) {
@@ -239,6 +261,7 @@ impl Writer {
                 let conn = WriteConn {
                     conn,
                     pending: PendingCounts::default(),
+                    inserts: DeferredInserts::default(),
                 };
                 run(conn, clock, rx, &shared)
             })
@@ -255,7 +278,17 @@ impl Writer {
         &self,
         op: impl Fn(&WriteConn, &Clock) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        self.submit(op, Message::Job).await
+        self.submit(op, Message::Job, false).await
+    }
+
+    /// Runs `op`, which stores new events and reads or changes no others,
+    /// in the next group commit: the events it leaves in the deferred
+    /// inserts may wait there for those of the requests after it.
+    pub(crate) async fn append<T: Send + 'static>(
+        &self,
+        op: impl Fn(&WriteConn, &Clock) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.submit(op, Message::Job, true).await
     }
 
     /// Runs `op` alone between batches, outside any transaction: for what
@@ -264,13 +297,14 @@ impl Writer {
         &self,
         op: impl Fn(&WriteConn, &Clock) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        self.submit(op, Message::Direct).await
+        self.submit(op, Message::Direct, false).await
     }
 
     async fn submit<T: Send + 'static>(
         &self,
         op: impl Fn(&WriteConn, &Clock) -> Result<T> + Send + 'static,
         kind: fn(Box<dyn Job>) -> Message,
+        appends: bool,
     ) -> Result<T> {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Typed {
@@ -278,6 +312,7 @@ impl Writer {
             result: None,
             reply,
             span: tracing::Span::current(),
+            appends,
         });
         self.queue.send(kind(job)).await.map_err(|_| closed())?;
         let (result, _op) = answer.await.map_err(|_| closed())?;
@@ -337,7 +372,12 @@ fn run(mut conn: WriteConn, clock: Clock, mut rx: mpsc::Receiver<Message>, count
     // cost several reallocations a batch.
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     loop {
-        let first = match rx.blocking_recv() {
+        let next = if last_batch > 1 {
+            spin_recv(&mut rx)
+        } else {
+            rx.blocking_recv()
+        };
+        let first = match next {
             Some(Message::Job(job)) => job,
             Some(Message::Direct(job)) => {
                 run_direct(&conn, &clock, job);
@@ -369,6 +409,23 @@ fn run(mut conn: WriteConn, clock: Clock, mut rx: mpsc::Receiver<Message>, count
     rx.close();
     // Dropping what is still queued answers those callers with "closed".
     while rx.try_recv().is_ok() {}
+}
+
+/// The next message, polled for at most [`GATHER_WINDOW`] before
+/// sleeping: after a batch of several callers, they are about to come
+/// back, and waking a sleeping writer thread added tens of microseconds
+/// to every commit of 64 producers (from their answers to the first new
+/// request: 106 µs sleeping, 80 µs polling, on average).
+fn spin_recv(rx: &mut mpsc::Receiver<Message>) -> Option<Message> {
+    let deadline = Instant::now() + GATHER_WINDOW;
+    loop {
+        match rx.try_recv() {
+            Ok(m) => return Some(m),
+            Err(TryRecvError::Disconnected) => return None,
+            Err(TryRecvError::Empty) if Instant::now() >= deadline => return rx.blocking_recv(),
+            Err(TryRecvError::Empty) => std::thread::yield_now(),
+        }
+    }
 }
 
 /// Longest wait for the callers of the previous batch to come back.
@@ -439,6 +496,7 @@ fn commit_batch(
 ) -> usize {
     let _span = tracing::trace_span!("group_commit").entered();
     let mut set_aside = Vec::new();
+    conn.inserts.set_on(true);
     let outcome = loop {
         if let Some(e) = counters.next_fault() {
             break Err(CommitFailure::from_error("BEGIN", &storage(e)));
@@ -460,6 +518,15 @@ fn commit_batch(
                 if set_aside.len() > MAX_REPLAYS {
                     break Err(failure.replayed_too_often(set_aside.len()));
                 }
+                counters.replays.fetch_add(1, Ordering::Relaxed);
+            }
+            // Rolled back: the batch runs again with each event inserted
+            // by its own request, so that the one at fault fails alone.
+            Err(Stop::FlushFailed(failure)) => {
+                if !conn.inserts.is_on() {
+                    break Err(failure);
+                }
+                conn.inserts.set_on(false);
                 counters.replays.fetch_add(1, Ordering::Relaxed);
             }
             Err(Stop::Failed(failure)) => break Err(failure),
@@ -496,6 +563,9 @@ enum Stop {
     /// The job at this index failed after writing; the transaction was
     /// rolled back.
     FailedAfterWriting(usize, CommitFailure),
+    /// Inserting the deferred events failed; the transaction was rolled
+    /// back.
+    FlushFailed(CommitFailure),
     /// The whole batch failed: every caller gets this.
     Failed(CommitFailure),
 }
@@ -514,11 +584,16 @@ fn run_batch(
     let begun = exec(conn, "BEGIN IMMEDIATE");
     busy::done_waiting();
     conn.pending.forget();
+    conn.inserts.forget();
     begun.map_err(|e| failed("BEGIN", e))?;
     let mut next = 0;
     loop {
         while let Some(job) = jobs.get_mut(next) {
+            if !job.appends() {
+                flush(conn)?;
+            }
             let before = conn.total_changes();
+            let waiting = conn.inserts.waiting();
             let failure = job.run(conn, clock);
             if conn.is_autocommit() {
                 // SQLite rolled the transaction back itself: what the batch
@@ -530,18 +605,36 @@ fn run_batch(
                 });
                 return Err(Stop::Failed(failure.rolled_back_by_sqlite()));
             }
-            if let Some(failure) = failure
-                && conn.total_changes() != before
-            {
-                exec(conn, "ROLLBACK").map_err(|e| failed("ROLLBACK", e))?;
-                return Err(Stop::FailedAfterWriting(next, failure));
+            if let Some(failure) = failure {
+                if conn.total_changes() != before {
+                    exec(conn, "ROLLBACK").map_err(|e| failed("ROLLBACK", e))?;
+                    return Err(Stop::FailedAfterWriting(next, failure));
+                }
+                // It wrote nothing, and leaves no event behind.
+                conn.inserts.truncate(waiting);
+            } else if conn.inserts.has_chunk() {
+                flush(conn)?;
             }
             next += 1;
         }
         if !gather.more(jobs) {
-            return Ok(());
+            return flush(conn);
         }
     }
+}
+
+/// Inserts the events waiting in the open transaction; rolls it back if
+/// that fails.
+fn flush(conn: &WriteConn) -> std::result::Result<(), Stop> {
+    let Err(e) = conn.inserts.flush(conn) else {
+        return Ok(());
+    };
+    let failure = CommitFailure::from_error("inserting the batch's new events", &e);
+    if conn.is_autocommit() {
+        return Err(Stop::Failed(failure.rolled_back_by_sqlite()));
+    }
+    exec(conn, "ROLLBACK").map_err(|e| Stop::Failed(CommitFailure::from_error("ROLLBACK", &e)))?;
+    Err(Stop::FlushFailed(failure))
 }
 
 /// Rolls back a transaction a failed batch or a failed ROLLBACK left open,
@@ -564,6 +657,8 @@ mod tests {
     use std::sync::mpsc as sync_mpsc;
 
     use super::*;
+    use zapinbox_core::raw::EventParts;
+    use zapinbox_core::{Limits, NewEvent, TenantId};
 
     /// A writer on an in-memory database with a deferred foreign key, so a
     /// request can succeed alone and still make COMMIT fail.
@@ -574,7 +669,13 @@ mod tests {
              CREATE TABLE parent (id INTEGER PRIMARY KEY);
              CREATE TABLE child (parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);
              CREATE TABLE log (n INTEGER NOT NULL UNIQUE);
-             CREATE TABLE tenant_counts (tenant TEXT PRIMARY KEY, pending INTEGER NOT NULL DEFAULT 0);",
+             CREATE TABLE tenant_counts (tenant TEXT PRIMARY KEY, pending INTEGER NOT NULL DEFAULT 0);
+             CREATE TABLE events (seq INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, tenant TEXT,
+                 source TEXT, event_type TEXT, topic TEXT, client_id TEXT, idempotency_key TEXT,
+                 payload TEXT NOT NULL, created_at INTEGER, visible_at INTEGER);
+             CREATE TRIGGER poisoned BEFORE INSERT ON events WHEN new.payload LIKE '%poison%' BEGIN
+                 SELECT RAISE(ABORT, 'poisoned event');
+             END;",
         )
         .expect("schema");
         Writer::spawn(conn, Clock::system(), None).expect("spawn")
@@ -637,6 +738,116 @@ mod tests {
     ) -> tokio::task::JoinHandle<Result<T>> {
         let w = Arc::clone(w);
         tokio::spawn(async move { w.write(op).await })
+    }
+
+    /// An append of one event with `payload` that fails, without writing
+    /// anything else, when `fail` says so.
+    fn appended(w: &Arc<Writer>, payload: &str, fail: bool) -> tokio::task::JoinHandle<Result<()>> {
+        let event = NewEvent::from_json(payload)
+            .validate(&Limits::default())
+            .expect("valid event");
+        let events: Arc<[EventParts]> = Arc::new([event.into_parts()]);
+        let w = Arc::clone(w);
+        let tenant = TenantId::new("t").expect("tenant");
+        tokio::spawn(async move {
+            w.append(move |conn, clock| {
+                let stamp = (clock.next_id(), clock.now());
+                conn.inserts.insert(conn, &tenant, &events, 0, stamp)?;
+                if fail {
+                    return Err(Error::invalid("refused after its event waited"));
+                }
+                Ok(())
+            })
+            .await
+        })
+    }
+
+    fn payloads(conn: &Connection) -> Vec<String> {
+        let mut stmt = conn
+            .prepare("SELECT payload FROM events ORDER BY seq")
+            .expect("prepare");
+        stmt.query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appended_events_go_in_together_in_order_and_a_bad_one_fails_alone() {
+        let w = writer();
+        let (release, occupied) = occupy(&w).await;
+        let before = (w.commits(), w.replays());
+        // More than a chunk, so that one is inserted while the batch runs.
+        let mut sent = Vec::new();
+        for n in 0..40 {
+            let payload = if n == 25 {
+                r#"{"poison":true}"#.to_owned()
+            } else {
+                format!(r#"{{"n":{n}}}"#)
+            };
+            sent.push((payload.clone(), appended(&w, &payload, false)));
+            queued(&w, n + 1).await;
+        }
+        drop(release);
+        occupied.await.expect("task");
+        let mut stored = Vec::new();
+        for (payload, task) in sent {
+            let result = task.await.expect("task");
+            if payload.contains("poison") {
+                assert!(matches!(result, Err(Error::Backend { .. })), "{result:?}");
+            } else {
+                result.expect("a clean append");
+                stored.push(payload);
+            }
+        }
+        assert_eq!(w.commits() - before.0, 1, "one commit for the batch");
+        assert_eq!(
+            w.replays() - before.1,
+            1,
+            "run again once, each event on its own"
+        );
+        let rows = w.write(|conn, _| Ok(payloads(conn))).await.expect("read");
+        assert_eq!(rows, stored, "every clean event, in the order sent");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_append_that_fails_leaves_no_event_and_later_requests_see_earlier_events() {
+        let w = writer();
+        let (release, occupied) = occupy(&w).await;
+        let before = w.replays();
+        let kept = appended(&w, r#"{"n":1}"#, false);
+        queued(&w, 1).await;
+        let refused = appended(&w, r#"{"n":2}"#, true);
+        queued(&w, 2).await;
+        // Not an append: it sees the event appended before it.
+        let counted = send(&w, |conn, _| {
+            conn.query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0))
+                .map_err(storage)
+        });
+        queued(&w, 3).await;
+        let after = appended(&w, r#"{"n":3}"#, false);
+        queued(&w, 4).await;
+        drop(release);
+        occupied.await.expect("task");
+        kept.await.expect("task").expect("first append");
+        let refused = refused.await.expect("task");
+        assert!(
+            matches!(refused, Err(Error::InvalidInput(_))),
+            "{refused:?}"
+        );
+        assert_eq!(counted.await.expect("task").expect("count"), 1);
+        after.await.expect("task").expect("last append");
+        assert_eq!(
+            w.replays(),
+            before,
+            "a failure without writing replays nothing"
+        );
+        let rows = w.write(|conn, _| Ok(payloads(conn))).await.expect("read");
+        assert_eq!(
+            rows,
+            vec![r#"{"n":1}"#, r#"{"n":3}"#],
+            "the refused request's event is gone"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! Storing events, with idempotency.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -19,12 +20,13 @@ use crate::writer::WriteConn;
 /// request after it wrote, which makes the writer roll back and replay its
 /// batch (see `writer`). The new events join the tenant's counts: the
 /// first count of a tenant in a transaction at once, later ones just
-/// before it commits (see `counts`).
+/// before it commits (see `counts`); in a transaction, they are inserted
+/// with those of the requests after this one (see `inserts`).
 pub(crate) fn ingest(
     conn: &WriteConn,
     clock: &Clock,
     tenant: &TenantId,
-    rows: &[EventParts],
+    rows: &Arc<[EventParts]>,
     (window, quotas): (Duration, &Quotas),
 ) -> Result<Vec<Ingested>> {
     let now = clock.now();
@@ -43,9 +45,14 @@ pub(crate) fn ingest(
     let ingested = rows
         .iter()
         .zip(plan)
-        .map(|(row, step)| match step {
+        .enumerate()
+        .map(|(index, (row, step))| match step {
             Step::Store(id) => {
-                store(conn, now, expires, tenant, row, id)?;
+                // Claimable from the writer's `now`: the id's timestamp may
+                // be later, when the id sequence carried on past a clock
+                // that stepped back.
+                conn.inserts.insert(conn, tenant, rows, index, (id, now))?;
+                remember(conn, expires, tenant, row, id)?;
                 stored += 1;
                 Ok(Ingested::new(id, false))
             }
@@ -102,37 +109,14 @@ fn plan(
     Ok(plan)
 }
 
-/// Writes one event, and its key if it has one. New events are claimable
-/// from the writer's `now`: the id's timestamp may be later, when the id
-/// sequence carried on past a clock that stepped back.
-fn store(
+/// Keeps the key of a new event, if it has one, for the window.
+fn remember(
     conn: &Connection,
-    now: Timestamp,
     expires: Timestamp,
     tenant: &TenantId,
     row: &EventParts,
     id: EventId,
 ) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO events (id, tenant, source, event_type, topic, client_id, idempotency_key,
-                             payload, created_at, visible_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )
-    .and_then(|mut stmt| {
-        stmt.execute(params![
-            id.to_bytes(),
-            tenant.as_str(),
-            row.source,
-            row.event_type,
-            row.topic,
-            row.client_id,
-            row.idempotency.as_ref().map(|(key, _)| key),
-            row.payload.as_str(),
-            millis(id.created_at()),
-            millis(now),
-        ])
-    })
-    .map_err(storage)?;
     if let Some((key, fingerprint)) = &row.idempotency {
         conn.prepare_cached(
             "INSERT OR REPLACE INTO idempotency_keys (tenant, key, event_id, fingerprint, expires_at)
