@@ -56,9 +56,10 @@ pub struct DatabaseStats {
     pub free_bytes: u64,
     /// Transactions committed since open.
     pub commits: u64,
-    /// Group commits rolled back and run again without a request that
-    /// failed after writing (a storage failure or a bug), since open.
-    /// Conflicts and refusals never cause one.
+    /// Group commits rolled back and run again, since open: without a
+    /// request that failed after writing (a storage failure or a bug), or
+    /// with one insert per new event after inserting several together
+    /// failed. Conflicts and refusals never cause one.
     pub replays: u64,
     /// The last maintenance purge that removed anything.
     pub last_purge: Option<PurgeRecord>,

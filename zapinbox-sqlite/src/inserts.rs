@@ -1,7 +1,7 @@
 //! New events of the open write transaction, inserted together: the
 //! events of consecutive ingest requests wait here and go in as
-//! multi-row INSERTs, a chunk of [`CHUNKS`]`[0]` as soon as one is full
-//! (while the next requests are on their way), the rest before the next
+//! multi-row INSERTs: all of them as soon as [`CHUNKS`]`[0]` or more
+//! wait (while the next requests are on their way), and before the next
 //! request that is not an ingest and before COMMIT. One statement per
 //! event opened and closed a cursor on the table and on each of its
 //! indexes and updated the AUTOINCREMENT counter every time: with 64
@@ -91,15 +91,9 @@ impl DeferredInserts {
         inserted
     }
 
-    /// How many events wait: a mark to [`DeferredInserts::truncate`] to.
+    /// How many events wait.
     pub(crate) fn waiting(&self) -> usize {
         self.rows.borrow().len()
-    }
-
-    /// Forgets what came after `mark`: a request that failed without
-    /// writing leaves none of its events behind.
-    pub(crate) fn truncate(&self, mark: usize) {
-        self.rows.borrow_mut().truncate(mark);
     }
 
     /// Forgets every waiting event: the transaction was rolled back.
@@ -107,7 +101,7 @@ impl DeferredInserts {
         self.rows.borrow_mut().clear();
     }
 
-    /// Whether a full chunk waits: the writer inserts it while the next
+    /// Whether a chunk's worth waits: the writer inserts it while the next
     /// requests are on their way rather than all at once before COMMIT.
     pub(crate) fn has_chunk(&self) -> bool {
         self.rows.borrow().len() >= CHUNKS[0]

@@ -27,14 +27,15 @@
 //! - **One writer thread** owns the write connection. It runs every queued
 //!   request in one plain transaction (no savepoint per request: measured,
 //!   those cost more than the inserts), commits once, then answers each
-//!   caller: many concurrent callers share one fsync. A request refuses
-//!   what it refuses (a conflict, a lost lease, a missing event) before it
-//!   writes anything, so its error changes nobody else's outcome. One that
-//!   fails after writing (a storage error) makes the writer roll back and
-//!   run the others again without it, at most twice a batch; if SQLite
-//!   rolled the transaction back itself (a full disk, an I/O error), or
-//!   COMMIT fails, every caller in the batch gets that error, and nothing
-//!   of the batch is kept.
+//!   caller: many concurrent callers share one fsync. The ingests of a
+//!   batch insert their events together, up to 16 rows a statement. A
+//!   request refuses what it refuses (a conflict, a lost lease, a missing
+//!   event) before it writes anything, so its error changes nobody else's
+//!   outcome. One that fails after writing (a storage error) makes the
+//!   writer roll back and run the others again without it, at most twice
+//!   a batch; if SQLite rolled the transaction back itself (a full disk,
+//!   an I/O error), or COMMIT fails, every caller in the batch gets that
+//!   error, and nothing of the batch is kept.
 //! - **Reads** run on a small pool of read-only connections, at most all
 //!   but one of them for one tenant. A read whose work is bounded by what
 //!   it returns (a pull page, `get`, `find_by_key`, the

@@ -10,16 +10,17 @@
 //! validation, conflict or not-found error, by construction of the
 //! operations) simply answers its error; one that fails after writing (a
 //! storage error, a panic) makes the writer roll the batch back and run
-//! the others again without it, at most [`MAX_REPLAYS`] times a batch.
+//! the others again without it, at most [`MAX_REPLAYS`] times a batch
+//! (plus once after a failed insert of waiting events, below).
 //! Either way one request's error never changes another's outcome.
 //!
 //! Requests that only store new events (ingests) leave their events in
 //! the deferred inserts (see `inserts`): they go in as multi-row INSERTs
-//! once a chunk is full, before the next request that is not an append,
-//! and before COMMIT. A request that fails without writing takes its
-//! waiting events with it; if inserting them fails, the writer rolls back
-//! and runs the batch again with each event inserted by its own request,
-//! so that the failure is that request's alone.
+//! once a chunk's worth waits, before the next request that is not an
+//! append, and before COMMIT. A request that fails after leaving events
+//! there failed after writing. If inserting them fails, the writer rolls
+//! back and runs the batch again once more with each event inserted by
+//! its own request, so that the failure is that request's alone.
 //!
 //! Some errors make SQLite roll back the whole transaction itself
 //! (SQLITE_FULL, IOERR, NOMEM, BUSY, INTERRUPT may): the connection is then
@@ -341,8 +342,9 @@ impl Writer {
         self.counters.commits.load(Ordering::Relaxed)
     }
 
-    /// Batches rolled back and run again without a request that failed
-    /// after writing.
+    /// Batches rolled back and run again: without a request that failed
+    /// after writing, or with each event inserted on its own after an
+    /// insert of waiting events failed.
     pub(crate) fn replays(&self) -> u64 {
         self.counters.replays.load(Ordering::Relaxed)
     }
@@ -523,6 +525,8 @@ fn commit_batch(
             // Rolled back: the batch runs again with each event inserted
             // by its own request, so that the one at fault fails alone.
             Err(Stop::FlushFailed(failure)) => {
+                // Never twice: with waiting off, each insert is its
+                // request's own and a failure there is that request's.
                 if !conn.inserts.is_on() {
                     break Err(failure);
                 }
@@ -605,14 +609,16 @@ fn run_batch(
                 });
                 return Err(Stop::Failed(failure.rolled_back_by_sqlite()));
             }
-            if let Some(failure) = failure {
-                if conn.total_changes() != before {
-                    exec(conn, "ROLLBACK").map_err(|e| failed("ROLLBACK", e))?;
-                    return Err(Stop::FailedAfterWriting(next, failure));
-                }
-                // It wrote nothing, and leaves no event behind.
-                conn.inserts.truncate(waiting);
-            } else if conn.inserts.has_chunk() {
+            // Events it left waiting count as written: so do the pending
+            // counts it kept in memory for them.
+            let wrote = conn.total_changes() != before || conn.inserts.waiting() != waiting;
+            if let Some(failure) = failure
+                && wrote
+            {
+                exec(conn, "ROLLBACK").map_err(|e| failed("ROLLBACK", e))?;
+                return Err(Stop::FailedAfterWriting(next, failure));
+            }
+            if conn.inserts.has_chunk() {
                 flush(conn)?;
             }
             next += 1;
@@ -839,8 +845,8 @@ mod tests {
         after.await.expect("task").expect("last append");
         assert_eq!(
             w.replays(),
-            before,
-            "a failure without writing replays nothing"
+            before + 1,
+            "an event left waiting is a write: its request is set aside, the rest run again"
         );
         let rows = w.write(|conn, _| Ok(payloads(conn))).await.expect("read");
         assert_eq!(
@@ -848,6 +854,34 @@ mod tests {
             vec![r#"{"n":1}"#, r#"{"n":3}"#],
             "the refused request's event is gone"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_run_again_after_another_request_failed_are_stored_once() {
+        let w = writer();
+        let (release, occupied) = occupy(&w).await;
+        let first = appended(&w, r#"{"n":1}"#, false);
+        queued(&w, 1).await;
+        // Inserts the waiting event before it runs, then fails after
+        // writing: the batch rolls back and runs again without it.
+        let failing = send(&w, |conn, _| {
+            insert(conn, 7)?;
+            Err::<(), _>(Error::permanent("failed after writing"))
+        });
+        queued(&w, 2).await;
+        let second = appended(&w, r#"{"n":2}"#, false);
+        queued(&w, 3).await;
+        drop(release);
+        occupied.await.expect("task");
+        first.await.expect("task").expect("first append");
+        assert!(failing.await.expect("task").is_err());
+        second.await.expect("task").expect("second append");
+        let (rows, log) = w
+            .write(|conn, _| Ok((payloads(conn), logged(conn))))
+            .await
+            .expect("read");
+        assert_eq!(rows, vec![r#"{"n":1}"#, r#"{"n":2}"#], "each event once");
+        assert!(log.is_empty(), "the failed request's write was rolled back");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
