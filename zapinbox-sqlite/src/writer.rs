@@ -693,14 +693,21 @@ mod tests {
         Ok(n)
     }
 
-    fn logged(conn: &Connection) -> Vec<i64> {
-        let mut stmt = conn
-            .prepare("SELECT n FROM log ORDER BY n")
-            .expect("prepare");
-        stmt.query_map([], |r| r.get(0))
+    /// Every row `sql` selects, read by `row`.
+    fn rows<T>(
+        conn: &Connection,
+        sql: &str,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Vec<T> {
+        let mut stmt = conn.prepare(sql).expect("prepare");
+        stmt.query_map([], row)
             .expect("query")
             .collect::<rusqlite::Result<_>>()
             .expect("rows")
+    }
+
+    fn logged(conn: &Connection) -> Vec<i64> {
+        rows(conn, "SELECT n FROM log ORDER BY n", |r| r.get(0))
     }
 
     /// Occupies the writer until the returned sender is dropped, so that
@@ -769,13 +776,9 @@ mod tests {
     }
 
     fn payloads(conn: &Connection) -> Vec<String> {
-        let mut stmt = conn
-            .prepare("SELECT payload FROM events ORDER BY seq")
-            .expect("prepare");
-        stmt.query_map([], |r| r.get(0))
-            .expect("query")
-            .collect::<rusqlite::Result<_>>()
-            .expect("rows")
+        rows(conn, "SELECT payload FROM events ORDER BY seq", |r| {
+            r.get(0)
+        })
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -983,13 +986,8 @@ mod tests {
     }
 
     fn pending(conn: &Connection) -> Vec<(String, i64)> {
-        let mut stmt = conn
-            .prepare("SELECT tenant, pending FROM tenant_counts ORDER BY tenant")
-            .expect("prepare");
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .expect("query")
-            .collect::<rusqlite::Result<_>>()
-            .expect("rows")
+        let sql = "SELECT tenant, pending FROM tenant_counts ORDER BY tenant";
+        rows(conn, sql, |r| Ok((r.get(0)?, r.get(1)?)))
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
