@@ -33,9 +33,10 @@
 //!   event) before it writes anything, so its error changes nobody else's
 //!   outcome. One that fails after writing (a storage error) makes the
 //!   writer roll back and run the others again without it, at most twice
-//!   a batch; if SQLite rolled the transaction back itself (a full disk,
-//!   an I/O error), or COMMIT fails, every caller in the batch gets that
-//!   error, and nothing of the batch is kept.
+//!   a batch (once more, an insert per event, if inserting several
+//!   together failed); if SQLite rolled the transaction back itself (a
+//!   full disk, an I/O error), or COMMIT fails, every caller in the batch
+//!   gets that error, and nothing of the batch is kept.
 //! - **Reads** run on a small pool of read-only connections, at most all
 //!   but one of them for one tenant. A read whose work is bounded by what
 //!   it returns (a pull page, `get`, `find_by_key`, the

@@ -667,7 +667,8 @@ mod tests {
     use zapinbox_core::{Limits, NewEvent, TenantId};
 
     /// A writer on an in-memory database with a deferred foreign key, so a
-    /// request can succeed alone and still make COMMIT fail.
+    /// request can succeed alone and still make COMMIT fail, and an events
+    /// table that refuses any event whose payload mentions "poison".
     fn writer() -> Arc<Writer> {
         let conn = Connection::open_in_memory().expect("open");
         conn.execute_batch(
